@@ -1,0 +1,259 @@
+"""The plug-in surface: every contract a source, invoker, destination or store implements.
+
+Data flow (SPEC 2)::
+
+    Source.run(sink) -> sink.put(records) -> filter -> lane -> batcher -> dispatcher
+        -> Invoker.invoke(invocation) -> InvokeResult -> retry / bisect / Destination.send
+        -> Source.ack(records)
+
+"Ack" means: the source may forget these records. A stream commits the offset past them, a
+queue deletes them, a folder remembers the file as processed. The core acks a record only
+after it was delivered (the function succeeded), filtered out, or handed to a destination.
+For one lane, acks arrive in record order. Nothing else acknowledges.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Collection, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar, Protocol
+
+from router.models import (
+    FailedEvent,
+    FunctionConfig,
+    Invocation,
+    InvokeResult,
+    MappingConfig,
+    MappingRow,
+    PluginSettings,
+    Record,
+    SourceKind,
+    StatsDelta,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceTraits:
+    """AWS defaults and limits of a source type (reference/esm-parameters.md)."""
+
+    kind: SourceKind
+    filter_view: str
+    """The ``source_type`` passed to :func:`router.filters.filter_view`."""
+    batch_size_default: int
+    batch_size_max: int
+    window_default: float = 0.0
+    window_max: float = 300.0
+    starting_positions: tuple[str, ...] = ()
+    starting_position_default: str | None = None
+    retry_default: int = -1
+    retry_min: int = -1
+    retry_max: int = 10_000
+    record_age_default: float = -1
+    record_age_min: float = 60
+    record_age_max: float = 604_800
+    supports: frozenset[str] = frozenset()
+    """Optional mapping fields that apply to this source, e.g. ``bisect_batch_on_function_error``,
+    ``parallelization_factor``, ``maximum_concurrency``, ``function_response_types``,
+    ``maximum_retry_attempts``, ``maximum_record_age``, ``destination_config``."""
+
+
+class Sink(Protocol):
+    """Where a source puts what it reads. Implemented by the core's pipeline."""
+
+    async def put(self, records: Sequence[Record]) -> None:
+        """Filter and queue ``records`` (in lane order). Waits while the mapping already holds
+        as many records as it may (backpressure); never drops."""
+
+    def free(self) -> int:
+        """How many more records the mapping can take now without waiting."""
+
+    async def revoke(self, lanes: Collection[Hashable], timeout: float) -> None:
+        """The source is giving up ``lanes`` (Kafka rebalance, lost shard lease). Waits up to
+        ``timeout`` for in-flight batches of those lanes to be delivered and acked; queued
+        records of those lanes that were not yet dispatched are dropped without ack (the next
+        owner reads them again)."""
+
+    def report(self, result: str) -> None:
+        """Set the mapping's ``last_processing_result`` (e.g. ``PROBLEM: broker unreachable``)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SourceContext:
+    """What a source gets from the router besides its own settings."""
+
+    mapping: MappingConfig
+    store: Store
+    replica_id: str
+    """Identifies this router process (leases, logs)."""
+    function_arn: str = ""
+
+
+class Source(ABC):
+    """Reads records from one place for one mapping.
+
+    Lifecycle: constructed with validated settings, then ``run(sink)`` is started as a task.
+    ``run`` reads until cancelled. It raises :class:`router.errors.SourceError` (retriable)
+    when the broker cannot be reached; the router then reports the problem, waits with
+    backoff and calls ``run`` again. Other exceptions stop the mapping with ``PROBLEM``.
+    ``aclose`` is called once after ``run`` has ended; it is idempotent.
+    """
+
+    Settings: ClassVar[type[PluginSettings]]
+    traits: ClassVar[SourceTraits]
+
+    def __init__(self, settings: Any, context: SourceContext) -> None:
+        self.settings = settings
+        self.context = context
+
+    @abstractmethod
+    async def run(self, sink: Sink) -> None:
+        """Read records and ``await sink.put(...)`` them until cancelled."""
+
+    @abstractmethod
+    def build_event(self, records: Sequence[Record]) -> dict[str, Any]:
+        """Wrap a batch (all from one lane, in order) in the AWS event the function receives."""
+
+    @abstractmethod
+    async def ack(self, records: Sequence[Record]) -> None:
+        """Forget these records: commit, delete, remember as processed. For one lane calls
+        come in record order. May raise SourceError; the core retries with backoff."""
+
+    async def release(self, records: Sequence[Record]) -> None:  # noqa: B027 - optional hook
+        """Queue sources: leave these records for redelivery (failed, not handed off).
+        Streams and asynchronous sources never get this call."""
+
+    def batch_info(self, records: Sequence[Record]) -> dict[str, Any]:
+        """The ``*BatchInfo`` part of a stream's on-failure destination record
+        (``KafkaBatchInfo``, ``KinesisBatchInfo``...), as ``{"KafkaBatchInfo": {...}}``."""
+        return {}
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections. Idempotent."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvokerContext:
+    store: Store
+    report_init_error: Callable[[str], None]
+    """Invokers that host runtimes report init errors here (shown in last_processing_result)."""
+
+
+class Invoker(ABC):
+    """Calls one function. ``invoke`` classifies every ending into an :class:`InvokeResult`
+    (function error, throttle, timeout, transport error) instead of raising; it enforces
+    ``invocation.deadline``. ``start`` is awaited before the first invoke (servers bind
+    there); ``aclose`` is idempotent."""
+
+    Settings: ClassVar[type[PluginSettings]]
+
+    def __init__(self, function: FunctionConfig, context: InvokerContext) -> None:
+        self.function = function
+        self.context = context
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Open connections or listeners."""
+
+    @abstractmethod
+    async def invoke(self, invocation: Invocation) -> InvokeResult:
+        """Call the function once."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Close connections or listeners. Idempotent."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DestinationContext:
+    store: Store
+    mapping_uuid: str
+    mapping_name: str
+    function_name: str
+
+
+class Destination(ABC):
+    """Receives on-failure / on-success records (AWS destination formats, original records
+    included). ``send`` returns once the record is durably accepted; it raises
+    :class:`router.errors.DestinationError` otherwise, and the lane blocks and retries:
+    a record is never dropped."""
+
+    Settings: ClassVar[type[PluginSettings]]
+
+    def __init__(self, settings: Any, context: DestinationContext) -> None:
+        self.settings = settings
+        self.context = context
+
+    @abstractmethod
+    async def send(self, record: Mapping[str, Any]) -> None:
+        """Deliver one destination record."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release connections. Idempotent."""
+
+
+class Store(Protocol):
+    """The SQL store (SQLite embedded, PostgreSQL shared by replicas).
+
+    Every method may raise :class:`router.errors.StoreError`; ``retriable`` on it tells
+    whether the failure is temporary (connection lost) or not.
+    """
+
+    url: str
+
+    async def start(self) -> None:
+        """Connect and check the schema; raises SchemaOutdatedError naming
+        ``router db upgrade`` when the schema is older than this code."""
+
+    async def aclose(self) -> None: ...
+
+    # mappings
+    async def list_mappings(self) -> list[MappingRow]: ...
+    async def get_mapping(self, uuid: str) -> MappingRow | None: ...
+    async def get_mapping_by_name(self, name: str) -> MappingRow | None: ...
+    async def create_mapping(self, row: MappingRow) -> None: ...
+    async def update_mapping(self, row: MappingRow) -> None:
+        """Write every configuration column of ``row`` (not state / results)."""
+
+    async def delete_mapping(self, uuid: str) -> None: ...
+    async def set_mapping_status(
+        self,
+        uuid: str,
+        *,
+        state: str | None = None,
+        reason: str | None = None,
+        last_result: str | None = None,
+    ) -> None: ...
+    async def set_enabled(self, uuid: str, enabled: bool) -> None: ...
+
+    # checkpoints and cursors: opaque strings per (mapping, key)
+    async def get_checkpoints(self, mapping_uuid: str) -> dict[str, str]: ...
+    async def put_checkpoints(self, mapping_uuid: str, values: Mapping[str, str]) -> None: ...
+    async def delete_checkpoints(self, mapping_uuid: str, keys: Collection[str]) -> None: ...
+
+    # schedules: exactly one fire per (schedule, scheduled time) across replicas
+    async def claim_fire(self, schedule_key: str, scheduled_time: datetime, owner: str) -> bool:
+        """Insert the fire row; True for the one caller whose insert won."""
+
+    async def last_fire(self, schedule_key: str) -> datetime | None: ...
+
+    # leases (shards, bucket cursors shared by replicas)
+    async def acquire_lease(self, key: str, owner: str, ttl: float) -> bool:
+        """Take or renew ``key`` for ``owner`` until now + ttl; False if another owner holds
+        an unexpired lease."""
+
+    async def release_lease(self, key: str, owner: str) -> None: ...
+
+    # stats and failed events
+    async def add_stats(self, mapping_uuid: str, delta: StatsDelta) -> None: ...
+    async def get_stats(self, mapping_uuid: str) -> dict[str, Any]: ...
+    async def add_failed_event(self, event: FailedEvent) -> int: ...
+    async def list_failed_events(
+        self, *, mapping_uuid: str | None = None, include_replayed: bool = False
+    ) -> list[FailedEvent]: ...
+    async def mark_replayed(self, ids: Collection[int]) -> None: ...
+
+    def changes(self) -> AsyncIterator[set[str]]:
+        """Yields sets of mapping uuids whose rows (or checkpoints) changed outside this
+        process: PostgreSQL LISTEN/NOTIFY fired by triggers, SQLite polling. An empty set
+        means "something changed, reload all"."""
+        ...

@@ -1,0 +1,79 @@
+"""Maps the YAML ``type:`` of sources, invokers and destinations to lazily imported classes.
+
+A connector whose library is missing fails with an install hint naming the extra.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from router.errors import ConfigError, MissingDependencyError
+
+SOURCES: dict[str, str] = {
+    "directory": "connectors.directory:DirectorySource",
+    "schedule": "connectors.schedule:ScheduleSource",
+    "kafka": "connectors.kafka:KafkaSource",
+    "sqs": "connectors.sqs:SQSSource",
+    "s3": "connectors.s3:S3Source",
+}
+
+INVOKERS: dict[str, str] = {
+    "python": "router.invokers.python:PythonInvoker",
+    "http": "router.invokers.http:HttpInvoker",
+    "runtime-api": "router.invokers.runtime_api:RuntimeApiInvoker",
+    "lambda": "connectors.aws_lambda:LambdaInvoker",
+}
+
+DESTINATIONS: dict[str, str] = {
+    "directory": "router.destinations.directory:DirectoryDestination",
+    "table": "router.destinations.table:TableDestination",
+    "http": "router.destinations.http:HttpDestination",
+    "sqs": "connectors.aws_destinations:SQSDestination",
+    "sns": "connectors.aws_destinations:SNSDestination",
+    "s3": "connectors.aws_destinations:S3Destination",
+    "kafka": "connectors.kafka:KafkaDestination",
+}
+
+# The pip extra that brings each optional library.
+EXTRAS: dict[str, str] = {
+    "aiokafka": "kafka",
+    "aioboto3": "aws",
+    "aiobotocore": "aws",
+    "botocore": "aws",
+    "asyncpg": "postgres",
+}
+
+
+def load(kind: str, table: dict[str, str], type_name: str) -> Any:
+    """Import the class registered for ``type_name``; ``kind`` names the table in errors."""
+    try:
+        target = table[type_name]
+    except KeyError:
+        known = ", ".join(sorted(table))
+        raise ConfigError(f"unknown {kind} type {type_name!r}; known types: {known}") from None
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        missing = (e.name or "").split(".")[0]
+        extra = EXTRAS.get(missing)
+        if extra is None:
+            raise
+        raise MissingDependencyError(
+            f"the {kind} type {type_name!r} needs the {missing!r} library: "
+            f"pip install 'event-router[{extra}]'"
+        ) from e
+    return getattr(module, attr)
+
+
+def load_source(type_name: str) -> Any:
+    return load("source", SOURCES, type_name)
+
+
+def load_invoker(type_name: str) -> Any:
+    return load("invoker", INVOKERS, type_name)
+
+
+def load_destination(type_name: str) -> Any:
+    return load("destination", DESTINATIONS, type_name)
