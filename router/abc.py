@@ -6,6 +6,12 @@ Data flow (SPEC 2)::
         -> Invoker.invoke(invocation) -> InvokeResult -> retry / bisect / Destination.send
         -> Source.ack(records)
 
+Lanes: records with equal ``Record.lane`` are dispatched one batch at a time, in order. For
+QUEUE sources a lane of ``None`` means "no order" (SQS standard): such records are batched
+together and several batches run at once, up to the mapping's concurrency. For an ordered
+QUEUE lane (an SQS FIFO message group) a failure also releases the records queued behind it
+in that lane, so nothing overtakes a message that is going back to the queue.
+
 "Ack" means: the source may forget these records. A stream commits the offset past them, a
 queue deletes them, a folder remembers the file as processed. The core acks a record only
 after it was delivered (the function succeeded), filtered out, or handed to a destination.
@@ -106,6 +112,12 @@ class Source(ABC):
     def __init__(self, settings: Any, context: SourceContext) -> None:
         self.settings = settings
         self.context = context
+
+    @classmethod
+    def traits_for(cls, settings: Any) -> SourceTraits:
+        """Traits for these settings (e.g. an SQS FIFO queue has other limits than a standard
+        one). Defaults to the class's ``traits``."""
+        return cls.traits
 
     @abstractmethod
     async def run(self, sink: Sink) -> None:
