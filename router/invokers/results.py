@@ -1,0 +1,145 @@
+"""Shapes shared by every invoker: error payloads, timeouts, JSON encoding of responses.
+
+Lambda's own formats are followed so that a destination record or a log line looks the same
+whichever invoker ran the function.
+"""
+
+from __future__ import annotations
+
+import decimal
+import os
+from typing import Any
+
+import orjson
+
+from router.models import MAX_PAYLOAD_BYTES, InvokeResult, Outcome
+
+UNHANDLED = "Unhandled"
+
+_ORJSON_OPTS = (
+    orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+)
+"""Lambda's Python runtime (simplejson) accepts int keys but not datetimes or dataclasses."""
+
+
+class MarshalError(TypeError):
+    """A handler's return value cannot be encoded as JSON."""
+
+
+def function_arn(name: str, arn: str = "") -> str:
+    """The ARN a function is invoked as: the configured one, or a local look-alike.
+
+    A local ARN uses ``AWS_REGION`` (default ``us-east-1``) and the account ``000000000000``
+    that AWS emulators use, so handlers that split the ARN keep working.
+    """
+    if arn:
+        return arn
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    return f"arn:aws:lambda:{region}:000000000000:function:{name}"
+
+
+def error_payload(message: str, error_type: str, stack_trace: list[str] | None = None) -> Any:
+    """The error object a function returns when it fails, as Lambda shapes it."""
+    return {"errorMessage": message, "errorType": error_type, "stackTrace": stack_trace or []}
+
+
+def function_error(payload: Any, detail: str = "", status_code: int = 200) -> InvokeResult:
+    """A function error (``X-Amz-Function-Error: Unhandled``) carrying ``payload``."""
+    if not detail:
+        detail = describe_error(payload)
+    return InvokeResult(
+        outcome=Outcome.FUNCTION_ERROR,
+        payload=payload,
+        status_code=status_code,
+        function_error=UNHANDLED,
+        detail=detail,
+    )
+
+
+def describe_error(payload: Any) -> str:
+    """``ErrorType: message`` of an error object, for logs and ``last_processing_result``."""
+    if isinstance(payload, dict):
+        error_type = payload.get("errorType") or "Error"
+        message = payload.get("errorMessage") or ""
+        text = f"{error_type}: {message}" if message else str(error_type)
+    else:
+        text = str(payload)
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def timeout_result(request_id: str, timeout: float) -> InvokeResult:
+    """The deadline passed. The payload is what Lambda returns for a timed-out invoke."""
+    message = f"RequestId: {request_id} Error: Task timed out after {timeout:.2f} seconds"
+    return InvokeResult(
+        outcome=Outcome.TIMEOUT,
+        payload={"errorType": "Sandbox.Timedout", "errorMessage": message},
+        function_error=UNHANDLED,
+        detail=f"Task timed out after {timeout:.2f} seconds",
+    )
+
+
+def throttled(
+    detail: str, retry_after: float | None = None, status_code: int = 429
+) -> InvokeResult:
+    return InvokeResult(
+        outcome=Outcome.THROTTLED,
+        status_code=status_code,
+        retry_after=retry_after,
+        detail=detail,
+        payload={"Type": "User", "message": detail},
+    )
+
+
+def transport_error(detail: str, status_code: int = 0, payload: Any = None) -> InvokeResult:
+    return InvokeResult(
+        outcome=Outcome.TRANSPORT_ERROR, status_code=status_code, payload=payload, detail=detail
+    )
+
+
+def success(payload: Any) -> InvokeResult:
+    return InvokeResult(outcome=Outcome.SUCCESS, payload=payload)
+
+
+def response_too_large(size: int, limit: int = MAX_PAYLOAD_BYTES) -> InvokeResult:
+    """Lambda's answer to a function whose response exceeds the payload limit."""
+    message = (
+        f"Response payload size ({size} bytes) exceeded maximum allowed payload size "
+        f"({limit} bytes)."
+    )
+    return function_error(error_payload(message, "Function.ResponseSizeTooLarge"))
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, decimal.Decimal):
+        # DynamoDB hands out Decimals; Lambda's encoder writes them as plain numbers.
+        if value.is_nan():
+            return None
+        if value == value.to_integral_value():
+            return int(value)
+        return float(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def encode_response(value: Any) -> bytes:
+    """Serialise a handler's return value as Lambda's Python runtime would.
+
+    Raises :class:`MarshalError` for values Lambda cannot marshal either (datetimes, sets,
+    arbitrary objects). ``bytes`` are sent as they are, as the runtime does.
+    """
+    if isinstance(value, bytes):
+        return value
+    try:
+        return orjson.dumps(value, default=_default, option=_ORJSON_OPTS)
+    except TypeError as e:
+        raise MarshalError(f"Unable to marshal response: {e}") from e
+
+
+def decode_payload(body: bytes) -> Any:
+    """A response body as the caller sees it: JSON decoded, ``None`` when empty or ``null``,
+    and the raw text when it is not JSON (a runtime may send any bytes)."""
+    if not body or body.isspace():
+        return None
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body.decode("utf-8", errors="replace")
