@@ -79,14 +79,14 @@ def timeout_result(request_id: str, timeout: float) -> InvokeResult:
 
 
 def throttled(
-    detail: str, retry_after: float | None = None, status_code: int = 429
+    detail: str, retry_after: float | None = None, status_code: int = 429, payload: Any = None
 ) -> InvokeResult:
     return InvokeResult(
         outcome=Outcome.THROTTLED,
         status_code=status_code,
         retry_after=retry_after,
         detail=detail,
-        payload={"Type": "User", "message": detail},
+        payload=payload,
     )
 
 
