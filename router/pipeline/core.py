@@ -1,0 +1,378 @@
+"""The pipeline of one mapping: the Sink a source puts records into, lanes, batching and
+dispatch. What happens to a batch once it is cut (invoke, retry, bisect, destinations, ack)
+lives in :mod:`router.pipeline.delivery`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Collection, Hashable, Sequence
+from typing import Any
+
+from router.abc import Destination, Invoker, Sink, Source
+from router.errors import RouterError
+from router.models import FunctionConfig, MappingConfig, Record, SourceKind
+from router.pipeline.batcher import BatchPolicy
+from router.pipeline.delivery import Abandoned, Counters, Delivery
+from router.pipeline.retry import Backoff
+
+logger = logging.getLogger(__name__)
+
+# (record, filtered): filtered records ride along in their lane so that acks stay in order.
+Entry = tuple[Record, bool]
+
+DEFAULT_CONCURRENCY = 10
+UNBOUNDED = 1_000_000
+
+
+class Matcher:
+    """What the pipeline needs of :class:`router.filters.Matcher`."""
+
+    def matches(self, event: Any) -> bool:  # pragma: no cover - protocol
+        raise NotImplementedError
+
+
+class Lane:
+    __slots__ = ("count", "entries", "key", "nbytes", "oldest", "task", "wake")
+
+    def __init__(self, key: Hashable) -> None:
+        self.key = key
+        self.entries: deque[Entry] = deque()
+        self.count = 0  # records to send (not filtered)
+        self.nbytes = 0
+        self.oldest = 0.0  # monotonic time the oldest waiting record arrived in the lane
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+
+class Pipeline(Sink):
+    """Runs one mapping: its source feeds lanes, lanes feed the function.
+
+    ``start()`` launches the source; ``stop(timeout)`` stops polling, finishes in-flight
+    batches for up to ``timeout`` seconds (retry waits are abandoned: those records are not
+    acknowledged and come back), then cancels what is left.
+    """
+
+    def __init__(
+        self,
+        *,
+        mapping: MappingConfig,
+        function: FunctionConfig,
+        source: Source,
+        invoker: Invoker,
+        matcher: Matcher | None = None,
+        filter_view: Callable[[str, Any], Any] | None = None,
+        on_failure: Destination | None = None,
+        on_success: Destination | None = None,
+        backoff: Backoff | None = None,
+        report: Callable[[str], None] | None = None,
+        capacity: int | None = None,
+    ) -> None:
+        self.mapping = mapping
+        self.source = source
+        traits = source.traits_for(source.settings)
+        self.kind = traits.kind
+        self._view_type = traits.filter_view
+        self._matcher = matcher
+        self._filter_view = filter_view
+        self._report_cb = report
+        self.status = "No records processed"
+        self.policy = BatchPolicy(
+            batch_size=max(1, mapping.batch_size), window=max(0.0, mapping.maximum_batching_window)
+        )
+        if self.kind is SourceKind.STREAM:
+            concurrency = UNBOUNDED
+        else:
+            concurrency = mapping.maximum_concurrency or DEFAULT_CONCURRENCY
+        self._slots = asyncio.Semaphore(concurrency)
+        self._capacity = capacity or min(100_000, max(1_000, 4 * self.policy.batch_size * 8))
+        self._held = 0
+        self._room = asyncio.Event()
+        self._room.set()
+        self._lanes: dict[Hashable, Lane] = {}
+        self._batch_tasks: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self._source_task: asyncio.Task[None] | None = None
+        self.counters = Counters()
+        self.delivery = Delivery(
+            mapping=mapping,
+            function=function,
+            source=source,
+            invoker=invoker,
+            kind=self.kind,
+            on_failure=on_failure,
+            on_success=on_success,
+            backoff=backoff or Backoff(),
+            counters=self.counters,
+            stopping=self._stopping,
+            report=self.report,
+            done=self._done,
+        )
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        if self._source_task is None:
+            self._source_task = asyncio.create_task(
+                self._run_source(), name=f"source:{self.mapping.name}"
+            )
+
+    async def _run_source(self) -> None:
+        error_attempt = 0
+        backoff = Backoff(base=1.0, cap=30.0)
+        while not self._stopping.is_set():
+            try:
+                await self.source.run(self)
+                return
+            except asyncio.CancelledError:
+                raise
+            except RouterError as e:
+                if not e.retriable:
+                    self.report(f"PROBLEM: {e}")
+                    logger.error("mapping %s: source stopped: %s", self.mapping.name, e)
+                    return
+                error_attempt += 1
+                self.report(f"PROBLEM: {e}")
+                logger.warning(
+                    "mapping %s: source error (attempt %d), retrying: %s",
+                    self.mapping.name,
+                    error_attempt,
+                    e,
+                )
+            except Exception as e:
+                self.report(f"PROBLEM: {type(e).__name__}: {e}")
+                logger.exception("mapping %s: source failed", self.mapping.name)
+                error_attempt += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), backoff.delay(error_attempt))
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Stop polling, let in-flight batches finish (up to ``timeout``), then cancel."""
+        self._stopping.set()
+        if self._source_task is not None:
+            self._source_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._source_task
+        # Queued records that were never dispatched are not acknowledged: the source gives
+        # them again (a stream re-reads them, a queue makes them visible again).
+        released: list[Record] = []
+        for lane in self._lanes.values():
+            released.extend(r for r, _ in lane.entries)
+            self._drop(lane)
+        if released and self.kind is SourceKind.QUEUE:
+            with contextlib.suppress(Exception):
+                await self.source.release(released)
+        tasks = [t for t in self._tasks() if not t.done()]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                logger.warning(
+                    "mapping %s: %d batches still running after %.1fs, abandoned",
+                    self.mapping.name,
+                    len(pending),
+                    timeout,
+                )
+                await asyncio.wait(pending)
+        with contextlib.suppress(Exception):
+            await self.source.aclose()
+
+    def _tasks(self) -> list[asyncio.Task[None]]:
+        tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
+        tasks.extend(self._batch_tasks)
+        return tasks
+
+    # ----------------------------------------------------------------- Sink
+
+    def report(self, result: str) -> None:
+        if result != self.status:
+            self.status = result
+            if self._report_cb is not None:
+                self._report_cb(result)
+
+    def free(self) -> int:
+        return max(0, self._capacity - self._held)
+
+    async def put(self, records: Sequence[Record]) -> None:
+        if not records:
+            return
+        while self._held >= self._capacity:
+            self._room.clear()
+            await self._room.wait()
+        counters = self.counters
+        counters.records_in += len(records)
+        self._held += len(records)
+        matcher = self._matcher
+        view = self._filter_view
+        queue_kind = self.kind is SourceKind.QUEUE
+        skip_now: list[Record] = []
+        touched: dict[Hashable, Lane] = {}
+        lanes = self._lanes
+        now = time.monotonic()
+        for record in records:
+            filtered = False
+            if matcher is not None and view is not None:
+                filtered = not matcher.matches(view(self._view_type, record.data))
+                if filtered:
+                    counters.filtered += 1
+                    if queue_kind and record.lane is None:
+                        skip_now.append(record)
+                        continue
+            key = record.lane
+            lane = touched.get(key)
+            if lane is None:
+                lane = lanes.get(key)
+                if lane is None:
+                    lane = lanes[key] = Lane(key)
+                touched[key] = lane
+            if not filtered:
+                if lane.count == 0:
+                    lane.oldest = now
+                lane.count += 1
+                lane.nbytes += record.size
+            lane.entries.append((record, filtered))
+        for lane in touched.values():
+            if lane.task is None:
+                lane.task = asyncio.create_task(self._lane_worker(lane), name=f"lane:{lane.key}")
+            lane.wake.set()
+        if skip_now:
+            logger.info(
+                "mapping %s: %d records did not match the filter and were deleted",
+                self.mapping.name,
+                len(skip_now),
+            )
+            with contextlib.suppress(Abandoned):
+                await self.delivery.ack(skip_now)
+
+    async def revoke(self, lanes: Collection[Hashable], timeout: float) -> None:
+        tasks: list[asyncio.Task[None]] = []
+        for key in lanes:
+            lane = self._lanes.get(key)
+            if lane is None:
+                continue
+            self._drop(lane)
+            if lane.task is not None and not lane.task.done():
+                lane.wake.set()
+                tasks.append(lane.task)
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+    # ----------------------------------------------------------------- lanes
+
+    def _drop(self, lane: Lane) -> None:
+        """Forget the queued (not dispatched) entries of a lane."""
+        if lane.entries:
+            self._done(len(lane.entries))
+            lane.entries.clear()
+            lane.count = 0
+            lane.nbytes = 0
+
+    def _done(self, n: int) -> None:
+        self._held -= n
+        if self._held < self._capacity:
+            self._room.set()
+
+    def _take(self, lane: Lane) -> list[Entry]:
+        entries = lane.entries
+        n = self.policy.cut(None if f else r.size for r, f in entries)
+        batch = [entries.popleft() for _ in range(n)]
+        for record, filtered in batch:
+            if not filtered:
+                lane.count -= 1
+                lane.nbytes -= record.size
+        if lane.count:
+            lane.oldest = time.monotonic()
+        return batch
+
+    async def _lane_worker(self, lane: Lane) -> None:
+        ordered = not (self.kind is SourceKind.QUEUE and lane.key is None)
+        try:
+            while lane.entries and not self._stopping.is_set():
+                if lane.count:
+                    wait = self.policy.wait_time(
+                        lane.count, lane.nbytes, lane.oldest, time.monotonic()
+                    )
+                    if wait > 0:
+                        lane.wake.clear()
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(lane.wake.wait(), wait)
+                        continue
+                batch = self._take(lane)
+                if not batch:
+                    continue
+                await self._slots.acquire()
+                if ordered:
+                    try:
+                        await self._run_batch(lane, batch)
+                    finally:
+                        self._slots.release()
+                else:
+                    task = asyncio.create_task(self._run_unordered(lane, batch))
+                    self._batch_tasks.add(task)
+                    task.add_done_callback(self._batch_tasks.discard)
+        finally:
+            if self._lanes.get(lane.key) is lane and (not lane.entries or self._stopping.is_set()):
+                del self._lanes[lane.key]
+            lane.task = None
+
+    async def _run_unordered(self, lane: Lane, batch: list[Entry]) -> None:
+        try:
+            await self._run_batch(lane, batch)
+        finally:
+            self._slots.release()
+
+    async def _run_batch(self, lane: Lane, batch: list[Entry]) -> None:
+        try:
+            if self.kind is SourceKind.STREAM:
+                await self._run_stream_batch(batch)
+            elif self.kind is SourceKind.QUEUE:
+                release_rest = await self.delivery.queue(batch, ordered=lane.key is not None)
+                if release_rest and lane.entries:
+                    # FIFO: nothing may overtake a message that goes back to the queue.
+                    rest = [r for r, _ in lane.entries]
+                    self._drop(lane)
+                    await self.source.release(rest)
+            else:
+                await self.delivery.asynchronous(batch)
+        except Abandoned:
+            # Stopping: the batch is not acknowledged and will be delivered again.
+            self._done(len(batch))
+            if self.kind is SourceKind.QUEUE and batch:
+                with contextlib.suppress(Exception):
+                    await self.source.release([r for r, _ in batch])
+        except asyncio.CancelledError:
+            self._done(len(batch))
+            raise
+        except Exception:
+            logger.exception("mapping %s: batch failed unexpectedly", self.mapping.name)
+            self.report("PROBLEM: internal error, see the router log")
+            self._done(len(batch))
+            if self.kind is SourceKind.QUEUE:
+                with contextlib.suppress(Exception):
+                    await self.source.release([r for r, _ in batch])
+
+    async def _run_stream_batch(self, batch: list[Entry]) -> None:
+        """A stream lane never moves past a batch it has not finished: an unexpected error is
+        retried with backoff (``delivery.stream`` removes what it acknowledged from ``batch``)."""
+        attempt = 0
+        while True:
+            try:
+                await self.delivery.stream(batch)
+                return
+            except (Abandoned, asyncio.CancelledError):
+                raise
+            except Exception:
+                attempt += 1
+                logger.exception("mapping %s: batch failed unexpectedly", self.mapping.name)
+                self.report("PROBLEM: internal error, see the router log")
+                await self.delivery.sleep(self.delivery.backoff.delay(attempt))

@@ -1,0 +1,492 @@
+"""What happens to a batch once it is cut: invoke, classify, retry, bisect, honour partial
+batch responses, hand failures and successes to destinations, acknowledge.
+
+Three policies, one per :class:`router.models.SourceKind` (SPEC 6):
+
+- STREAM: retry the batch in place until it succeeds, runs out of retries or ages out;
+  bisect on function errors if asked; a partial batch response checkpoints before the first
+  failed record and retries from there; exhausted records go to the on-failure destination and
+  the lane moves on.
+- QUEUE: invoke once; delete what succeeded; leave failures to the queue's visibility timeout
+  and redrive policy (as Lambda does for SQS).
+- ASYNC: one event per invoke, ``maximum_retry_attempts`` retries (2 by default),
+  ``maximum_record_age``, then the on-failure destination; successes go to on-success.
+
+Throttles and transport errors are retried with backoff without spending the function-error
+budget. A destination that is down blocks the lane (retry with backoff, never drop). Every
+function here removes from the front of the ``batch`` list the entries it has finished
+(acknowledged or released), so a caller that sees :class:`Abandoned` knows what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from router.abc import Destination, Invoker, Source
+from router.models import (
+    MAX_PAYLOAD_BYTES,
+    FunctionConfig,
+    Invocation,
+    InvokeResult,
+    MappingConfig,
+    Outcome,
+    Record,
+    SourceKind,
+)
+from router.pipeline.records import async_record, function_arn, stream_failure_record
+from router.pipeline.retry import (
+    Backoff,
+    MalformedResponse,
+    failed_identifiers,
+    first_failed_index,
+)
+from router.secrets import redact
+
+logger = logging.getLogger(__name__)
+
+Entry = tuple[Record, bool]
+
+_PLATFORM = (Outcome.THROTTLED, Outcome.TRANSPORT_ERROR)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Abandoned(Exception):
+    """The router is stopping; the batch is left unacknowledged to be delivered again."""
+
+
+@dataclass(slots=True)
+class Counters:
+    """Per-mapping counters; the app flushes them to the store and to /metrics."""
+
+    records_in: int = 0
+    filtered: int = 0
+    invoked: int = 0
+    invocations: int = 0
+    failed: int = 0
+    retries: int = 0
+    throttles: int = 0
+    destination_sends: int = 0
+    last_invoke: datetime | None = None
+    latency_sum: float = 0.0
+    latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    batch_sizes_sum: int = 0
+
+    def observe_latency(self, seconds: float) -> None:
+        self.latency_sum += seconds
+        for i, bound in enumerate(LATENCY_BUCKETS):
+            if seconds <= bound:
+                self.latency_buckets[i] += 1
+                return
+        self.latency_buckets[-1] += 1
+
+
+@dataclass(slots=True)
+class _Segment:
+    """Consecutive records of a stream batch that are retried together."""
+
+    records: list[Record]
+    retries: int = 0
+
+
+class Delivery:
+    def __init__(
+        self,
+        *,
+        mapping: MappingConfig,
+        function: FunctionConfig,
+        source: Source,
+        invoker: Invoker,
+        kind: SourceKind,
+        on_failure: Destination | None,
+        on_success: Destination | None,
+        backoff: Backoff,
+        counters: Counters,
+        stopping: asyncio.Event,
+        report: Callable[[str], None],
+        done: Callable[[int], None],
+    ) -> None:
+        self.mapping = mapping
+        self.function = function
+        self.source = source
+        self.invoker = invoker
+        self.kind = kind
+        self.on_failure = on_failure
+        self.on_success = on_success
+        self.backoff = backoff
+        self.counters = counters
+        self.stopping = stopping
+        self.report = report
+        self.done = done
+        self.arn = function.arn or function_arn(function.name)
+        self.max_age = mapping.maximum_record_age
+        self.max_retries = mapping.maximum_retry_attempts
+
+    # ------------------------------------------------------------------ helpers
+
+    async def sleep(self, delay: float) -> None:
+        """Wait ``delay`` seconds; raise Abandoned if the router stops meanwhile."""
+        if self.stopping.is_set():
+            raise Abandoned
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), delay)
+            raise Abandoned
+
+    def _expired(self, record: Record, now: float) -> bool:
+        return self.max_age >= 0 and now - record.arrival > self.max_age
+
+    async def ack(self, records: Sequence[Record]) -> None:
+        """Acknowledge at the source, retrying while the source is unavailable."""
+        if not records:
+            return
+        attempt = 0
+        while True:
+            try:
+                await self.source.ack(records)
+                break
+            except Exception as e:  # noqa: BLE001 - any source failure: retry, never lose
+                attempt += 1
+                self.report(f"PROBLEM: cannot acknowledge at the source: {redact(str(e))}")
+                logger.warning("mapping %s: ack failed: %s", self.mapping.name, redact(str(e)))
+                await self.sleep(self.backoff.delay(attempt))
+        self.done(len(records))
+
+    async def release(self, records: Sequence[Record]) -> None:
+        if not records:
+            return
+        try:
+            await self.source.release(records)
+        except Exception as e:  # noqa: BLE001
+            # The queue redelivers them when their visibility timeout ends anyway.
+            logger.warning("mapping %s: release failed: %s", self.mapping.name, redact(str(e)))
+        self.done(len(records))
+
+    async def send(self, destination: Destination, record: dict[str, Any], what: str) -> None:
+        """Hand a record to a destination; block (with backoff) until it is accepted."""
+        attempt = 0
+        while True:
+            try:
+                await destination.send(record)
+                self.counters.destination_sends += 1
+                if attempt:
+                    self.report("OK")
+                return
+            except Exception as e:  # noqa: BLE001 - a destination that is down blocks the lane
+                attempt += 1
+                message = redact(str(e))
+                self.report(f"PROBLEM: {what} destination unavailable: {message}")
+                logger.warning(
+                    "mapping %s: %s destination failed (attempt %d): %s",
+                    self.mapping.name,
+                    what,
+                    attempt,
+                    message,
+                )
+                await self.sleep(self.backoff.delay(attempt))
+
+    async def invoke(self, records: Sequence[Record]) -> tuple[InvokeResult, str, Any]:
+        """Invoke the function with ``records``; throttles and transport errors are retried
+        here (without spending the retry budget) until the records expire."""
+        attempt = 0
+        size = sum(r.size for r in records)
+        while True:
+            event = self.source.build_event(records)
+            request_id = str(uuid.uuid4())
+            if size > MAX_PAYLOAD_BYTES:
+                result = InvokeResult(
+                    outcome=Outcome.FUNCTION_ERROR,
+                    status_code=413,
+                    function_error="Unhandled",
+                    payload={
+                        "errorType": "RequestEntityTooLargeException",
+                        "errorMessage": f"request payload of {size} bytes exceeds the "
+                        f"{MAX_PAYLOAD_BYTES} bytes limit",
+                    },
+                    detail="payload too large",
+                )
+                return result, request_id, event
+            started = time.monotonic()
+            invocation = Invocation(
+                function=self.function.name,
+                event=event,
+                request_id=request_id,
+                deadline=time.time() + self.function.timeout,
+                invoked_function_arn=self.arn,
+            )
+            try:
+                result = await self.invoker.invoke(invocation)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - an invoker bug is a transport error
+                result = InvokeResult(
+                    outcome=Outcome.TRANSPORT_ERROR, status_code=0, detail=redact(str(e))
+                )
+            counters = self.counters
+            counters.invocations += 1
+            counters.invoked += len(records)
+            counters.batch_sizes_sum += len(records)
+            counters.last_invoke = datetime.now(UTC)
+            counters.observe_latency(time.monotonic() - started)
+            if result.outcome not in _PLATFORM:
+                return result, request_id, event
+            attempt += 1
+            counters.throttles += 1
+            self.report(f"PROBLEM: function {result.outcome}: {result.detail}")
+            if self.kind is not SourceKind.QUEUE:
+                now = time.time()
+                if all(self._expired(r, now) for r in records):
+                    return result, request_id, event
+            await self.sleep(self.backoff.delay(attempt, result.retry_after))
+
+    # ------------------------------------------------------------------ streams
+
+    async def stream(self, batch: list[Entry]) -> None:
+        """Deliver a stream batch in order; returns when every entry is acknowledged."""
+        finished: set[int] = {id(r) for r, filtered in batch if filtered}
+        work = [_Segment([r for r, filtered in batch if not filtered])]
+        while work:
+            await self._ack_prefix(batch, finished)
+            segment = work[0]
+            if not segment.records:
+                work.pop(0)
+                continue
+            now = time.time()
+            expired = [r for r in segment.records if self._expired(r, now)]
+            if expired:
+                segment.records = [r for r in segment.records if not self._expired(r, now)]
+                await self._stream_failed(expired, "RecordAgeExceeded", None, "", segment.retries)
+                finished.update(id(r) for r in expired)
+                continue
+            result, request_id, event = await self.invoke(segment.records)
+            failed_from: int | None = None
+            if result.outcome is Outcome.SUCCESS:
+                failed_from = self._partial(segment.records, result)
+                if failed_from is None:
+                    await self._succeed(segment.records, result, request_id, event)
+                    finished.update(id(r) for r in segment.records)
+                    work.pop(0)
+                    continue
+                # Checkpoint before the first failed record, retry from there.
+                finished.update(id(r) for r in segment.records[:failed_from])
+                segment.records = segment.records[failed_from:]
+            elif result.outcome in _PLATFORM:
+                # Every record expired while the function was throttled or unreachable.
+                continue
+            self.counters.failed += len(segment.records)
+            if (
+                self.mapping.bisect_batch_on_function_error
+                and len(segment.records) > 1
+                and failed_from is None
+            ):
+                half = len(segment.records) // 2
+                left = _Segment(segment.records[:half], segment.retries)
+                right = _Segment(segment.records[half:], segment.retries)
+                work[0:1] = [left, right]
+                continue
+            segment.retries += 1
+            for r in segment.records:
+                r.attempts += 1
+            if 0 <= self.max_retries < segment.retries:
+                await self._stream_failed(
+                    segment.records, "RetryAttemptsExhausted", result, request_id, segment.retries
+                )
+                finished.update(id(r) for r in segment.records)
+                work.pop(0)
+                continue
+            self.counters.retries += 1
+            self.report(f"PROBLEM: function error: {_describe(result)}")
+            await self.sleep(self.backoff.delay(segment.retries))
+        await self._ack_prefix(batch, finished)
+
+    async def _ack_prefix(self, batch: list[Entry], finished: set[int]) -> None:
+        n = 0
+        for record, _ in batch:
+            if id(record) not in finished:
+                break
+            n += 1
+        if n:
+            await self.ack([r for r, _ in batch[:n]])
+            del batch[:n]
+
+    def _partial(self, records: Sequence[Record], result: InvokeResult) -> int | None:
+        """Index of the first failed record per a partial batch response, or None if the
+        whole batch succeeded (or partial responses are not enabled)."""
+        if not self.mapping.report_batch_item_failures:
+            return None
+        identifiers = [r.identifier for r in records]
+        try:
+            failed = failed_identifiers(result.payload, set(identifiers))
+        except MalformedResponse as e:
+            logger.warning(
+                "mapping %s: malformed partial batch response, whole batch failed: %s",
+                self.mapping.name,
+                e,
+            )
+            return 0
+        if not failed:
+            return None
+        return first_failed_index(identifiers, failed)
+
+    async def _succeed(
+        self, records: Sequence[Record], result: InvokeResult, request_id: str, event: Any
+    ) -> None:
+        self.report("OK")
+        if self.on_success is None:
+            return
+        if self.kind is SourceKind.ASYNC:
+            record = async_record(
+                request_id=request_id,
+                function_arn=self.arn,
+                condition="Success",
+                invoke_count=records[0].attempts + 1,
+                result=result,
+                request_payload=event,
+            )
+        else:
+            record = stream_failure_record(
+                request_id=request_id,
+                function_arn=self.arn,
+                condition="Success",
+                invoke_count=max(r.attempts for r in records) + 1,
+                result=result,
+                batch_info=self.source.batch_info(records),
+                payload=event,
+            )
+        await self.send(self.on_success, record, "on-success")
+
+    async def _stream_failed(
+        self,
+        records: Sequence[Record],
+        condition: str,
+        result: InvokeResult | None,
+        request_id: str,
+        invoke_count: int,
+    ) -> None:
+        if self.on_failure is None:
+            logger.warning(
+                "mapping %s: %d records dropped (%s) and no on-failure destination is set",
+                self.mapping.name,
+                len(records),
+                condition,
+            )
+            return
+        record = stream_failure_record(
+            request_id=request_id or str(uuid.uuid4()),
+            function_arn=self.arn,
+            condition=condition,
+            invoke_count=invoke_count,
+            result=result,
+            batch_info=self.source.batch_info(records),
+            payload=self.source.build_event(records),
+        )
+        await self.send(self.on_failure, record, "on-failure")
+
+    # ------------------------------------------------------------------ queues
+
+    async def queue(self, batch: list[Entry], *, ordered: bool) -> bool:
+        """Deliver a queue batch once. Returns True when records of an ordered lane went back
+        to the queue (the caller then releases what is queued behind them)."""
+        skipped = [r for r, filtered in batch if filtered]
+        records = [r for r, filtered in batch if not filtered]
+        if skipped:
+            await self.ack(skipped)
+            batch[:] = [(r, False) for r in records]
+        if not records:
+            batch.clear()
+            return False
+        result, request_id, event = await self.invoke(records)
+        if result.outcome is Outcome.SUCCESS:
+            failed_from = self._partial(records, result)
+            if failed_from is None:
+                await self.ack(records)
+                batch.clear()
+                await self._succeed(records, result, request_id, event)
+                return False
+            if ordered:
+                ok, failed = records[:failed_from], records[failed_from:]
+            else:
+                identifiers = {r.identifier for r in records}
+                try:
+                    bad = failed_identifiers(result.payload, identifiers)
+                except MalformedResponse:
+                    bad = identifiers
+                ok = [r for r in records if r.identifier not in bad]
+                failed = [r for r in records if r.identifier in bad]
+        else:
+            ok, failed = [], records
+        self.counters.failed += len(failed)
+        self.report(f"PROBLEM: function error: {_describe(result)}")
+        await self.ack(ok)
+        await self.release(failed)
+        batch.clear()
+        return ordered
+
+    # ------------------------------------------------------------------ asynchronous
+
+    async def asynchronous(self, batch: list[Entry]) -> None:
+        """Asynchronous invocation: each record is its own event."""
+        while batch:
+            record, filtered = batch[0]
+            if not filtered:
+                await self._deliver_async(record)
+            await self.ack([record])
+            batch.pop(0)
+
+    async def _deliver_async(self, record: Record) -> None:
+        result: InvokeResult | None = None
+        request_id = ""
+        while True:
+            if self._expired(record, time.time()):
+                await self._async_failed(record, "EventAgeExceeded", result, request_id)
+                return
+            result, request_id, event = await self.invoke([record])
+            if result.outcome is Outcome.SUCCESS:
+                await self._succeed([record], result, request_id, event)
+                return
+            if result.outcome in _PLATFORM:
+                continue  # expired while throttled: the age check above sends it on
+            record.attempts += 1
+            self.counters.failed += 1
+            if 0 <= self.max_retries < record.attempts:
+                await self._async_failed(record, "RetriesExhausted", result, request_id)
+                return
+            self.counters.retries += 1
+            self.report(f"PROBLEM: function error: {_describe(result)}")
+            await self.sleep(self.backoff.delay(record.attempts))
+
+    async def _async_failed(
+        self, record: Record, condition: str, result: InvokeResult | None, request_id: str
+    ) -> None:
+        if self.on_failure is None:
+            logger.warning(
+                "mapping %s: event %s dropped (%s) and no on-failure destination is set",
+                self.mapping.name,
+                record.identifier,
+                condition,
+            )
+            return
+        payload = async_record(
+            request_id=request_id or str(uuid.uuid4()),
+            function_arn=self.arn,
+            condition=condition,
+            invoke_count=record.attempts,
+            result=result,
+            request_payload=self.source.build_event([record]),
+        )
+        await self.send(self.on_failure, payload, "on-failure")
+
+
+def _describe(result: InvokeResult) -> str:
+    if result.detail:
+        return result.detail
+    payload = result.payload
+    if isinstance(payload, dict) and "errorType" in payload:
+        return f"{payload.get('errorType')}: {payload.get('errorMessage', '')}"
+    return str(result.outcome)

@@ -1,0 +1,94 @@
+"""Destination records in the AWS formats (reference/event-shapes.md, "Destination records").
+
+Stream and queue failures follow the event-source-mapping format (``requestContext``,
+``responseContext``, ``*BatchInfo``) and always carry the invocation ``payload`` so the
+records can be replayed without the source; asynchronous invocations follow the
+async-destination format with ``requestPayload`` and ``responsePayload``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from router.models import InvokeResult
+
+DEFAULT_REGION = "us-east-1"
+DEFAULT_ACCOUNT = "123456789012"
+
+
+def function_arn(name: str, region: str = DEFAULT_REGION, account: str = DEFAULT_ACCOUNT) -> str:
+    return f"arn:aws:lambda:{region}:{account}:function:{name}"
+
+
+def iso_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _response_context(result: InvokeResult | None) -> dict[str, Any]:
+    if result is None:
+        return {"statusCode": 0, "executedVersion": "$LATEST", "functionError": ""}
+    context: dict[str, Any] = {
+        "statusCode": result.status_code,
+        "executedVersion": result.executed_version,
+    }
+    if result.function_error is not None:
+        context["functionError"] = result.function_error
+    elif result.outcome != "success":
+        context["functionError"] = result.detail or str(result.outcome)
+    return context
+
+
+def stream_failure_record(
+    *,
+    request_id: str,
+    function_arn: str,
+    condition: str,
+    invoke_count: int,
+    result: InvokeResult | None,
+    batch_info: dict[str, Any],
+    payload: Any,
+) -> dict[str, Any]:
+    """``condition``: ``RetryAttemptsExhausted`` or ``RecordAgeExceeded`` (or
+    ``PayloadTooLarge`` for a record that can never be sent)."""
+    record: dict[str, Any] = {
+        "requestContext": {
+            "requestId": request_id,
+            "functionArn": function_arn,
+            "condition": condition,
+            "approximateInvokeCount": invoke_count,
+        },
+        "responseContext": _response_context(result),
+        "version": "1.0",
+        "timestamp": iso_now(),
+    }
+    record.update(batch_info)
+    record["payload"] = payload
+    if result is not None and result.payload is not None:
+        record["responsePayload"] = result.payload
+    return record
+
+
+def async_record(
+    *,
+    request_id: str,
+    function_arn: str,
+    condition: str,
+    invoke_count: int,
+    result: InvokeResult | None,
+    request_payload: Any,
+) -> dict[str, Any]:
+    """``condition``: ``Success``, ``RetriesExhausted`` or ``EventAgeExceeded``."""
+    return {
+        "version": "1.0",
+        "timestamp": iso_now(),
+        "requestContext": {
+            "requestId": request_id,
+            "functionArn": function_arn,
+            "condition": condition,
+            "approximateInvokeCount": invoke_count,
+        },
+        "requestPayload": request_payload,
+        "responseContext": _response_context(result),
+        "responsePayload": None if result is None else result.payload,
+    }

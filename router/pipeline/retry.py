@@ -1,0 +1,65 @@
+"""Retry arithmetic and response parsing (pure)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Backoff:
+    """Exponential backoff with full jitter: attempt n waits uniform(0, min(cap, base * 2**n))."""
+
+    base: float = 1.0
+    cap: float = 60.0
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        ceiling = min(self.cap, self.base * (2 ** min(attempt, 30)))
+        wait = random.uniform(0, ceiling)
+        if retry_after is not None:
+            wait = max(wait, min(retry_after, self.cap))
+        return wait
+
+
+class MalformedResponse(ValueError):
+    """A partial batch response Lambda would treat as a failure of the whole batch."""
+
+
+def failed_identifiers(response: Any, identifiers: Collection[str]) -> set[str]:
+    """The ``itemIdentifier``s a ``ReportBatchItemFailures`` response marks as failed.
+
+    As AWS: a null or empty response, or an empty / null ``batchItemFailures`` list, means the
+    whole batch succeeded; a response that is not an object, whose ``batchItemFailures`` is
+    not a list, or that holds an item without a non-empty string ``itemIdentifier`` that
+    names a record of the batch raises :class:`MalformedResponse` (whole batch failed).
+    """
+    if response is None or response == "" or response == {}:
+        return set()
+    if not isinstance(response, dict):
+        raise MalformedResponse(f"response is a {type(response).__name__}, not an object")
+    items = response.get("batchItemFailures")
+    if items is None:
+        return set()
+    if not isinstance(items, list):
+        raise MalformedResponse("batchItemFailures is not a list")
+    failed: set[str] = set()
+    for item in items:
+        if not isinstance(item, dict) or "itemIdentifier" not in item:
+            raise MalformedResponse(f"batchItemFailures entry {item!r} has no itemIdentifier")
+        ident = item["itemIdentifier"]
+        if not isinstance(ident, str) or not ident:
+            raise MalformedResponse(f"itemIdentifier {ident!r} is empty or not a string")
+        if ident not in identifiers:
+            raise MalformedResponse(f"itemIdentifier {ident!r} is not in the batch")
+        failed.add(ident)
+    return failed
+
+
+def first_failed_index(identifiers: Sequence[str], failed: Collection[str]) -> int:
+    """Index of the first record (in batch order) whose identifier failed."""
+    for i, ident in enumerate(identifiers):
+        if ident in failed:
+            return i
+    return len(identifiers)
