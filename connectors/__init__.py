@@ -1,0 +1,1 @@
+"""Source connectors: one module per source type, each implementing router.abc.Source."""
