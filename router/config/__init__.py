@@ -1,0 +1,37 @@
+"""Configuration: YAML loading with strict, located validation; rows <-> configs; apply.
+
+See ``docs/configuration.md`` for the file format.
+"""
+
+from __future__ import annotations
+
+from router.config.apply import (
+    ApplyPlan,
+    FieldChange,
+    PlannedCreate,
+    PlannedDelete,
+    PlannedUpdate,
+    apply_plan,
+    plan_apply,
+)
+from router.config.convert import RouterSettings, mapping_from_row, row_from_mapping
+from router.config.jsonschema import json_schema
+from router.config.loader import RouterConfig, config_files, load_config, load_config_text
+
+__all__ = [
+    "ApplyPlan",
+    "FieldChange",
+    "PlannedCreate",
+    "PlannedDelete",
+    "PlannedUpdate",
+    "RouterConfig",
+    "RouterSettings",
+    "apply_plan",
+    "config_files",
+    "json_schema",
+    "load_config",
+    "load_config_text",
+    "mapping_from_row",
+    "plan_apply",
+    "row_from_mapping",
+]

@@ -1,0 +1,222 @@
+"""Syncing YAML mappings into the store: a plan (what would change) and its application.
+
+Rules (SPEC 3):
+
+* Only rows with ``origin = yaml`` are created, updated and deleted; rows created in SQL
+  (``origin = sql``) are never touched, and a YAML mapping may not take the name of one.
+* A row is rewritten only when its YAML changed since it was last applied: ``config_hash``
+  holds the digest of the configuration columns as last applied, so an operator's SQL edit
+  of a YAML mapping (a larger ``batch_size``, say) stays until that mapping's YAML changes.
+  ``force=True`` also rewrites rows whose columns drifted from their YAML.
+* ``enabled`` is written only when the YAML value changed since the last apply. The last
+  applied YAML value is kept in ``config_hash`` (``DIGEST:1`` / ``DIGEST:0``), so
+  ``UPDATE ... SET enabled = false`` survives re-applying unchanged YAML.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from router.abc import Store
+from router.config.convert import CONFIG_COLUMNS, row_from_mapping, split_config_hash
+from router.config.loader import RouterConfig
+from router.errors import ConfigError, ConfigErrors, Location
+from router.models import MappingConfig, MappingRow, Origin
+from router.secrets import Secret, redact
+
+logger = logging.getLogger(__name__)
+
+_SECRET_WORDS = ("password", "secret", "token", "credential", "api_key", "access_key")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldChange:
+    """One column (or one key of a JSON column, ``source_config.path``) before and after."""
+
+    field: str
+    before: Any
+    after: Any
+    secret: bool = False
+
+    def render(self) -> str:
+        if self.secret:
+            return f"{self.field} *** -> ***"
+        return f"{self.field} {_show(self.before)} -> {_show(self.after)}"
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedCreate:
+    mapping: MappingConfig
+    row: MappingRow
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedUpdate:
+    mapping: MappingConfig
+    row: MappingRow
+    """The new configuration, with the stored uuid; ``enabled`` as it is to be stored."""
+    changes: tuple[FieldChange, ...]
+    enabled: bool | None = None
+    """The new ``enabled`` when YAML changed it (or first set it); None leaves it alone."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedDelete:
+    row: MappingRow
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyPlan:
+    """What applying a configuration would do to the store."""
+
+    creates: tuple[PlannedCreate, ...] = ()
+    updates: tuple[PlannedUpdate, ...] = ()
+    deletes: tuple[PlannedDelete, ...] = ()
+    unchanged: tuple[str, ...] = field(default=())
+    """Names of YAML mappings already up to date."""
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.creates or self.updates or self.deletes)
+
+    def render(self) -> str:
+        """A readable diff, one line per mapping, for ``router apply --dry-run``."""
+        if self.is_empty:
+            return "no changes"
+        lines: list[str] = []
+        for c in self.creates:
+            m = c.mapping
+            state = "" if m.enabled else ", disabled"
+            lines.append(f"+ create {m.name} ({m.source.type} -> {m.function}{state})")
+        for u in self.updates:
+            what = "; ".join(ch.render() for ch in u.changes) or "no column changed (hash only)"
+            lines.append(f"~ update {u.row.name}: {what}")
+        lines.extend(
+            f"- delete {d.row.name} ({d.row.source_type} -> {d.row.function_name})"
+            for d in self.deletes
+        )
+        return redact("\n".join(lines))
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, str):
+        return repr(value)
+    return redact(str(value))
+
+
+def _secret_keys(mapping: MappingConfig) -> set[str]:
+    settings = mapping.source.settings
+    out: set[str] = set()
+    for name, info in type(settings).model_fields.items():
+        keys = {name} | ({info.alias} if info.alias else set())
+        if (
+            "Secret" in str(info.annotation)
+            or isinstance(getattr(settings, name, None), Secret)
+            or any(word in name.lower() for word in _SECRET_WORDS)
+        ):
+            out |= keys
+    return out
+
+
+def _diff(old: MappingRow, new: MappingRow, secret_keys: set[str]) -> list[FieldChange]:
+    changes: list[FieldChange] = []
+    for column in CONFIG_COLUMNS:
+        before, after = getattr(old, column), getattr(new, column)
+        if column == "source_config" and isinstance(before, Mapping) and isinstance(after, Mapping):
+            for key in sorted(set(before) | set(after), key=str):
+                b, a = before.get(key), after.get(key)
+                if b != a:
+                    changes.append(FieldChange(f"source.{key}", b, a, key in secret_keys))
+            continue
+        if _normal(before) != _normal(after):
+            name = {"function_name": "function", "source_type": "source.type"}.get(column, column)
+            changes.append(FieldChange(name, before, after))
+    return changes
+
+
+def _normal(value: Any) -> Any:
+    # SQL gives 5.0 back for 5, and [] / {} where we wrote NULL in some drivers.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if value in ([], {}):
+        return None
+    return value
+
+
+async def plan_apply(config: RouterConfig, store: Store, *, force: bool = False) -> ApplyPlan:
+    """Compare ``config`` with the store. Raises :class:`ConfigErrors` when a YAML mapping
+    has the name of a mapping created in SQL."""
+    rows = await store.list_mappings()
+    by_name = {row.name: row for row in rows}
+    errors: list[ConfigError] = []
+    creates: list[PlannedCreate] = []
+    updates: list[PlannedUpdate] = []
+    unchanged: list[str] = []
+    for mapping in config.mappings:
+        mapping = replace(mapping, origin=Origin.YAML)
+        old = by_name.get(mapping.name)
+        if old is None:
+            creates.append(PlannedCreate(mapping, row_from_mapping(mapping)))
+            continue
+        if old.origin != Origin.YAML:
+            where = config.locations.get(mapping.name, Location(path="mappings"))
+            errors.append(
+                ConfigError(
+                    f"a mapping named {mapping.name!r} was created in SQL (origin={old.origin}); "
+                    "rename this one, or delete the SQL one first",
+                    where,
+                )
+            )
+            continue
+        new = row_from_mapping(replace(mapping, uuid=old.uuid))
+        new_digest, new_enabled = split_config_hash(new.config_hash)
+        old_digest, old_enabled = split_config_hash(old.config_hash)
+        changes: list[FieldChange] = []
+        config_changed = new_digest != old_digest
+        if config_changed or force:
+            changes = _diff(old, new, _secret_keys(mapping))
+            config_changed = config_changed or bool(changes)
+        write_enabled: bool | None = None
+        if old_enabled != new_enabled:
+            write_enabled = mapping.enabled
+            if old.enabled != mapping.enabled:
+                changes.append(FieldChange("enabled", old.enabled, mapping.enabled))
+        if not config_changed and write_enabled is None:
+            unchanged.append(mapping.name)
+            continue
+        new.enabled = old.enabled if write_enabled is None else write_enabled
+        updates.append(PlannedUpdate(mapping, new, tuple(changes), write_enabled))
+    if errors:
+        raise ConfigErrors(errors)
+    names = {m.name for m in config.mappings}
+    deletes = tuple(
+        PlannedDelete(row) for row in rows if row.origin == Origin.YAML and row.name not in names
+    )
+    return ApplyPlan(tuple(creates), tuple(updates), deletes, tuple(unchanged))
+
+
+async def apply_plan(plan: ApplyPlan, store: Store) -> None:
+    """Write ``plan`` to the store: deletes, then updates, then creates."""
+    for d in plan.deletes:
+        await store.delete_mapping(d.row.uuid)
+        logger.info("deleted mapping %s", d.row.name)
+    for u in plan.updates:
+        await store.update_mapping(u.row)
+        if u.enabled is not None:
+            await store.set_enabled(u.row.uuid, u.enabled)
+        logger.info("updated mapping %s", u.row.name)
+    for c in plan.creates:
+        await store.create_mapping(c.row)
+        logger.info("created mapping %s", c.row.name)

@@ -1,0 +1,142 @@
+"""On-failure / on-success destinations: the string forms AWS uses, and typed blocks.
+
+A destination is written either as ``{destination: <string>}`` (``Destination`` in AWS
+spelling), where the string says both the type and the target, or as ``{type: <type>,
+...settings}``. The string forms:
+
+=================================  ==============  ==========================================
+string                             type            settings given to the destination
+=================================  ==============  ==========================================
+``table``                          ``table``       none
+``arn:aws:sqs:REGION:ACCOUNT:Q``   ``sqs``         ``arn``
+``arn:aws:sns:REGION:ACCOUNT:T``   ``sns``         ``arn``
+``arn:aws:s3:::BUCKET``            ``s3``          ``arn``
+``http://...``, ``https://...``    ``http``        ``url``
+``file:///PATH``, ``directory:P``  ``directory``   ``path``
+``kafka://HOST:PORT/TOPIC``        ``kafka``       ``bootstrap_servers``, ``topic``
+``kafka://TOPIC``                  ``kafka``       ``topic`` (the source's own cluster, as AWS)
+=================================  ==============  ==========================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from router.config.plugins import load_plugin, validate_settings
+from router.config.schema import Locate
+from router.config.yaml_lines import KeyPath
+from router.errors import ConfigError
+from router.models import DestinationSpec
+
+DESTINATION_KEYS = ("destination", "Destination")
+
+
+def parse_target(target: str) -> tuple[str, dict[str, Any]]:
+    """``(type, settings)`` for a destination string; raises ValueError saying what is wrong."""
+    target = target.strip()
+    if target == "table":
+        return "table", {}
+    if target.startswith("arn:"):
+        parts = target.split(":", 5)
+        if len(parts) < 6 or not parts[2]:
+            raise ValueError(
+                f"malformed ARN {target!r}; expected arn:aws:SERVICE:REGION:ACCOUNT:NAME"
+            )
+        service = parts[2]
+        if service in {"sqs", "sns", "s3"}:
+            return service, {"arn": target}
+        raise ValueError(
+            f"ARNs of service {service!r} are not supported as destinations; "
+            "use an sqs, sns or s3 ARN"
+        )
+    if target.startswith("directory:") and not target.startswith("directory://"):
+        path = target.removeprefix("directory:")
+        if not path:
+            raise ValueError("directory: needs a path, e.g. directory:/var/lib/router/failed")
+        return "directory", {"path": path}
+    parts_url = urlsplit(target)
+    scheme = parts_url.scheme.lower()
+    if scheme in {"http", "https"}:
+        if not parts_url.netloc:
+            raise ValueError("an http destination needs a host, e.g. https://example.com/hook")
+        return "http", {"url": target}
+    if scheme == "file":
+        if parts_url.netloc not in {"", "localhost"} or not parts_url.path:
+            raise ValueError("a file destination is file:///ABSOLUTE/PATH")
+        return "directory", {"path": unquote(parts_url.path)}
+    if scheme == "kafka":
+        topic = parts_url.path.lstrip("/")
+        if topic:
+            return "kafka", {"bootstrap_servers": parts_url.netloc, "topic": unquote(topic)}
+        if parts_url.netloc:
+            return "kafka", {"topic": unquote(parts_url.netloc)}
+        raise ValueError("a kafka destination is kafka://TOPIC or kafka://HOST:PORT/TOPIC")
+    raise ValueError(
+        f"unknown destination {target!r}; use table, an sqs/sns/s3 ARN, an http(s):// URL, "
+        "file:///PATH or kafka://TOPIC"
+    )
+
+
+def build_destination(
+    raw: Mapping[str, Any], path: KeyPath, locate: Locate, errors: list[ConfigError]
+) -> DestinationSpec | None:
+    """Validate one ``on_failure`` / ``on_success`` block at ``path``."""
+    given = [k for k in DESTINATION_KEYS if k in raw]
+    if given:
+        key = given[0]
+        others = [k for k in raw if k != key]
+        if others:
+            errors.append(
+                ConfigError(
+                    f"{others[0]!r} cannot be combined with {key!r}; write either "
+                    f"{key}: <target> or type: <type> with its settings",
+                    locate((*path, str(others[0])), False),
+                )
+            )
+            return None
+        target = raw[key]
+        if not isinstance(target, str):
+            errors.append(ConfigError("must be a string", locate((*path, key), False)))
+            return None
+        try:
+            type_name, settings = parse_target(target)
+        except ValueError as e:
+            errors.append(ConfigError(str(e), locate((*path, key), False)))
+            return None
+        cls = load_plugin("destination", type_name, (*path, key), locate, errors)
+        if cls is None:
+            return None
+        # Settings derived from the string: any complaint belongs to the string's line.
+        validated = validate_settings(cls, settings, (*path, key), locate, errors, flat=True)
+        if validated is None:
+            return None
+        return DestinationSpec(type=type_name, settings=validated, target=target)
+    if "type" not in raw:
+        errors.append(
+            ConfigError(
+                "needs destination: <target> (table, an ARN, a URL) or type: <destination type>",
+                locate((*path, "destination"), True),
+            )
+        )
+        return None
+    type_name = raw["type"]
+    if not isinstance(type_name, str):
+        errors.append(ConfigError("must be a string", locate((*path, "type"), False)))
+        return None
+    cls = load_plugin("destination", type_name, (*path, "type"), locate, errors)
+    if cls is None:
+        return None
+    settings = {k: v for k, v in raw.items() if k != "type"}
+    validated = validate_settings(cls, settings, path, locate, errors)
+    if validated is None:
+        return None
+    return DestinationSpec(type=type_name, settings=validated, target="")
+
+
+def destination_to_raw(spec: DestinationSpec) -> dict[str, Any]:
+    """The stored form of a destination: the string if one was given, else the typed block."""
+    if spec.target:
+        return {"destination": spec.target}
+    return {"type": spec.type, **spec.settings.model_dump(mode="json", by_alias=True)}

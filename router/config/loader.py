@@ -1,0 +1,254 @@
+"""Loading a configuration file, or a directory of them, into a :class:`RouterConfig`."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from router.config.convert import RouterSettings, build_function, build_mapping
+from router.config.schema import RouterSettingsModel, validate_model
+from router.config.yaml_lines import KeyPath, YamlDocument, load_yaml
+from router.errors import ConfigError, ConfigErrors, Location
+from router.models import FunctionConfig, MappingConfig
+
+TOP_LEVEL_KEYS = ("router", "functions", "mappings")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouterConfig:
+    """A whole validated configuration: functions, mappings and router settings."""
+
+    functions: Mapping[str, FunctionConfig]
+    mappings: tuple[MappingConfig, ...]
+    settings: RouterSettings = field(default_factory=RouterSettings)
+    files: tuple[str, ...] = ()
+    """The files read, for the watcher."""
+    locations: Mapping[str, Location] = field(default_factory=dict)
+    """Where each mapping's ``name`` is written, by mapping name (for later errors)."""
+
+
+def _locator(doc: YamlDocument) -> Any:
+    def locate(path: KeyPath, enclosing: bool) -> Location:
+        line_path = path[:-1] if enclosing and path else path
+        return Location(file=doc.filename, line=doc.line(line_path), path=_fmt(path))
+
+    return locate
+
+
+def _fmt(path: KeyPath) -> str:
+    from router.config.yaml_lines import format_path
+
+    return format_path(path)
+
+
+def _top_level(doc: YamlDocument, errors: list[ConfigError]) -> dict[str, Any]:
+    data = doc.data
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        errors.append(
+            ConfigError(
+                "the file must be a mapping with router:, functions: and mappings:",
+                Location(file=doc.filename, line=doc.line(())),
+            )
+        )
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in TOP_LEVEL_KEYS:
+            close = difflib.get_close_matches(str(key), TOP_LEVEL_KEYS, n=1)
+            hint = (
+                f"did you mean {close[0]!r}?"
+                if close
+                else f"known keys: {', '.join(TOP_LEVEL_KEYS)}"
+            )
+            errors.append(ConfigError(f"unknown key {key!r}; {hint}", doc.location((str(key),))))
+            continue
+        out[key] = value
+    return out
+
+
+def _build(docs: Sequence[YamlDocument], errors: list[ConfigError]) -> RouterConfig:
+    tops = [(doc, _top_level(doc, errors)) for doc in docs]
+
+    # router: settings, merged key by key across files.
+    merged: dict[str, Any] = {}
+    seen_at: dict[str, Location] = {}
+    router_ok = True
+    for doc, top in tops:
+        block = top.get("router")
+        if block is None:
+            continue
+        if not isinstance(block, dict):
+            errors.append(ConfigError("must be a mapping", doc.location(("router",))))
+            router_ok = False
+            continue
+        for key, value in block.items():
+            where = doc.location(("router", str(key)))
+            if key in merged:
+                errors.append(ConfigError(f"also set at {seen_at[key]}; set it once", where))
+                router_ok = False
+                continue
+            merged[key] = value
+            seen_at[key] = where
+    settings = RouterSettings()
+    if merged and router_ok:
+        # Locate errors in the file that set the key.
+        def locate_router(path: KeyPath, enclosing: bool) -> Location:
+            key = str(path[1]) if len(path) > 1 else ""
+            loc = seen_at.get(key)
+            if loc is None:
+                return Location(path=_fmt(path))
+            return Location(file=loc.file, line=loc.line, path=_fmt(path))
+
+        model = validate_model(RouterSettingsModel, merged, ("router",), locate_router, errors)
+        if model is not None:
+            settings = RouterSettings(**model.model_dump())
+
+    functions: dict[str, FunctionConfig] = {}
+    function_at: dict[str, Location] = {}
+    declared: set[str] = set()
+    for doc, top in tops:
+        block = top.get("functions")
+        if block is None:
+            continue
+        if not isinstance(block, dict):
+            errors.append(
+                ConfigError("must be a mapping of function names", doc.location(("functions",)))
+            )
+            continue
+        locate = _locator(doc)
+        for name, raw in block.items():
+            path: KeyPath = ("functions", str(name))
+            if name in function_at:
+                errors.append(
+                    ConfigError(
+                        f"duplicate function {name!r} (first declared at {function_at[name]})",
+                        doc.location(path),
+                    )
+                )
+                continue
+            function_at[name] = Location(file=doc.filename, line=doc.line(path))
+            declared.add(str(name))
+            function = build_function(name, raw, path, locate, errors)
+            if function is not None:
+                functions[function.name] = function
+
+    # A function that failed validation still exists: do not also call it unknown.
+    mappings: list[MappingConfig] = []
+    mapping_at: dict[str, Location] = {}
+    for doc, top in tops:
+        block = top.get("mappings")
+        if block is None:
+            continue
+        if not isinstance(block, list):
+            errors.append(ConfigError("must be a list of mappings", doc.location(("mappings",))))
+            continue
+        locate = _locator(doc)
+        for i, raw in enumerate(block):
+            prefix: KeyPath = ("mappings", i)
+            name = raw.get("name") if isinstance(raw, dict) else None
+            if isinstance(name, str):
+                here = Location(
+                    file=doc.filename,
+                    line=doc.line((*prefix, "name")),
+                    path=_fmt((*prefix, "name")),
+                )
+                if name in mapping_at:
+                    first = mapping_at[name]
+                    errors.append(
+                        ConfigError(
+                            f"duplicate mapping name {name!r} (first used at "
+                            f"{first.file}:{first.line}); names must be unique",
+                            here,
+                        )
+                    )
+                    continue
+                mapping_at[name] = here
+            mapping = build_mapping(
+                raw, prefix, locate, errors, functions=declared, settings=settings
+            )
+            if mapping is not None:
+                mappings.append(mapping)
+
+    return RouterConfig(
+        functions=functions,
+        mappings=tuple(mappings),
+        settings=settings,
+        files=tuple(doc.filename for doc in docs),
+        locations=mapping_at,
+    )
+
+
+def load_config_text(text: str, filename: str = "<string>") -> RouterConfig:
+    """Validate one YAML text; raises :class:`ConfigErrors` listing every problem found."""
+    errors: list[ConfigError] = []
+    try:
+        doc = load_yaml(text, filename)
+    except ConfigErrors as e:
+        raise ConfigErrors(e.errors) from None
+    config = _build([doc], errors)
+    if errors:
+        raise ConfigErrors(_sorted(errors, [filename]))
+    return config
+
+
+def _sorted(errors: list[ConfigError], files: Sequence[str]) -> list[ConfigError]:
+    """Errors by file (in reading order), then line; stable for errors without a line."""
+    order = {f: i for i, f in enumerate(files)}
+
+    def key(e: ConfigError) -> tuple[int, int]:
+        return order.get(e.location.file or "", len(order)), e.location.line or 0
+
+    return sorted(errors, key=key)
+
+
+def config_files(path: str | Path) -> list[Path]:
+    """The files ``load_config(path)`` reads: the file, or the directory's ``*.yaml`` and
+    ``*.yml`` files (not recursive, hidden files skipped) in name order."""
+    p = Path(path)
+    if p.is_dir():
+        return sorted(
+            f
+            for f in p.iterdir()
+            if f.is_file() and f.suffix in {".yaml", ".yml"} and not f.name.startswith(".")
+        )
+    return [p]
+
+
+def load_config(path: str | Path) -> RouterConfig:
+    """Load a YAML file or a directory of YAML files (merged; names must be unique across
+    files). Raises :class:`ConfigErrors` listing every problem of every file."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigErrors([ConfigError("no such file or directory", Location(file=str(path)))])
+    files = config_files(p)
+    if not files:
+        raise ConfigErrors(
+            [ConfigError("no *.yaml or *.yml files in this directory", Location(file=str(path)))]
+        )
+    errors: list[ConfigError] = []
+    docs: list[YamlDocument] = []
+    for f in files:
+        try:
+            text = f.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            errors.append(ConfigError(f"cannot read: {e}", Location(file=str(f))))
+            continue
+        try:
+            docs.append(load_yaml(text, str(f)))
+        except ConfigErrors as e:
+            errors.extend(e.errors)
+    config = _build(docs, errors)
+    if errors:
+        raise ConfigErrors(_sorted(errors, [str(f) for f in files]))
+    return RouterConfig(
+        functions=config.functions,
+        mappings=config.mappings,
+        settings=config.settings,
+        files=tuple(str(f) for f in files),
+        locations=config.locations,
+    )
