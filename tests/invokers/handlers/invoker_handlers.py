@@ -66,6 +66,12 @@ def sleep(event: Any, context: Any) -> dict[str, Any]:
     return {"slept": event["seconds"]}
 
 
+def mark_and_sleep(event: Any, context: Any) -> str:
+    Path(event["marker"]).write_text(context.aws_request_id)
+    time.sleep(float(event["seconds"]))
+    return "woke up"
+
+
 def mutate(event: dict[str, Any], context: Any) -> dict[str, Any]:
     event["mutated"] = True
     return event
