@@ -1,0 +1,411 @@
+"""The running router: invokers, one pipeline per enabled mapping, reconciliation with the
+store, stats, and the operations listener.
+
+The store is the truth at run time. YAML is applied into it (``router apply`` or the config
+watcher); operators change it with SQL. The router follows: it reconciles its pipelines with
+the ``event_source_mappings`` rows whenever the store reports a change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from router import registry
+from router.abc import (
+    Destination,
+    DestinationContext,
+    Invoker,
+    InvokerContext,
+    SourceContext,
+    Store,
+)
+from router.config import RouterConfig, mapping_from_row
+from router.errors import ConfigError, RouterError
+from router.models import (
+    DestinationSpec,
+    FunctionConfig,
+    MappingConfig,
+    MappingRow,
+    MappingState,
+    StatsDelta,
+)
+from router.pipeline import Backoff, Counters, Pipeline
+from router.pipeline.records import function_arn
+from router.secrets import redact
+
+logger = logging.getLogger(__name__)
+
+STATS_INTERVAL = 1.0
+
+
+def default_backoff() -> Backoff:
+    """Retry backoff for function errors; ROUTER_RETRY_BASE_DELAY / ROUTER_RETRY_MAX_DELAY
+    (seconds) tune it."""
+    base = float(os.environ.get("ROUTER_RETRY_BASE_DELAY", "1.0"))
+    cap = float(os.environ.get("ROUTER_RETRY_MAX_DELAY", "60.0"))
+    return Backoff(base=base, cap=cap)
+
+
+@dataclass(slots=True)
+class _Running:
+    config: MappingConfig
+    pipeline: Pipeline
+    destinations: list[Destination]
+    flushed: Counters = field(default_factory=Counters)
+
+
+class Router:
+    """Owns the invokers and the pipelines. ``start`` returns once everything runs;
+    ``stop`` drains (up to ``shutdown_timeout``) and is idempotent."""
+
+    def __init__(
+        self,
+        config: RouterConfig,
+        store: Store,
+        *,
+        replica_id: str | None = None,
+        backoff: Backoff | None = None,
+        shutdown_timeout: float | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.replica_id = (
+            replica_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        )
+        self.backoff = backoff or default_backoff()
+        self.shutdown_timeout = (
+            config.settings.shutdown_timeout if shutdown_timeout is None else shutdown_timeout
+        )
+        self.invokers: dict[str, Invoker] = {}
+        self.running: dict[str, _Running] = {}
+        self.problems: dict[str, str] = {}
+        self.retired: dict[str, tuple[str, Counters]] = {}
+        """Counters of pipelines that stopped, so /metrics counters never go down."""
+        self._status: dict[str, str] = {}
+        self._init_errors: dict[str, str] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._reconcile_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._stopped = False
+        self.started = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        for function in self.config.functions.values():
+            await self._start_invoker(function)
+        await self.reconcile()
+        self._tasks.append(asyncio.create_task(self._watch_store(), name="watch-store"))
+        self._tasks.append(asyncio.create_task(self._flush_loop(), name="flush-stats"))
+        self.started.set()
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        async with self._reconcile_lock:
+            await asyncio.gather(
+                *(self._stop_mapping(u, final=True) for u in list(self.running)),
+                return_exceptions=True,
+            )
+        for invoker in self.invokers.values():
+            with contextlib.suppress(Exception):
+                await invoker.aclose()
+        self.invokers.clear()
+        with contextlib.suppress(Exception):
+            await self._flush()
+
+    async def __aenter__(self) -> Router:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _start_invoker(self, function: FunctionConfig) -> None:
+        cls = registry.load_invoker(function.invoker)
+        context = InvokerContext(
+            store=self.store, report_init_error=functools.partial(self._init_error, function.name)
+        )
+        invoker: Invoker = cls(function, context)
+        await invoker.start()
+        self.invokers[function.name] = invoker
+
+    def _init_error(self, function: str, message: str) -> None:
+        self._init_errors[function] = message
+        for uid, running in self.running.items():
+            if running.config.function == function:
+                self._set_status(
+                    uid, f"PROBLEM: function {function} failed to initialise: {message}"
+                )
+
+    async def update_functions(self, functions: Mapping[str, FunctionConfig]) -> None:
+        """Apply a new ``functions:`` section: restart changed invokers and their mappings."""
+        changed = {
+            name
+            for name in set(functions) | set(self.config.functions)
+            if functions.get(name) != self.config.functions.get(name)
+        }
+        if not changed:
+            return
+        async with self._reconcile_lock:
+            affected = [u for u, r in self.running.items() if r.config.function in changed]
+            for uid in affected:
+                await self._stop_mapping(uid, final=False)
+            for name in changed:
+                old = self.invokers.pop(name, None)
+                if old is not None:
+                    await old.aclose()
+            self.config = dataclasses.replace(self.config, functions=dict(functions))
+            for name in changed:
+                if name in functions:
+                    await self._start_invoker(functions[name])
+        await self.reconcile()
+
+    # ------------------------------------------------------------------ reconcile
+
+    async def _watch_store(self) -> None:
+        backoff = Backoff(base=0.5, cap=10.0)
+        attempt = 0
+        while True:
+            try:
+                async for changed in self.store.changes():
+                    attempt = 0
+                    await self.reconcile(changed or None)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the store may come back
+                attempt += 1
+                logger.warning("watching the store failed, retrying: %s", redact(str(e)))
+                await asyncio.sleep(backoff.delay(attempt))
+
+    async def reconcile(self, changed: set[str] | None = None) -> None:
+        """Bring the running pipelines in line with the store's mapping rows. ``changed``
+        names mappings whose checkpoints may have been reset (they restart if so)."""
+        async with self._reconcile_lock:
+            if self._stopped:
+                return
+            rows = await self.store.list_mappings()
+            seen: set[str] = set()
+            for row in rows:
+                seen.add(row.uuid)
+                try:
+                    await self._reconcile_one(row, changed)
+                except Exception as e:
+                    message = redact(str(e))
+                    logger.exception("mapping %s: cannot start", row.name)
+                    self.problems[row.uuid] = message
+                    with contextlib.suppress(Exception):
+                        await self.store.set_mapping_status(
+                            row.uuid, last_result=f"PROBLEM: {message}"
+                        )
+            for uid in [u for u in self.running if u not in seen]:
+                await self._stop_mapping(uid, final=True)
+
+    async def _reconcile_one(self, row: MappingRow, changed: set[str] | None) -> None:
+        running = self.running.get(row.uuid)
+        if not row.enabled:
+            if running is not None:
+                await self.store.set_mapping_status(row.uuid, state=MappingState.DISABLING)
+                await self._stop_mapping(row.uuid, final=True)
+            if row.state != MappingState.DISABLED:
+                await self.store.set_mapping_status(
+                    row.uuid, state=MappingState.DISABLED, reason="USER_INITIATED"
+                )
+            return
+        try:
+            config = mapping_from_row(row, self.config.functions)
+        except ConfigError as e:
+            if running is not None:
+                await self._stop_mapping(row.uuid, final=True)
+            if self.problems.get(row.uuid) != str(e):
+                self.problems[row.uuid] = str(e)
+                logger.error("mapping %s: invalid configuration: %s", row.name, e)
+                await self.store.set_mapping_status(row.uuid, last_result=f"PROBLEM: {e}")
+            return
+        self.problems.pop(row.uuid, None)
+        if running is not None:
+            if running.config == config and not await self._reset_requested(row.uuid, changed):
+                return
+            await self.store.set_mapping_status(row.uuid, state=MappingState.UPDATING)
+            await self._stop_mapping(row.uuid, final=False)
+        elif row.state != MappingState.ENABLED:
+            await self.store.set_mapping_status(row.uuid, state=MappingState.ENABLING)
+        await self._start_mapping(config)
+        await self.store.set_mapping_status(
+            row.uuid, state=MappingState.ENABLED, reason="USER_INITIATED"
+        )
+
+    async def _reset_requested(self, uid: str, changed: set[str] | None) -> bool:
+        """Operators reset a checkpoint by writing a ``reset...`` checkpoint row; the source
+        consumes it when it starts."""
+        if changed is None or uid not in changed:
+            return False
+        checkpoints = await self.store.get_checkpoints(uid)
+        return any(key.startswith("reset") for key in checkpoints)
+
+    async def _start_mapping(self, config: MappingConfig) -> None:
+        function = self.config.functions.get(config.function)
+        invoker = self.invokers.get(config.function)
+        if function is None or invoker is None:
+            raise ConfigError(f"function {config.function!r} is not declared under functions:")
+        arn = function.arn or function_arn(function.name)
+        source_cls = registry.load_source(config.source.type)
+        source = source_cls(
+            config.source.settings,
+            SourceContext(
+                mapping=config, store=self.store, replica_id=self.replica_id, function_arn=arn
+            ),
+        )
+        destinations: list[Destination] = []
+        on_failure = self._destination(config, config.on_failure, destinations)
+        on_success = self._destination(config, config.on_success, destinations)
+        matcher: Any = None
+        view: Any = None
+        if config.filter_patterns:
+            from router.filters import compile_patterns, filter_view
+
+            matcher = compile_patterns(list(config.filter_patterns))
+            view = filter_view
+        uid = config.uuid
+        pipeline = Pipeline(
+            mapping=config,
+            function=function,
+            source=source,
+            invoker=invoker,
+            matcher=matcher,
+            filter_view=view,
+            on_failure=on_failure,
+            on_success=on_success,
+            backoff=self.backoff,
+            report=lambda result: self._set_status(uid, result),
+        )
+        self.running[uid] = _Running(config=config, pipeline=pipeline, destinations=destinations)
+        pipeline.start()
+        if config.function in self._init_errors:
+            self._set_status(
+                uid,
+                f"PROBLEM: function {config.function} failed to initialise: "
+                f"{self._init_errors[config.function]}",
+            )
+        logger.info(
+            "mapping %s started (%s -> %s)", config.name, config.source.type, config.function
+        )
+
+    def _destination(
+        self, config: MappingConfig, spec: DestinationSpec | None, opened: list[Destination]
+    ) -> Destination | None:
+        if spec is None:
+            return None
+        cls = registry.load_destination(spec.type)
+        destination: Destination = cls(
+            spec.settings,
+            DestinationContext(
+                store=self.store,
+                mapping_uuid=config.uuid,
+                mapping_name=config.name,
+                function_name=config.function,
+            ),
+        )
+        opened.append(destination)
+        return destination
+
+    async def _stop_mapping(self, uid: str, *, final: bool) -> None:
+        running = self.running.pop(uid, None)
+        if running is None:
+            return
+        await running.pipeline.stop(self.shutdown_timeout)
+        for destination in running.destinations:
+            with contextlib.suppress(Exception):
+                await destination.aclose()
+        await self._flush_one(uid, running)
+        self._retire(uid, running)
+        logger.info("mapping %s stopped", running.config.name)
+
+    def _retire(self, uid: str, running: _Running) -> None:
+        total = self.retired.get(uid, (running.config.name, Counters()))[1]
+        now = running.pipeline.counters
+        for name in (
+            "records_in",
+            "filtered",
+            "invoked",
+            "invocations",
+            "failed",
+            "retries",
+            "throttles",
+            "destination_sends",
+            "batch_sizes_sum",
+        ):
+            setattr(total, name, getattr(total, name) + getattr(now, name))
+        total.latency_sum += now.latency_sum
+        total.latency_buckets = [
+            a + b for a, b in zip(total.latency_buckets, now.latency_buckets, strict=True)
+        ]
+        total.last_invoke = now.last_invoke or total.last_invoke
+        self.retired[uid] = (running.config.name, total)
+
+    # ------------------------------------------------------------------ status and stats
+
+    def _set_status(self, uid: str, result: str) -> None:
+        self._status[uid] = result
+        self._wake.set()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), STATS_INTERVAL)
+            await asyncio.sleep(0.05)  # let a burst of status changes settle into one write
+            self._wake.clear()
+            try:
+                await self._flush()
+            except RouterError as e:
+                logger.warning("cannot write stats to the store: %s", e)
+
+    async def _flush(self) -> None:
+        statuses, self._status = self._status, {}
+        for uid, result in statuses.items():
+            await self.store.set_mapping_status(uid, last_result=result)
+        for uid, running in list(self.running.items()):
+            await self._flush_one(uid, running)
+
+    async def _flush_one(self, uid: str, running: _Running) -> None:
+        now, before = running.pipeline.counters, running.flushed
+        delta = StatsDelta(
+            records_in=now.records_in - before.records_in,
+            filtered=now.filtered - before.filtered,
+            invoked=now.invoked - before.invoked,
+            failed=now.failed - before.failed,
+            last_invoke=now.last_invoke,
+        )
+        if not delta:
+            return
+        running.flushed = Counters(
+            records_in=now.records_in,
+            filtered=now.filtered,
+            invoked=now.invoked,
+            failed=now.failed,
+        )
+        await self.store.add_stats(uid, delta)
+
+    def counters(self) -> dict[str, tuple[str, Counters]]:
+        """Live counters per mapping uuid: (mapping name, counters)."""
+        return {u: (r.config.name, r.pipeline.counters) for u, r in self.running.items()}
+
+    def ready(self) -> bool:
+        return self.started.is_set() and not self._stopped

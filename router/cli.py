@@ -1,0 +1,424 @@
+"""The ``router`` command.
+
+Exit codes: 0 success, 1 a runtime failure (store unreachable, outdated schema, failed
+replay), 2 bad input (configuration, patterns, arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from router import __version__, logs
+from router.config import (
+    RouterConfig,
+    apply_plan,
+    config_files,
+    json_schema,
+    load_config,
+    plan_apply,
+)
+from router.errors import ConfigError, RouterError, SchemaOutdatedError
+from router.secrets import redact
+
+logger = logging.getLogger("router")
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+DEFAULT_CONFIG = "config"
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _config_path(args: argparse.Namespace) -> str:
+    return str(args.config or os.environ.get("ROUTER_CONFIG") or DEFAULT_CONFIG)
+
+
+def _load(args: argparse.Namespace) -> RouterConfig:
+    path = _config_path(args)
+    if not Path(path).exists():
+        raise ConfigError(
+            f"configuration {path!r} not found: pass --config FILE_OR_DIR or set ROUTER_CONFIG"
+        )
+    return load_config(path)
+
+
+def _store_url(args: argparse.Namespace, config: RouterConfig | None) -> str:
+    from router.store import DEFAULT_URL
+
+    if getattr(args, "store", None):
+        return str(args.store)
+    if os.environ.get("ROUTER_STORE_URL"):
+        return os.environ["ROUTER_STORE_URL"]
+    if config is not None and config.settings.store:
+        return config.settings.store
+    return DEFAULT_URL
+
+
+async def _open_store(url: str) -> Any:
+    """Open the store; an embedded SQLite store is created or upgraded on the spot, any
+    other store must be upgraded explicitly with ``router db upgrade``."""
+    from router.store import normalize_url, open_store
+    from router.store.migrate import upgrade_async
+
+    if normalize_url(url).startswith("sqlite"):
+        await upgrade_async(url)
+    store = open_store(url)
+    await store.start()
+    return store
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"router: {message}", file=sys.stderr)
+    return code
+
+
+# ---------------------------------------------------------------------------- run
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from router.app import Router
+    from router.ops import start_listener
+
+    config = _load(args)
+    logs.setup(
+        args.log_format or config.settings.log_format, args.log_level or config.settings.log_level
+    )
+    store = await _open_store(_store_url(args, config))
+    router: Router | None = None
+    runner = None
+    watcher: asyncio.Task[None] | None = None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await apply_plan(await plan_apply(config, store), store)
+        router = Router(config, store)
+        await router.start()
+        listen = args.http_listen or config.settings.http_listen
+        if listen != "off":
+            runner = await start_listener(router, listen)
+            for site in runner.sites:
+                logger.info("operations listener on %s", site.name)
+        path = _config_path(args)
+        watcher = asyncio.create_task(_watch_config(path, router, store))
+        logger.info(
+            "router %s running: %d mappings in the store, replica %s",
+            __version__,
+            len(await store.list_mappings()),
+            router.replica_id,
+        )
+        await stop.wait()
+        logger.info("stopping: draining in-flight batches")
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        if router is not None:
+            await router.stop()
+        if runner is not None:
+            await runner.cleanup()
+        await store.aclose()
+    logger.info("stopped")
+    return EXIT_OK
+
+
+async def _watch_config(path: str, router: Any, store: Any) -> None:
+    """Re-apply the YAML when it changes; a file that fails validation is rejected whole."""
+    from watchfiles import awatch
+
+    async for _ in awatch(path, debounce=300):
+        try:
+            config = load_config(path)
+            plan = await plan_apply(config, store)
+            if not plan.is_empty:
+                logger.info("configuration changed:\n%s", plan.render())
+            await apply_plan(plan, store)
+            await router.update_functions(config.functions)
+            await router.reconcile()
+        except ConfigError as e:
+            logger.error("configuration rejected, running mappings unchanged:\n%s", e)
+        except RouterError as e:
+            logger.error("cannot apply the changed configuration: %s", e)
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def _validate(args: argparse.Namespace) -> int:
+    config = _load(args)
+    files = ", ".join(str(p) for p in config_files(_config_path(args)))
+    print(f"{files}: OK ({len(config.functions)} functions, {len(config.mappings)} mappings)")
+    return EXIT_OK
+
+
+async def _apply(args: argparse.Namespace) -> int:
+    config = _load(args)
+    store = await _open_store(_store_url(args, config))
+    try:
+        plan = await plan_apply(config, store)
+        print(plan.render() if not plan.is_empty else "no changes")
+        if not args.dry_run and not plan.is_empty:
+            await apply_plan(plan, store)
+            print("applied")
+    finally:
+        await store.aclose()
+    return EXIT_OK
+
+
+def _optional_config(args: argparse.Namespace) -> RouterConfig | None:
+    path = _config_path(args)
+    return load_config(path) if Path(path).exists() else None
+
+
+SECRET_WORDS = ("password", "secret", "token", "key", "credential")
+
+
+def _redact_config(value: Any, key: str = "") -> Any:
+    if isinstance(value, dict):
+        return {k: _redact_config(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_config(v, key) for v in value]
+    lowered = key.lower()
+    if value and any(word in lowered for word in SECRET_WORDS) and lowered != "key_path":
+        return "***"
+    return redact(value) if isinstance(value, str) else value
+
+
+async def _mappings(args: argparse.Namespace) -> int:
+    config = _optional_config(args)
+    store = await _open_store(_store_url(args, config))
+    try:
+        if args.action == "list":
+            rows = await store.list_mappings()
+            print(
+                f"{'NAME':24} {'STATE':9} {'SOURCE':10} {'FUNCTION':16} {'IN':>8} "
+                f"{'INVOKED':>8} {'FAILED':>7}  LAST RESULT"
+            )
+            for row in rows:
+                stats = await store.get_stats(row.uuid)
+                print(
+                    f"{row.name:24} {row.state:9} {row.source_type:10} {row.function_name:16} "
+                    f"{stats.get('records_in', 0):>8} {stats.get('invoked', 0):>8} "
+                    f"{stats.get('failed', 0):>7}  {row.last_processing_result}"
+                )
+            return EXIT_OK
+        row = await store.get_mapping_by_name(args.name)
+        if row is None:
+            return _fail(f"no mapping named {args.name!r} (see `router mappings list`)", 2)
+        if args.action == "show":
+            import dataclasses
+
+            shown = {
+                k: (v.isoformat() if hasattr(v, "isoformat") else v)
+                for k, v in dataclasses.asdict(row).items()
+            }
+            shown = _redact_config(shown)
+            shown["stats"] = {
+                k: (v.isoformat() if hasattr(v, "isoformat") else v)
+                for k, v in (await store.get_stats(row.uuid)).items()
+            }
+            print(orjson.dumps(shown, option=orjson.OPT_INDENT_2, default=str).decode())
+            return EXIT_OK
+        enabled = args.action == "enable"
+        await store.set_enabled(row.uuid, enabled)
+        print(f"mapping {row.name} {'enabled' if enabled else 'disabled'}")
+        return EXIT_OK
+    finally:
+        await store.aclose()
+
+
+async def _db_upgrade(args: argparse.Namespace) -> int:
+    from router.store import display_url
+    from router.store.migrate import upgrade_async
+
+    url = _store_url(args, None)
+    revision = await upgrade_async(url)
+    print(f"{display_url(url)}: schema at revision {revision}")
+    return EXIT_OK
+
+
+async def _replay(args: argparse.Namespace) -> int:
+    from router import registry
+    from router.abc import Invoker, InvokerContext
+    from router.models import Invocation, Outcome
+    from router.pipeline.records import function_arn
+
+    config = _load(args)
+    store = await _open_store(_store_url(args, config))
+    invokers: dict[str, Invoker] = {}
+    failures = 0
+    replayed = 0
+    try:
+        mapping_uuid = None
+        if args.mapping:
+            row = await store.get_mapping_by_name(args.mapping)
+            if row is None:
+                return _fail(f"no mapping named {args.mapping!r}", EXIT_BAD_INPUT)
+            mapping_uuid = row.uuid
+        events = await store.list_failed_events(mapping_uuid=mapping_uuid)
+        if args.id:
+            events = [e for e in events if e.id in set(args.id)]
+        for event in events:
+            function = config.functions.get(event.function_name)
+            if function is None:
+                print(
+                    f"failed event {event.id}: function {event.function_name!r} is not "
+                    "declared in the configuration; skipped",
+                    file=sys.stderr,
+                )
+                failures += 1
+                continue
+            payload = event.payload
+            request = payload.get("requestPayload", payload.get("payload"))
+            if args.dry_run:
+                print(f"would replay failed event {event.id} to {function.name}")
+                continue
+            invoker = invokers.get(function.name)
+            if invoker is None:
+                cls = registry.load_invoker(function.invoker)
+                invoker = cls(function, InvokerContext(store=store, report_init_error=print))
+                await invoker.start()
+                invokers[function.name] = invoker
+            result = await invoker.invoke(
+                Invocation(
+                    function=function.name,
+                    event=request,
+                    request_id=str(uuid.uuid4()),
+                    deadline=time.time() + function.timeout,
+                    invoked_function_arn=function.arn or function_arn(function.name),
+                )
+            )
+            if result.outcome is Outcome.SUCCESS:
+                assert event.id is not None
+                await store.mark_replayed([event.id])
+                replayed += 1
+                print(f"replayed failed event {event.id} to {function.name}: OK")
+            else:
+                failures += 1
+                print(
+                    f"replayed failed event {event.id} to {function.name}: {result.outcome} "
+                    f"{result.detail}",
+                    file=sys.stderr,
+                )
+    finally:
+        for invoker in invokers.values():
+            await invoker.aclose()
+        await store.aclose()
+    if not args.dry_run:
+        print(f"{replayed} replayed, {failures} failed")
+    return EXIT_FAILURE if failures else EXIT_OK
+
+
+# ---------------------------------------------------------------------------- parser
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="router", description="Lambda-style event source mappings, outside AWS."
+    )
+    parser.add_argument("--version", action="version", version=f"router {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser, store: bool = True) -> None:
+        p.add_argument(
+            "--config", "-c", help="YAML file or directory (default: ./config, or $ROUTER_CONFIG)"
+        )
+        if store:
+            p.add_argument(
+                "--store",
+                help="store URL (default: $ROUTER_STORE_URL, the "
+                "config's router.store, or sqlite:///router.db)",
+            )
+
+    p = sub.add_parser("run", help="run the router")
+    common(p)
+    p.add_argument("--http-listen", help="HOST:PORT for /healthz, /readyz, /metrics ('off')")
+    p.add_argument("--log-format", choices=["console", "json"])
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    p = sub.add_parser("validate", help="check the configuration (exit 0 or 2)")
+    common(p, store=False)
+
+    p = sub.add_parser("apply", help="write the YAML mappings into the store")
+    common(p)
+    p.add_argument("--dry-run", action="store_true", help="print the changes, write nothing")
+
+    p = sub.add_parser("mappings", help="list, show, enable or disable mappings")
+    msub = p.add_subparsers(dest="action", required=True)
+    common(msub.add_parser("list"))
+    for action in ("show", "enable", "disable"):
+        q = msub.add_parser(action)
+        q.add_argument("name")
+        common(q)
+
+    p = sub.add_parser("db", help="store schema")
+    dsub = p.add_subparsers(dest="action", required=True)
+    q = dsub.add_parser("upgrade", help="migrate the store to this version's schema")
+    q.add_argument("--store", help="store URL")
+
+    sub.add_parser("schema", help="print the JSON Schema of the YAML configuration")
+
+    p = sub.add_parser("replay", help="re-invoke failed events kept by the table destination")
+    common(p)
+    p.add_argument("--mapping", help="only this mapping's failed events")
+    p.add_argument("--id", type=int, action="append", help="only this failed event id")
+    p.add_argument("--dry-run", action="store_true")
+
+    sub.add_parser("test-pattern", help="test a filter pattern against an event", add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "test-pattern":
+        from router.filters.cli import test_pattern_main
+
+        return test_pattern_main(argv[1:])
+    args = _parser().parse_args(argv)
+    if args.command != "run":
+        logs.setup("console", "WARNING")
+    try:
+        if args.command == "run":
+            return asyncio.run(_run(args))
+        if args.command == "validate":
+            return _validate(args)
+        if args.command == "apply":
+            return asyncio.run(_apply(args))
+        if args.command == "mappings":
+            return asyncio.run(_mappings(args))
+        if args.command == "db":
+            return asyncio.run(_db_upgrade(args))
+        if args.command == "schema":
+            print(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2).decode())
+            return EXIT_OK
+        if args.command == "replay":
+            return asyncio.run(_replay(args))
+    except ConfigError as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except SchemaOutdatedError as e:
+        return _fail(str(e), EXIT_FAILURE)
+    except RouterError as e:
+        return _fail(redact(str(e)), EXIT_FAILURE)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Destinations that need no broker library: ``directory``, ``table`` and ``http``."""

@@ -1,0 +1,97 @@
+"""The operations listener: ``/healthz``, ``/readyz`` and Prometheus ``/metrics``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from aiohttp import web
+
+from router.app import Router
+from router.pipeline import Counters
+from router.pipeline.delivery import LATENCY_BUCKETS
+
+_COUNTERS = (
+    ("records_in", "router_records_in_total", "Records read from the source"),
+    ("filtered", "router_records_filtered_total", "Records that matched no filter pattern"),
+    ("invoked", "router_records_invoked_total", "Records sent to the function"),
+    ("invocations", "router_invocations_total", "Function invocations"),
+    ("failed", "router_records_failed_total", "Records in failed invocations"),
+    ("retries", "router_retries_total", "Retries after function errors"),
+    ("throttles", "router_throttles_total", "Throttled or unreachable invocations"),
+    ("destination_sends", "router_destination_sends_total", "Records sent to destinations"),
+    ("batch_sizes_sum", "router_batch_records_total", "Records per batch, summed"),
+)
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render_metrics(router: Router) -> str:
+    merged: dict[str, tuple[str, list[Counters]]] = {}
+    for uid, (name, counters) in router.retired.items():
+        merged.setdefault(uid, (name, []))[1].append(counters)
+    for uid, (name, counters) in router.counters().items():
+        merged.setdefault(uid, (name, []))[1].append(counters)
+    lines: list[str] = []
+    for attr, metric, help_text in _COUNTERS:
+        lines.append(f"# HELP {metric} {help_text}")
+        lines.append(f"# TYPE {metric} counter")
+        for name, parts in merged.values():
+            total = sum(getattr(c, attr) for c in parts)
+            lines.append(f'{metric}{{mapping="{_label(name)}"}} {total}')
+    metric = "router_invoke_duration_seconds"
+    lines.append(f"# HELP {metric} Function invocation latency")
+    lines.append(f"# TYPE {metric} histogram")
+    for name, parts in merged.values():
+        lines.extend(_histogram(metric, _label(name), parts))
+    lines.append("# HELP router_buffered_records Records held in lanes, not yet acknowledged")
+    lines.append("# TYPE router_buffered_records gauge")
+    for running in router.running.values():
+        held = int(getattr(running.pipeline, "held", 0))
+        lines.append(f'router_buffered_records{{mapping="{_label(running.config.name)}"}} {held}')
+    return "\n".join(lines) + "\n"
+
+
+def _histogram(metric: str, name: str, parts: Iterable[Counters]) -> list[str]:
+    parts = list(parts)
+    buckets = [sum(c.latency_buckets[i] for c in parts) for i in range(len(LATENCY_BUCKETS) + 1)]
+    lines = []
+    cumulative = 0
+    for bound, count in zip(LATENCY_BUCKETS, buckets, strict=False):
+        cumulative += count
+        lines.append(f'{metric}_bucket{{mapping="{name}",le="{bound}"}} {cumulative}')
+    cumulative += buckets[-1]
+    lines.append(f'{metric}_bucket{{mapping="{name}",le="+Inf"}} {cumulative}')
+    lines.append(f'{metric}_sum{{mapping="{name}"}} {sum(c.latency_sum for c in parts)}')
+    lines.append(f'{metric}_count{{mapping="{name}"}} {cumulative}')
+    return lines
+
+
+def make_app(router: Router) -> web.Application:
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        if router.ready():
+            return web.json_response({"status": "ready", "mappings": len(router.running)})
+        return web.json_response({"status": "starting"}, status=503)
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(text=render_metrics(router), content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def start_listener(router: Router, listen: str) -> web.AppRunner:
+    """Serve the operations endpoints on ``HOST:PORT`` (port 0 picks a free one)."""
+    host, _, port = listen.rpartition(":")
+    runner = web.AppRunner(make_app(router), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host or "127.0.0.1", int(port))
+    await site.start()
+    return runner
