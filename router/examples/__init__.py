@@ -1,0 +1,1 @@
+"""Example handlers bundled with the router, used by the example configuration."""
