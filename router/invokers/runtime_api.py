@@ -120,6 +120,14 @@ class _Pending:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(slots=True, eq=False)
+class _Waiter:
+    """A runtime long-polling ``/next`` (compared by identity)."""
+
+    future: asyncio.Future[_Pending]
+    request: web.Request
+
+
 def _error_response(status: int, error_type: str, message: str) -> web.Response:
     body = orjson.dumps({"errorMessage": message, "errorType": error_type})
     return web.Response(status=status, body=body, content_type="application/json")
@@ -149,9 +157,7 @@ class RuntimeApiInvoker(Invoker):
         self.settings = settings
         self._arn = function_arn(function.name, function.arn)
         self._queue: collections.deque[_Pending] = collections.deque()
-        self._waiters: collections.deque[tuple[asyncio.Future[_Pending], web.Request]] = (
-            collections.deque()
-        )
+        self._waiters: collections.deque[_Waiter] = collections.deque()
         self._pending: dict[str, _Pending] = {}
         self._idle_changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -173,7 +179,7 @@ class RuntimeApiInvoker(Invoker):
     @property
     def idle_runtimes(self) -> int:
         """Runtimes waiting on ``/next`` right now."""
-        return sum(1 for future, _ in self._waiters if not future.done())
+        return sum(1 for waiter in self._waiters if not waiter.future.done())
 
     @property
     def queued(self) -> int:
@@ -237,9 +243,9 @@ class RuntimeApiInvoker(Invoker):
         runner, self._runner = self._runner, None
         if runner is None:
             return
-        for future, _ in self._waiters:
-            if not future.done():
-                future.cancel()
+        for waiter in self._waiters:
+            if not waiter.future.done():
+                waiter.future.cancel()
         self._waiters.clear()
         for pending in list(self._pending.values()):
             if not pending.result.done():
@@ -307,15 +313,15 @@ class RuntimeApiInvoker(Invoker):
 
     def _hand_to_waiter(self, pending: _Pending) -> bool:
         while self._waiters:
-            future, request = self._waiters.popleft()
-            if future.done():
+            waiter = self._waiters.popleft()
+            if waiter.future.done():
                 continue
-            transport = request.transport
+            transport = waiter.request.transport
             if transport is None or transport.is_closing():
-                future.cancel()
+                waiter.future.cancel()
                 continue
             pending.handed_out = True
-            future.set_result(pending)
+            waiter.future.set_result(pending)
             return True
         return False
 
@@ -341,7 +347,8 @@ class RuntimeApiInvoker(Invoker):
         pending = self._take_queued()
         if pending is None:
             future: asyncio.Future[_Pending] = asyncio.get_running_loop().create_future()
-            self._waiters.append((future, request))
+            waiter = _Waiter(future, request)
+            self._waiters.append(waiter)
             await self._notify_idle()
             try:
                 pending = await future
@@ -354,6 +361,9 @@ class RuntimeApiInvoker(Invoker):
             finally:
                 if not future.done():
                     future.cancel()
+                # A runtime that gave up polling must not linger in the deque.
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
                 await self._notify_idle()
         response = web.Response(body=pending.body, headers=pending.headers)
         response.content_type = "application/json"

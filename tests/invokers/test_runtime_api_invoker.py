@@ -327,6 +327,7 @@ async def test_a_runtime_that_disconnects_from_next_gets_nothing(
     while invoker.idle_runtimes:
         assert time.monotonic() < give_up
         await asyncio.sleep(0.01)
+    assert not invoker._waiters  # nothing left behind by the abandoned poll
     # The invocation waits for the next runtime instead of vanishing into a dead connection.
     task = asyncio.create_task(invoker.invoke(invocation({"x": 1})))
     headers, body = await runtime.next()
