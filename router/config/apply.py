@@ -93,7 +93,10 @@ class ApplyPlan:
             state = "" if m.enabled else ", disabled"
             lines.append(f"+ create {m.name} ({m.source.type} -> {m.function}{state})")
         for u in self.updates:
-            what = "; ".join(ch.render() for ch in u.changes) or "no column changed (hash only)"
+            what = "; ".join(ch.render() for ch in u.changes)
+            if not what and u.enabled is not None:
+                what = f"YAML enabled {_show(u.enabled)} (already {_show(u.enabled)})"
+            what = what or "no column changed (hash only)"
             lines.append(f"~ update {u.row.name}: {what}")
         lines.extend(
             f"- delete {d.row.name} ({d.row.source_type} -> {d.row.function_name})"

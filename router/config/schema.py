@@ -236,6 +236,12 @@ _TYPE_NAMES = {
 }
 
 
+def _num(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _yaml_type(value: Any) -> str:
     if value is None:
         return "null"
@@ -307,13 +313,13 @@ def translate(
         elif kind == "literal_error":
             message = f"must be one of: {ctx.get('expected', '')}"
         elif kind == "greater_than_equal":
-            message = f"must be >= {ctx.get('ge')}"
+            message = f"must be >= {_num(ctx.get('ge'))}"
         elif kind == "less_than_equal":
-            message = f"must be <= {ctx.get('le')}"
+            message = f"must be <= {_num(ctx.get('le'))}"
         elif kind == "greater_than":
-            message = f"must be > {ctx.get('gt')}"
+            message = f"must be > {_num(ctx.get('gt'))}"
         elif kind == "less_than":
-            message = f"must be < {ctx.get('lt')}"
+            message = f"must be < {_num(ctx.get('lt'))}"
         elif kind == "string_pattern_mismatch":
             message = f"must match {ctx.get('pattern')}"
         elif kind in _TYPE_NAMES:

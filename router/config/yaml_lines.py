@@ -126,6 +126,15 @@ def _path_key(key: Any) -> str | int:
     return key if isinstance(key, str) else str(key)
 
 
+def _syntax_error(e: yaml.MarkedYAMLError, filename: str) -> ConfigError:
+    mark = e.problem_mark or e.context_mark
+    line = mark.line + 1 if mark is not None else None
+    message = f"invalid YAML: {e.problem or e.context or 'syntax error'}"
+    if e.problem and e.context and e.context_mark is not None:
+        message += f" ({e.context} started on line {e.context_mark.line + 1})"
+    return ConfigError(message, Location(file=filename, line=line))
+
+
 def load_yaml(text: str, filename: str = "<string>") -> YamlDocument:
     """Parse one YAML document; raises :class:`ConfigErrors` for bad syntax or duplicate keys.
 
@@ -138,12 +147,7 @@ def load_yaml(text: str, filename: str = "<string>") -> YamlDocument:
         try:
             node = loader.get_single_node()
         except yaml.MarkedYAMLError as e:
-            mark = e.problem_mark or e.context_mark
-            line = mark.line + 1 if mark is not None else None
-            problem = e.problem or e.context or "invalid YAML"
-            raise ConfigErrors(
-                [ConfigError(f"invalid YAML: {problem}", Location(file=filename, line=line))]
-            ) from None
+            raise ConfigErrors([_syntax_error(e, filename)]) from None
         except yaml.YAMLError as e:
             raise ConfigErrors(
                 [ConfigError(f"invalid YAML: {e}", Location(file=filename))]
@@ -155,13 +159,7 @@ def load_yaml(text: str, filename: str = "<string>") -> YamlDocument:
         try:
             data = builder.build(node, ())
         except yaml.MarkedYAMLError as e:
-            mark = e.problem_mark or e.context_mark
-            line = mark.line + 1 if mark is not None else None
-            builder.errors.append(
-                ConfigError(
-                    f"invalid YAML: {e.problem or e.context}", Location(file=filename, line=line)
-                )
-            )
+            builder.errors.append(_syntax_error(e, filename))
             data = None
         if builder.errors:
             raise ConfigErrors(builder.errors)
