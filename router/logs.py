@@ -47,5 +47,5 @@ def setup(fmt: str = "console", level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Library chatter at INFO drowns the router's own lines.
-    for noisy in ("aiokafka", "botocore", "aiobotocore", "aiohttp.access", "watchfiles"):
+    for noisy in ("aiokafka", "botocore", "aiobotocore", "aiohttp.access", "watchfiles", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -72,7 +72,9 @@ def workdir(tmp_path: Path) -> Path:
 
 def _start(workdir: Path, **env: str) -> subprocess.Popen[bytes]:
     store = f"sqlite:///{workdir / 'router.db'}"
-    proc = start_router_process(workdir / "router.yaml", store, workdir, workdir / "router.log", env)
+    proc = start_router_process(
+        workdir / "router.yaml", store, workdir, workdir / "router.log", env
+    )
     _wait(lambda: "router 0.1.0 running" in _log(workdir) or proc.poll() is not None, 30, "start")
     assert proc.poll() is None, _log(workdir)
     return proc
@@ -160,4 +162,3 @@ def test_validate_reports_file_line_for_an_unknown_key(workdir: Path) -> None:
         cwd=workdir,
     )
     assert good.returncode == 0, good.stderr
-
