@@ -1,0 +1,420 @@
+"""The ``schedule`` source: EventBridge Scheduler semantics on the router's store.
+
+Each scheduled time becomes one record holding the AWS ``Scheduled Event`` (or the configured
+``input``), invoked asynchronously. Every replica runs the timer; ``store.claim_fire`` (a
+unique row per schedule and scheduled time) decides which one delivers, so a time fires once.
+
+Delivery is at-least-once:
+
+* after winning the claim, the fire is written as pending (checkpoint ``fire:<time>`` =
+  replica id) and put into the sink; ``ack`` deletes the pending row and advances the
+  ``delivered`` checkpoint;
+* every replica holds a liveness lease ``schedule:<mapping>:<replica>``. A replica that starts
+  again under the same id re-delivers its own pending fires; a replica that finds pending fires
+  of another replica whose lease has expired takes that lease over and re-delivers them. The
+  one narrow gap is a crash between winning the claim and writing the pending row (a single
+  statement apart): that fire is lost, never doubled.
+* a replica that is alive but cannot renew its lease for ``lease_ttl`` seconds may see its
+  in-flight fires re-delivered by another one; the event ``id`` is stable per scheduled time
+  so a function can recognise the duplicate.
+
+Catch-up: at start, scheduled times after the last claimed fire that already passed are
+delivered at once, oldest first, if they are within ``catch_up`` seconds; older ones are
+skipped and counted in the log. Waiting for the next fire is one sleep until its due time
+(re-checked against the wall clock, at most a minute at a time, so a clock step is noticed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from router.abc import Sink, Source, SourceContext, SourceTraits
+from router.cron import RateSchedule, Schedule, parse_schedule
+from router.models import PluginSettings, Record, SourceKind
+
+logger = logging.getLogger(__name__)
+
+EVENT_NAMESPACE = uuid.UUID("5c6b7f0e-2f3a-4d9b-9a43-1d0e8f6c2b71")
+"""Namespace of the uuid5 event ids: stable per (mapping, scheduled time)."""
+MAX_SLEEP = 60.0
+"""Longest single sleep: a wall-clock step is noticed within AWS's 60 s precision."""
+PENDING_PREFIX = "fire:"
+DELIVERED_KEY = "delivered"
+CATCH_UP_COUNT_LIMIT = 100_000
+
+
+def _alias(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class FlexibleTimeWindow(BaseModel):
+    """``{mode: OFF}`` or ``{mode: FLEXIBLE, maximum_window_in_minutes: 1..1440}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["OFF", "FLEXIBLE"] = Field(default="OFF", validation_alias=_alias("mode", "Mode"))
+    maximum_window_in_minutes: int | None = Field(
+        default=None,
+        ge=1,
+        le=1440,
+        validation_alias=_alias("maximum_window_in_minutes", "MaximumWindowInMinutes"),
+    )
+
+    @model_validator(mode="after")
+    def _window_matches_mode(self) -> FlexibleTimeWindow:
+        if self.mode == "FLEXIBLE" and self.maximum_window_in_minutes is None:
+            raise ValueError("mode FLEXIBLE needs maximum_window_in_minutes (1-1440)")
+        if self.mode == "OFF" and self.maximum_window_in_minutes is not None:
+            raise ValueError("maximum_window_in_minutes applies only to mode FLEXIBLE")
+        return self
+
+    @property
+    def window(self) -> timedelta:
+        return timedelta(minutes=self.maximum_window_in_minutes or 0)
+
+
+class ScheduleSettings(PluginSettings):
+    """YAML keys of ``source: {type: schedule}`` (PascalCase Scheduler names as aliases)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schedule: str = Field(validation_alias=_alias("schedule", "ScheduleExpression"))
+    """``cron(...)``, ``rate(...)``, ``at(...)`` or a 5-field crontab."""
+    timezone: str = Field(
+        default="UTC", validation_alias=_alias("timezone", "ScheduleExpressionTimezone")
+    )
+    """IANA zone the expression is evaluated in."""
+    input: Any = Field(default=None, validation_alias=_alias("input", "Input"))
+    """Delivered instead of the Scheduled Event. A string holding JSON is delivered parsed;
+    any other string is delivered as a JSON string. ``null`` means no input."""
+    flexible_time_window: FlexibleTimeWindow = Field(
+        default_factory=FlexibleTimeWindow,
+        validation_alias=_alias("flexible_time_window", "FlexibleTimeWindow"),
+    )
+    catch_up: float = Field(default=3600.0, ge=0)
+    """Seconds: missed fires younger than this are delivered at start; 0 disables."""
+    start_date: datetime | None = Field(
+        default=None, validation_alias=_alias("start_date", "StartDate")
+    )
+    end_date: datetime | None = Field(default=None, validation_alias=_alias("end_date", "EndDate"))
+    account: str = Field(default="123456789012", pattern=r"^\d{12}$")
+    region: str = "us-east-1"
+    lease_ttl: float = Field(default=30.0, ge=1, le=3600)
+    """Seconds a silent replica keeps its pending fires before another one re-delivers them."""
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_expression(cls, value: str) -> str:
+        parse_schedule(value)  # ScheduleExpressionError is a ValueError: pydantic reports it
+        return value.strip()
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; use an IANA name such as Europe/Berlin"
+            ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _dates_in_order(self) -> ScheduleSettings:
+        start, end = self.aware_start(), self.aware_end()
+        if start is not None and end is not None and end < start:
+            raise ValueError("end_date is before start_date")
+        return self
+
+    def aware_start(self) -> datetime | None:
+        return self._aware(self.start_date)
+
+    def aware_end(self) -> datetime | None:
+        return self._aware(self.end_date)
+
+    def _aware(self, value: datetime | None) -> datetime | None:
+        """Dates without an offset are wall times in ``timezone``."""
+        if value is None or value.tzinfo is not None:
+            return value
+        return value.replace(tzinfo=ZoneInfo(self.timezone))
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ScheduleSource(Source):
+    """Fires a mapping on a schedule, once per scheduled time across replicas."""
+
+    Settings = ScheduleSettings
+    traits = SourceTraits(
+        kind=SourceKind.ASYNC,
+        filter_view="schedule",
+        batch_size_default=1,
+        batch_size_max=1,
+        # EventBridge Scheduler's RetryPolicy allows 0-185 retries (default 185); the
+        # router keeps Lambda's asynchronous-invocation default of 2.
+        retry_default=2,
+        retry_min=0,
+        retry_max=185,
+        record_age_default=21600,
+        record_age_min=60,
+        record_age_max=86400,
+        supports=frozenset(
+            {
+                "maximum_retry_attempts",
+                "maximum_record_age",
+                "destination_config",
+                "filter_criteria",
+            }
+        ),
+    )
+
+    settings: ScheduleSettings
+
+    def __init__(
+        self,
+        settings: ScheduleSettings,
+        context: SourceContext,
+        *,
+        clock: Callable[[], datetime] = _now,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        super().__init__(settings, context)
+        self._clock = clock
+        self._sleep = sleep
+        self._tz = ZoneInfo(settings.timezone)
+        self._start = settings.aware_start()
+        self._end = settings.aware_end()
+        schedule = parse_schedule(settings.schedule)
+        if isinstance(schedule, RateSchedule) and self._start is not None:
+            schedule = schedule.with_anchor(self._start)
+        self._schedule: Schedule = schedule
+        mapping = context.mapping
+        self._key = mapping.uuid or mapping.name
+        self._lane = mapping.name
+        self._arn = (
+            f"arn:aws:scheduler:{settings.region}:{settings.account}:schedule/default/"
+            f"{mapping.name}"
+        )
+        self._lease_key = self._lease_for(context.replica_id)
+        self._inflight: set[datetime] = set()
+        self._delivered: datetime | None = None
+        self._input = self._decode_input(settings.input)
+
+    # ------------------------------------------------------------------ contract
+
+    async def run(self, sink: Sink) -> None:
+        store, me, ttl = self.context.store, self.context.replica_id, self.settings.lease_ttl
+        while not await store.acquire_lease(self._lease_key, me, ttl):
+            # Another replica is re-delivering the fires we left pending; it releases our
+            # lease when done (or the lease simply expires).
+            logger.info("schedule %s: waiting for lease %s", self._lane, self._lease_key)
+            await asyncio.sleep(ttl / 3)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._keep_lease(sink))
+            await self._fire_loop(sink)
+            logger.info("schedule %s: no further fires (%s)", self._lane, self.settings.schedule)
+
+    def build_event(self, records: Sequence[Record]) -> dict[str, Any]:
+        if self._input is not _NO_INPUT:
+            return cast(dict[str, Any], self._input)
+        return records[0].data
+
+    async def ack(self, records: Sequence[Record]) -> None:
+        if not records:
+            return
+        times: list[datetime] = [r.position for r in records]
+        latest = max(times)
+        store = self.context.store
+        if self._delivered is None or latest > self._delivered:
+            self._delivered = latest
+        await store.put_checkpoints(self._key, {DELIVERED_KEY: _iso(self._delivered)})
+        await store.delete_checkpoints(self._key, [PENDING_PREFIX + _iso(t) for t in times])
+        self._inflight.difference_update(times)
+        logger.debug("schedule %s: delivered %s", self._lane, ", ".join(map(_iso, times)))
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.context.store.release_lease(self._lease_key, self.context.replica_id)
+
+    # ------------------------------------------------------------------ firing
+
+    def next_after(self, cursor: datetime) -> datetime | None:
+        """The next scheduled time after ``cursor`` within start_date / end_date (UTC)."""
+        t = self._schedule.next_fire(cursor, self._tz)
+        if t is not None and self._start is not None and t < self._start:
+            t = self._schedule.next_fire(self._start - timedelta(microseconds=1), self._tz)
+        if t is None or (self._end is not None and t > self._end):
+            return None
+        return t.astimezone(UTC)
+
+    def offset(self, scheduled: datetime) -> timedelta:
+        """The flexible-window delay of one scheduled time: pseudo-random, but the same on
+        every replica and every restart."""
+        window = self.settings.flexible_time_window.window
+        if not window:
+            return timedelta(0)
+        digest = hashlib.sha256(f"{self._key}:{_iso(scheduled)}".encode()).digest()
+        return timedelta(seconds=int.from_bytes(digest[:8], "big") % int(window.total_seconds()))
+
+    async def _fire_loop(self, sink: Sink) -> None:
+        now = self._clock()
+        cursor = await self._catch_up(sink, now)
+        while (scheduled := self.next_after(cursor)) is not None:
+            due = scheduled + self.offset(scheduled)
+            while (delay := (due - self._clock()).total_seconds()) > 0:
+                await self._sleep(min(delay, MAX_SLEEP))
+            await self._fire(sink, scheduled, due)
+            cursor = scheduled
+
+    async def _catch_up(self, sink: Sink, now: datetime) -> datetime:
+        store = self.context.store
+        checkpoints = await store.get_checkpoints(self._key)
+        if DELIVERED_KEY in checkpoints:
+            self._delivered = _parse_iso(checkpoints[DELIVERED_KEY])
+        last = await store.last_fire(self._key)
+        if last is None:
+            return now
+        horizon = now - timedelta(seconds=self.settings.catch_up)
+        skipped = 0
+        cursor = last
+        while (t := self.next_after(cursor)) is not None and t <= now:
+            cursor = t
+            if self.settings.catch_up and t > horizon:
+                await self._fire(sink, t, t)
+            else:
+                skipped += 1
+                if skipped >= CATCH_UP_COUNT_LIMIT:
+                    break
+        if skipped:
+            more = "at least " if skipped >= CATCH_UP_COUNT_LIMIT else ""
+            logger.warning(
+                "schedule %s: skipped %s%d missed fire(s) between %s and %s "
+                "(older than catch_up=%ss)",
+                self._lane,
+                more,
+                skipped,
+                _iso(last),
+                _iso(horizon),
+                self.settings.catch_up,
+            )
+        return now
+
+    async def _fire(self, sink: Sink, scheduled: datetime, due: datetime) -> None:
+        store, me = self.context.store, self.context.replica_id
+        if not await store.claim_fire(self._key, scheduled, me):
+            return  # another replica owns this scheduled time
+        # In flight before the pending row exists, so the recovery task never mistakes it
+        # for a fire left behind by an earlier life of this replica.
+        self._inflight.add(scheduled)
+        await store.put_checkpoints(self._key, {PENDING_PREFIX + _iso(scheduled): me})
+        await sink.put([self.record(scheduled, due)])
+
+    def record(self, scheduled: datetime, due: datetime) -> Record:
+        event: dict[str, Any] = {
+            "version": "0",
+            "id": str(uuid.uuid5(EVENT_NAMESPACE, f"{self._key}:{_iso(scheduled)}")),
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "account": self.settings.account,
+            "time": _iso(scheduled),
+            "region": self.settings.region,
+            "resources": [self._arn],
+            "detail": {},
+        }
+        payload = event if self._input is _NO_INPUT else self._input
+        return Record(
+            lane=self._lane,
+            position=scheduled,
+            data=event,
+            identifier=event["id"],
+            size=len(orjson.dumps(payload)),
+            arrival=due.timestamp(),
+        )
+
+    # ------------------------------------------------------------------ recovery
+
+    def _lease_for(self, replica: str) -> str:
+        return f"schedule:{self._key}:{replica}"
+
+    async def _keep_lease(self, sink: Sink) -> None:
+        store, me, ttl = self.context.store, self.context.replica_id, self.settings.lease_ttl
+        while True:
+            if not await store.acquire_lease(self._lease_key, me, ttl):
+                logger.warning(
+                    "schedule %s: lease %s is held by another replica", self._lane, self._lease_key
+                )
+            await self._recover(sink)
+            await asyncio.sleep(ttl / 3)
+
+    async def _recover(self, sink: Sink) -> None:
+        """Re-deliver pending fires of this replica's earlier life, and of dead replicas."""
+        store, me, ttl = self.context.store, self.context.replica_id, self.settings.lease_ttl
+        by_owner: dict[str, list[datetime]] = {}
+        for key, owner in (await store.get_checkpoints(self._key)).items():
+            if key.startswith(PENDING_PREFIX):
+                by_owner.setdefault(owner, []).append(_parse_iso(key[len(PENDING_PREFIX) :]))
+        for owner, times in by_owner.items():
+            if owner == me:
+                await self._redeliver(sink, [t for t in times if t not in self._inflight])
+                continue
+            lease = self._lease_for(owner)
+            if not await store.acquire_lease(lease, me, ttl):
+                continue  # that replica is alive and delivering them
+            try:
+                logger.warning(
+                    "schedule %s: replica %s stopped with %d undelivered fire(s); delivering",
+                    self._lane,
+                    owner,
+                    len(times),
+                )
+                await self._redeliver(sink, times)
+            finally:
+                await store.release_lease(lease, me)
+
+    async def _redeliver(self, sink: Sink, times: list[datetime]) -> None:
+        if not times:
+            return
+        times.sort()
+        me = self.context.replica_id
+        await self.context.store.put_checkpoints(
+            self._key, {PENDING_PREFIX + _iso(t): me for t in times}
+        )
+        self._inflight.update(times)
+        await sink.put([self.record(t, t + self.offset(t)) for t in times])
+
+    # ------------------------------------------------------------------ input
+
+    @staticmethod
+    def _decode_input(value: Any) -> Any:
+        if value is None:
+            return _NO_INPUT
+        if isinstance(value, str):
+            try:
+                return orjson.loads(value)
+            except orjson.JSONDecodeError:
+                return value
+        return value
+
+
+_NO_INPUT: Any = object()
