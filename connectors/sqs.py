@@ -1,0 +1,482 @@
+"""The ``sqs`` source: Amazon SQS standard and FIFO queues, as Lambda's SQS event source
+mapping reads them.
+
+* Long polling, up to ``receivers`` ReceiveMessage calls in parallel, never holding more
+  messages than the pipeline has room for (``sink.free()``).
+* Every message handed to the pipeline has its visibility extended at half the queue's
+  visibility timeout until it is deleted (success, filtered out) or released (failure).
+* Released messages are left alone: they become visible again when their visibility timeout
+  ends, so retries follow the queue's visibility timeout and redrive policy, as with Lambda.
+* Standard queues have no lanes (``lane=None``); FIFO queues have one lane per message group.
+* Records are ``aws:sqs`` records exactly as Lambda delivers them.
+
+:class:`SQSQueue` is also used by :mod:`connectors.s3` for notifications arriving via SQS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+
+from connectors.aws_common import (
+    AWS_ERRORS,
+    QUEUE_MISSING_CODES,
+    AwsSettings,
+    client_config,
+    describe,
+    error_code,
+    is_aws_error,
+    make_session,
+    queue_arn_from_url,
+    region_for,
+    region_from,
+    run_all,
+)
+from router.abc import Sink, Source, SourceContext, SourceTraits
+from router.errors import SourceError
+from router.models import Record, SourceKind
+
+logger = logging.getLogger(__name__)
+
+BATCH_LIMIT = 10
+"""SQS's limit on messages per ReceiveMessage and entries per *Batch call."""
+
+
+@dataclass(slots=True)
+class _InFlight:
+    receipt: str
+    visible_until: float
+    """Monotonic time at which SQS makes the message visible again unless extended."""
+
+
+class SQSQueue:
+    """A queue URL with its client, attributes and in-flight bookkeeping.
+
+    ``track`` a message once it is handed to the pipeline; from then on its visibility is
+    extended at half the queue's visibility timeout until ``delete`` or ``forget``. A message
+    that is forgotten becomes visible again when its current visibility timeout ends, so
+    retries follow the queue's visibility timeout and redrive policy, as with Lambda.
+    """
+
+    def __init__(
+        self, settings: AwsSettings, queue_url: str, *, wait_time: int, receivers: int
+    ) -> None:
+        self.settings = settings
+        self.url = queue_url
+        self.wait_time = wait_time
+        self.fifo = queue_url.endswith(".fifo")
+        self.region = region_for(settings, queue_url)
+        self.arn = ""
+        self.visibility = 30
+        self._receivers = receivers
+        self._session = make_session(settings)
+        self._stack: AsyncExitStack | None = None
+        self._client: Any = None
+        self._inflight: dict[str, _InFlight] = {}
+        self._extender: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def client(self) -> Any:
+        return self._client
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    async def open(self) -> None:
+        """Create the client (once) and read the queue's ARN and visibility timeout.
+        Raises SourceError when the queue or the endpoint cannot be reached."""
+        if self._closed:
+            raise SourceError(f"sqs {self.url}: source is closed")
+        if self._client is None:
+            stack = AsyncExitStack()
+            # Long polls hold a connection for up to WaitTimeSeconds: read past that.
+            config = client_config(
+                self.settings,
+                read_timeout=self.wait_time + 15,
+                pool=self._receivers + 2 * BATCH_LIMIT,
+            )
+            self._client = await stack.enter_async_context(
+                self._session.client(
+                    "sqs",
+                    endpoint_url=self.settings.endpoint_url,
+                    region_name=self.region,
+                    config=config,
+                )
+            )
+            self._stack = stack
+        try:
+            response = await self._client.get_queue_attributes(
+                QueueUrl=self.url, AttributeNames=["QueueArn", "VisibilityTimeout"]
+            )
+        except asyncio.CancelledError:
+            raise
+        except AWS_ERRORS as e:
+            raise self._error("cannot read the queue's attributes", e) from e
+        attributes = response.get("Attributes") or {}
+        self.arn = attributes.get("QueueArn") or queue_arn_from_url(self.url, self.region)
+        if not self.settings.region:
+            self.region = region_from(self.arn) or self.region
+        self.visibility = int(attributes.get("VisibilityTimeout", "30"))
+        if self._extender is None or self._extender.done():
+            self._extender = asyncio.create_task(
+                self._extend_forever(), name=f"sqs-extend {self.url}"
+            )
+
+    def _error(self, what: str, exc: BaseException) -> SourceError:
+        if error_code(exc) in QUEUE_MISSING_CODES:
+            return SourceError(
+                f"sqs {self.url}: the queue does not exist (check queue_url, region and "
+                "endpoint_url)"
+            )
+        if is_aws_error(exc):
+            return SourceError(f"sqs {self.url}: {what}: {describe(exc)}")
+        return SourceError(f"sqs {self.url}: {what}: {type(exc).__name__}: {exc}")
+
+    async def receive(self, count: int) -> list[dict[str, Any]]:
+        """One long-poll ReceiveMessage of up to ``count`` (<= 10) messages, with every system
+        and message attribute."""
+        try:
+            response = await self._client.receive_message(
+                QueueUrl=self.url,
+                MaxNumberOfMessages=count,
+                WaitTimeSeconds=self.wait_time,
+                MessageSystemAttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            )
+        except asyncio.CancelledError:
+            raise
+        except AWS_ERRORS as e:
+            raise self._error("receive failed", e) from e
+        messages: list[dict[str, Any]] = response.get("Messages") or []
+        return messages
+
+    def track(self, message_id: str, receipt: str, received: float) -> None:
+        self._inflight[message_id] = _InFlight(receipt, received + self.visibility)
+
+    def forget(self, message_id: str) -> str | None:
+        """Stop extending a message; returns its latest receipt handle if it was tracked."""
+        entry = self._inflight.pop(message_id, None)
+        return entry.receipt if entry is not None else None
+
+    async def delete(self, entries: list[tuple[str, str]]) -> None:
+        """Delete ``(message_id, receipt_handle)`` pairs, 10 per call, calls in parallel.
+
+        Entries SQS rejects as the caller's fault (an expired receipt handle: the message was
+        already received again elsewhere) are logged and dropped; anything else raises
+        SourceError and the caller retries (deleting twice is harmless)."""
+        for message_id, _ in entries:
+            self._inflight.pop(message_id, None)
+        chunks = [entries[i : i + BATCH_LIMIT] for i in range(0, len(entries), BATCH_LIMIT)]
+        results = await asyncio.gather(
+            *(self._delete_chunk(c) for c in chunks), return_exceptions=True
+        )
+        retry: list[tuple[str, str]] = []
+        first_error: BaseException | None = None
+        for chunk, result in zip(chunks, results, strict=True):
+            if isinstance(result, BaseException):
+                retry.extend(chunk)
+                first_error = first_error or result
+            else:
+                retry.extend(result)
+        if retry:
+            now = time.monotonic()
+            for message_id, receipt in retry:
+                # Keep extending until the retried delete goes through.
+                self._inflight.setdefault(message_id, _InFlight(receipt, now + 1.0))
+            if isinstance(first_error, asyncio.CancelledError):
+                raise first_error
+            if first_error is not None and not isinstance(first_error, SourceError):
+                raise self._error(f"deleting {len(retry)} messages failed", first_error)
+            if first_error is not None:
+                raise first_error
+            raise SourceError(f"sqs {self.url}: deleting {len(retry)} messages failed")
+
+    async def _delete_chunk(self, chunk: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        try:
+            response = await self._client.delete_message_batch(
+                QueueUrl=self.url,
+                Entries=[{"Id": str(i), "ReceiptHandle": rh} for i, (_, rh) in enumerate(chunk)],
+            )
+        except asyncio.CancelledError:
+            raise
+        except AWS_ERRORS as e:
+            raise self._error("delete failed", e) from e
+        failed = response.get("Failed") or []
+        if not failed:
+            return []
+        retry: list[tuple[str, str]] = []
+        dropped = 0
+        for entry in failed:
+            if entry.get("SenderFault"):
+                dropped += 1
+            else:
+                retry.append(chunk[int(entry["Id"])])
+        if dropped:
+            logger.warning(
+                "sqs %s: %d messages could not be deleted (%s); they were received again "
+                "after their visibility timeout ended and will be delivered again",
+                self.url,
+                dropped,
+                failed[0].get("Code", "?"),
+            )
+        return retry
+
+    async def _extend_forever(self) -> None:
+        while True:
+            # Extend at half the visibility timeout, checking a few times per half.
+            await asyncio.sleep(max(self.visibility / 6, 0.1))
+            if not self._inflight or self.visibility <= 0:
+                continue
+            now = time.monotonic()
+            due = [
+                (mid, e)
+                for mid, e in self._inflight.items()
+                if e.visible_until - now <= self.visibility / 2
+            ]
+            if not due:
+                continue
+            chunks = [due[i : i + BATCH_LIMIT] for i in range(0, len(due), BATCH_LIMIT)]
+            await asyncio.gather(*(self._extend_chunk(c, now) for c in chunks))
+
+    async def _extend_chunk(self, chunk: list[tuple[str, _InFlight]], now: float) -> None:
+        try:
+            response = await self._client.change_message_visibility_batch(
+                QueueUrl=self.url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": e.receipt, "VisibilityTimeout": self.visibility}
+                    for i, (_, e) in enumerate(chunk)
+                ],
+            )
+        except asyncio.CancelledError:
+            raise
+        except AWS_ERRORS as e:
+            # The next tick tries again; messages whose visibility runs out meanwhile are
+            # redelivered (at least once).
+            logger.warning("sqs %s: extending visibility failed: %s", self.url, describe(e))
+            return
+        failed = {int(f["Id"]) for f in response.get("Failed") or []}
+        for i, (mid, entry) in enumerate(chunk):
+            if i in failed:
+                # Usually an expired receipt handle: the message is visible again already.
+                continue
+            current = self._inflight.get(mid)
+            if current is entry:
+                entry.visible_until = now + self.visibility
+        if failed:
+            logger.warning(
+                "sqs %s: visibility of %d in-flight messages could not be extended",
+                self.url,
+                len(failed),
+            )
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._extender is not None:
+            self._extender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._extender
+            self._extender = None
+        stack, self._stack = self._stack, None
+        self._client = None
+        if stack is not None:
+            await stack.aclose()
+
+
+STANDARD_TRAITS = SourceTraits(
+    kind=SourceKind.QUEUE,
+    filter_view="sqs",
+    batch_size_default=10,
+    batch_size_max=10_000,
+    window_default=0.0,
+    supports=frozenset({"function_response_types", "maximum_concurrency", "filter_criteria"}),
+)
+
+FIFO_TRAITS = SourceTraits(
+    kind=SourceKind.QUEUE,
+    filter_view="sqs",
+    batch_size_default=10,
+    batch_size_max=10,
+    window_default=0.0,
+    window_max=0.0,
+    supports=frozenset({"function_response_types", "maximum_concurrency", "filter_criteria"}),
+)
+
+
+class SQSSettings(AwsSettings):
+    """``source: {type: sqs, queue_url: ..., endpoint_url: ..., region: ...}``."""
+
+    queue_url: str
+    wait_time_seconds: int = Field(20, ge=0, le=20)
+    """Long-poll wait of each ReceiveMessage call."""
+    receivers: int = Field(4, ge=1, le=100)
+    """ReceiveMessage calls in flight at once while the pipeline has room (standard queues;
+    a FIFO queue is read by one receive at a time)."""
+
+    @field_validator("queue_url")
+    @classmethod
+    def _looks_like_a_queue_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or len(parts.path.strip("/").split("/")) != 2:
+            raise ValueError(
+                "queue_url must be a queue URL such as "
+                "https://sqs.us-east-1.amazonaws.com/123456789012/orders"
+            )
+        return value
+
+
+def lambda_message_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """SQS message attributes in the form Lambda puts into the event: camelCase keys, binary
+    values base64-encoded, both list fields always present."""
+    out: dict[str, Any] = {}
+    for name, value in attributes.items():
+        item: dict[str, Any] = {}
+        if "StringValue" in value:
+            item["stringValue"] = value["StringValue"]
+        if "BinaryValue" in value:
+            item["binaryValue"] = base64.b64encode(value["BinaryValue"]).decode("ascii")
+        item["stringListValues"] = list(value.get("StringListValues") or ())
+        item["binaryListValues"] = [
+            base64.b64encode(b).decode("ascii") for b in value.get("BinaryListValues") or ()
+        ]
+        item["dataType"] = value.get("DataType", "String")
+        out[name] = item
+    return out
+
+
+class SQSSource(Source):
+    """Reads an SQS queue for one mapping (QUEUE kind; FIFO groups are ordered lanes)."""
+
+    Settings = SQSSettings
+    traits = STANDARD_TRAITS
+
+    def __init__(self, settings: SQSSettings, context: SourceContext) -> None:
+        super().__init__(settings, context)
+        self.settings: SQSSettings = settings
+        self.queue = SQSQueue(
+            settings,
+            settings.queue_url,
+            wait_time=settings.wait_time_seconds,
+            receivers=settings.receivers,
+        )
+        self._reserved = 0
+        self._room = asyncio.Event()
+
+    @classmethod
+    def traits_for(cls, settings: Any) -> SourceTraits:
+        return FIFO_TRAITS if str(settings.queue_url).endswith(".fifo") else STANDARD_TRAITS
+
+    async def run(self, sink: Sink) -> None:
+        await self.queue.open()
+        # FIFO: one receive at a time. SQS itself never hands out a group's next messages
+        # while earlier ones are in flight, but emulators check that without a lock, and
+        # two racing receives could reorder a group.
+        receivers = 1 if self.queue.fifo else self.settings.receivers
+        await run_all([self._receive_loop(sink) for _ in range(receivers)])
+
+    async def _claim(self, sink: Sink) -> int:
+        """Reserve room for one receive: up to 10 messages, never more than the pipeline can
+        take beyond what other receivers have already asked for."""
+        while True:
+            room = sink.free() - self._reserved
+            if room > 0:
+                count = min(BATCH_LIMIT, room)
+                self._reserved += count
+                return count
+            self._room.clear()
+            # Room comes back when records are acked or released; the timeout covers room
+            # freed inside the pipeline without an ack (e.g. a mapping that was updated).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._room.wait(), 1.0)
+
+    async def _receive_loop(self, sink: Sink) -> None:
+        queue = self.queue
+        while True:
+            count = await self._claim(sink)
+            try:
+                messages = await queue.receive(count)
+                if messages:
+                    records = self._records(messages)
+                    await sink.put(records)
+            finally:
+                self._reserved -= count
+                self._room.set()
+
+    def _records(self, messages: list[dict[str, Any]]) -> list[Record]:
+        queue = self.queue
+        arn, region, fifo = queue.arn, queue.region, queue.fifo
+        received = time.monotonic()
+        now = time.time()
+        records: list[Record] = []
+        for m in messages:
+            message_id = m["MessageId"]
+            receipt = m["ReceiptHandle"]
+            body = m.get("Body", "")
+            attributes = m.get("Attributes") or {}
+            raw_message_attributes = m.get("MessageAttributes")
+            data: dict[str, Any] = {
+                "messageId": message_id,
+                "receiptHandle": receipt,
+                "body": body,
+                "attributes": attributes,
+                "messageAttributes": (
+                    lambda_message_attributes(raw_message_attributes)
+                    if raw_message_attributes
+                    else {}
+                ),
+                "md5OfBody": m.get("MD5OfBody", ""),
+            }
+            if raw_message_attributes and "MD5OfMessageAttributes" in m:
+                data["md5OfMessageAttributes"] = m["MD5OfMessageAttributes"]
+            data["eventSource"] = "aws:sqs"
+            data["eventSourceARN"] = arn
+            data["awsRegion"] = region
+            sent = attributes.get("SentTimestamp")
+            queue.track(message_id, receipt, received)
+            records.append(
+                Record(
+                    lane=attributes.get("MessageGroupId") if fifo else None,
+                    position=receipt,
+                    data=data,
+                    identifier=message_id,
+                    size=len(body.encode()) + len(receipt) + _RECORD_OVERHEAD,
+                    arrival=int(sent) / 1000 if sent else now,
+                )
+            )
+        return records
+
+    def build_event(self, records: Sequence[Record]) -> dict[str, Any]:
+        return {"Records": [r.data for r in records]}
+
+    async def ack(self, records: Sequence[Record]) -> None:
+        if not records:
+            return
+        queue = self.queue
+        entries = [(r.identifier, queue.forget(r.identifier) or r.position) for r in records]
+        try:
+            await queue.delete(entries)
+        finally:
+            self._room.set()
+
+    async def release(self, records: Sequence[Record]) -> None:
+        for r in records:
+            self.queue.forget(r.identifier)
+        self._room.set()
+
+    async def aclose(self) -> None:
+        await self.queue.aclose()
+
+
+# Keys, attributes and the ARN around the body, in bytes (for the 6 MB batch limit).
+_RECORD_OVERHEAD = 600
