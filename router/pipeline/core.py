@@ -19,6 +19,7 @@ from router.models import FunctionConfig, MappingConfig, Record, SourceKind
 from router.pipeline.batcher import BatchPolicy
 from router.pipeline.delivery import Abandoned, Counters, Delivery
 from router.pipeline.retry import Backoff
+from router.secrets import redact
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ class Pipeline(Sink):
         self._batch_tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._source_task: asyncio.Task[None] | None = None
+        self._source_backoff = Backoff(base=1.0, cap=30.0)
         self.counters = Counters()
         self.delivery = Delivery(
             mapping=mapping,
@@ -123,7 +125,6 @@ class Pipeline(Sink):
 
     async def _run_source(self) -> None:
         error_attempt = 0
-        backoff = Backoff(base=1.0, cap=30.0)
         while not self._stopping.is_set():
             try:
                 await self.source.run(self)
@@ -132,23 +133,29 @@ class Pipeline(Sink):
                 raise
             except RouterError as e:
                 if not e.retriable:
-                    self.report(f"PROBLEM: {e}")
-                    logger.error("mapping %s: source stopped: %s", self.mapping.name, e)
+                    self.report(f"PROBLEM: {redact(str(e))}")
+                    logger.error(
+                        "mapping %s: source stopped: %s", self.mapping.name, redact(str(e))
+                    )
                     return
                 error_attempt += 1
-                self.report(f"PROBLEM: {e}")
+                self.report(f"PROBLEM: {redact(str(e))}")
                 logger.warning(
                     "mapping %s: source error (attempt %d), retrying: %s",
                     self.mapping.name,
                     error_attempt,
-                    e,
+                    redact(str(e)),
                 )
             except Exception as e:
-                self.report(f"PROBLEM: {type(e).__name__}: {e}")
+                # Not a broker outage (a bug, bad settings): running again would fail the
+                # same way, so the mapping stops with PROBLEM as the Source contract says.
+                self.report(f"PROBLEM: {type(e).__name__}: {redact(str(e))}")
                 logger.exception("mapping %s: source failed", self.mapping.name)
-                error_attempt += 1
+                return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), backoff.delay(error_attempt))
+                await asyncio.wait_for(
+                    self._stopping.wait(), self._source_backoff.delay(error_attempt)
+                )
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Stop polling, let in-flight batches finish (up to ``timeout``), then cancel."""
@@ -163,6 +170,7 @@ class Pipeline(Sink):
         for lane in self._lanes.values():
             released.extend(r for r, _ in lane.entries)
             self._drop(lane)
+            lane.wake.set()  # a lane waiting for its batching window ends now
         if released and self.kind is SourceKind.QUEUE:
             with contextlib.suppress(Exception):
                 await self.source.release(released)
@@ -246,8 +254,10 @@ class Pipeline(Sink):
                 self.mapping.name,
                 len(skip_now),
             )
-            with contextlib.suppress(Abandoned):
+            try:
                 await self.delivery.ack(skip_now)
+            except Abandoned:
+                self._done(len(skip_now))
 
     async def revoke(self, lanes: Collection[Hashable], timeout: float) -> None:
         tasks: list[asyncio.Task[None]] = []
@@ -310,7 +320,8 @@ class Pipeline(Sink):
                 batch = self._take(lane)
                 if not batch:
                     continue
-                await self._slots.acquire()
+                if not await self._acquire(batch):
+                    break
                 if ordered:
                     try:
                         await self._run_batch(lane, batch)
@@ -324,6 +335,27 @@ class Pipeline(Sink):
             if self._lanes.get(lane.key) is lane and (not lane.entries or self._stopping.is_set()):
                 del self._lanes[lane.key]
             lane.task = None
+
+    async def _acquire(self, batch: list[Entry]) -> bool:
+        """Take a concurrency slot for ``batch``. False when the pipeline stopped meanwhile:
+        the batch was never dispatched and is handled like queued records (QUEUE: released)."""
+        try:
+            await self._slots.acquire()
+        except asyncio.CancelledError:
+            self._done(len(batch))
+            raise
+        if not self._stopping.is_set():
+            return True
+        self._slots.release()
+        await self._abandon(batch)
+        return False
+
+    async def _abandon(self, batch: list[Entry]) -> None:
+        """Leave ``batch`` unacknowledged; a queue gets the records back now."""
+        self._done(len(batch))
+        if self.kind is SourceKind.QUEUE and batch:
+            with contextlib.suppress(Exception):
+                await self.source.release([r for r, _ in batch])
 
     async def _run_unordered(self, lane: Lane, batch: list[Entry]) -> None:
         try:
@@ -346,10 +378,7 @@ class Pipeline(Sink):
                 await self.delivery.asynchronous(batch)
         except Abandoned:
             # Stopping: the batch is not acknowledged and will be delivered again.
-            self._done(len(batch))
-            if self.kind is SourceKind.QUEUE and batch:
-                with contextlib.suppress(Exception):
-                    await self.source.release([r for r, _ in batch])
+            await self._abandon(batch)
         except asyncio.CancelledError:
             self._done(len(batch))
             raise

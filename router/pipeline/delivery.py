@@ -94,6 +94,9 @@ class _Segment:
 
     records: list[Record]
     retries: int = 0
+    result: InvokeResult | None = None
+    """The last failed invocation, for the destination record if the records age out."""
+    request_id: str = ""
 
 
 class Delivery:
@@ -261,7 +264,13 @@ class Delivery:
             expired = [r for r in segment.records if self._expired(r, now)]
             if expired:
                 segment.records = [r for r in segment.records if not self._expired(r, now)]
-                await self._stream_failed(expired, "RecordAgeExceeded", None, "", segment.retries)
+                await self._stream_failed(
+                    expired,
+                    "RecordAgeExceeded",
+                    segment.result,
+                    segment.request_id,
+                    segment.retries,
+                )
                 finished.update(id(r) for r in expired)
                 continue
             result, request_id, event = await self.invoke(segment.records)
@@ -280,14 +289,24 @@ class Delivery:
                 # Every record expired while the function was throttled or unreachable.
                 continue
             self.counters.failed += len(segment.records)
+            segment.result, segment.request_id = result, request_id
+            if result.status_code == 413 and len(segment.records) == 1:
+                # A single record over the payload limit can never be sent: retrying would
+                # block the lane for good (streams retry forever by default).
+                await self._stream_failed(
+                    segment.records, "PayloadTooLarge", result, request_id, segment.retries + 1
+                )
+                finished.update(id(r) for r in segment.records)
+                work.pop(0)
+                continue
             if (
                 self.mapping.bisect_batch_on_function_error
                 and len(segment.records) > 1
                 and failed_from is None
             ):
                 half = len(segment.records) // 2
-                left = _Segment(segment.records[:half], segment.retries)
-                right = _Segment(segment.records[half:], segment.retries)
+                left = _Segment(segment.records[:half], segment.retries, result, request_id)
+                right = _Segment(segment.records[half:], segment.retries, result, request_id)
                 work[0:1] = [left, right]
                 continue
             segment.retries += 1
@@ -302,6 +321,9 @@ class Delivery:
                 continue
             self.counters.retries += 1
             self.report(f"PROBLEM: function error: {_describe(result)}")
+            # Checkpoint what succeeded before waiting: a stop during the backoff must not
+            # send those records again.
+            await self._ack_prefix(batch, finished)
             await self.sleep(self.backoff.delay(segment.retries))
         await self._ack_prefix(batch, finished)
 
@@ -424,6 +446,8 @@ class Delivery:
         self.counters.failed += len(failed)
         self.report(f"PROBLEM: function error: {_describe(result)}")
         await self.ack(ok)
+        # Acknowledged: no longer the caller's to account for if we are cancelled below.
+        batch[:] = [(r, False) for r in failed]
         await self.release(failed)
         batch.clear()
         return ordered

@@ -1,0 +1,252 @@
+"""Backpressure, start / stop, revoke, and the source's own failures."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from router.errors import SourceError
+from router.models import InvokeResult, SourceKind
+from router.pipeline import Backoff
+from tests.pipeline.conftest import MakeHarness
+from tests.pipeline.fakes import (
+    FakeSource,
+    ScriptedInvoker,
+    error,
+    event_ids,
+    ok,
+    partial,
+    records,
+    until,
+)
+
+STREAM = SourceKind.STREAM
+QUEUE = SourceKind.QUEUE
+ASYNC = SourceKind.ASYNC
+SLOW = Backoff(base=30.0, cap=30.0)
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+def gated() -> ScriptedInvoker:
+    invoker = ScriptedInvoker()
+    invoker.gate = asyncio.Event()
+    return invoker
+
+
+async def test_put_blocks_at_capacity_until_acks_free_room(make: MakeHarness) -> None:
+    invoker = gated()
+    h = make(STREAM, invoker, capacity=5, batch_size=5)
+    assert h.pipeline.free() == 5
+    await h.put(records(5))
+    assert h.pipeline.free() == 0
+    blocked = asyncio.create_task(h.put(records(1, start=5)))
+    await settle()
+    assert not blocked.done()
+    invoker.gate.set()
+    await asyncio.wait_for(blocked, 5)
+    await h.drain()
+    assert h.source.acked == [str(i) for i in range(6)]
+    await h.check()
+
+
+async def test_free_counts_filtered_records_until_acked(make: MakeHarness) -> None:
+    class Nothing:
+        def matches(self, event: Any) -> bool:
+            return False
+
+    h = make(STREAM, capacity=10, matcher=Nothing(), batch_size=3)
+    await h.put(records(4))
+    await h.drain()
+    assert h.invoker.events == []
+    await h.check()
+
+
+async def test_start_runs_the_source_and_stop_closes_it(make: MakeHarness) -> None:
+    h = make(STREAM, batch_size=2)
+    h.pipeline.start()
+    batch = records(5)
+    h.put_ids.extend(r.identifier for r in batch)
+    h.source.feed(batch)
+    await h.drain()
+    assert h.source.running
+    await h.pipeline.stop(timeout=1)
+    assert not h.source.running
+    assert h.source.closed
+    await h.check()
+
+
+async def test_stop_lets_the_in_flight_invoke_finish(make: MakeHarness) -> None:
+    invoker = gated()
+    h = make(STREAM, invoker, batch_size=1)
+    await h.put(records(3))
+    await until(lambda: invoker.active == 1, what="invoke in flight")
+    stopping = asyncio.create_task(h.pipeline.stop(timeout=5))
+    await settle()
+    assert not stopping.done()
+    invoker.gate.set()
+    await asyncio.wait_for(stopping, 5)
+    assert h.source.acked == ["0"]
+    assert h.invoker.batches == [["0"]]
+    await h.check(unresolved=["1", "2"])
+
+
+async def test_stop_abandons_a_batch_waiting_in_backoff(make: MakeHarness) -> None:
+    h = make(STREAM, ScriptedInvoker(lambda e: error()), backoff=SLOW)
+    await h.put(records(2))
+    await until(lambda: len(h.invoker.events) == 1, what="first invoke")
+    await settle()
+    started = time.monotonic()
+    await h.pipeline.stop(timeout=10)
+    assert time.monotonic() - started < 2
+    assert h.source.acked == []
+    await h.check(unresolved=["0", "1"])
+
+
+async def test_stop_abandons_an_async_record_waiting_in_backoff(make: MakeHarness) -> None:
+    h = make(ASYNC, ScriptedInvoker(lambda e: error()), backoff=SLOW, maximum_retry_attempts=2)
+    await h.put(records(2, "s"))
+    await until(lambda: len(h.invoker.events) == 1, what="first invoke")
+    await settle()
+    await h.pipeline.stop(timeout=10)
+    assert h.source.acked == []
+    await h.check(unresolved=["0", "1"])
+
+
+async def test_stop_releases_queued_queue_records(make: MakeHarness) -> None:
+    invoker = gated()
+    h = make(QUEUE, invoker, batch_size=1, maximum_concurrency=2)
+    await h.put(records(6, None))
+    await until(lambda: invoker.active == 2, what="2 invokes in flight")
+    await settle()
+    stopping = asyncio.create_task(h.pipeline.stop(timeout=5))
+    await settle()
+    invoker.gate.set()
+    await asyncio.wait_for(stopping, 5)
+    assert sorted(h.source.acked) == ["0", "1"]
+    assert sorted(h.source.released) == ["2", "3", "4", "5"]
+    assert len(invoker.events) == 2
+    await h.check()
+
+
+async def test_stop_timeout_cancels_a_stuck_invoke(make: MakeHarness) -> None:
+    invoker = gated()
+    h = make(STREAM, invoker, batch_size=1)
+    await h.put(records(2))
+    await until(lambda: invoker.active == 1, what="invoke in flight")
+    await h.pipeline.stop(timeout=0.05)
+    assert h.source.acked == []
+    await h.check(unresolved=["0", "1"])
+
+
+async def test_stop_does_not_wait_for_the_batching_window(make: MakeHarness) -> None:
+    h = make(STREAM, batch_size=10, maximum_batching_window=60)
+    await h.put(records(2))
+    await settle()
+    started = time.monotonic()
+    await h.pipeline.stop(timeout=30)
+    assert time.monotonic() - started < 2
+    assert h.invoker.events == []
+    await h.check(unresolved=["0", "1"])
+
+
+async def test_revoke_drops_queued_waits_for_in_flight_others_go_on(make: MakeHarness) -> None:
+    gate = asyncio.Event()
+
+    async def handler(event: dict[str, Any]) -> InvokeResult:
+        if event_ids(event)[0].startswith("a"):
+            await gate.wait()
+        return ok()
+
+    h = make(STREAM, ScriptedInvoker(handler), batch_size=1)
+    a = records(5, "a", start=0)
+    for r in a:
+        r.identifier = r.data["messageId"] = f"a{r.identifier}"
+    b = records(5, "b", start=100)
+    await h.put(a + b)
+    await until(lambda: len(h.invoker.events) >= 1, what="a0 in flight")
+    revoking = asyncio.create_task(h.pipeline.revoke(["a"], timeout=5))
+    await until(lambda: len(h.source.acked) == 5, what="lane b delivered")
+    assert not revoking.done()
+    gate.set()
+    await asyncio.wait_for(revoking, 5)
+    assert [i for i in h.source.acked if i.startswith("a")] == ["a0"]
+    assert sum(1 for b in h.invoker.batches if b[0].startswith("a")) == 1
+    # the lane can be taken again later
+    again = records(1, "a", start=7)
+    await h.put(again)
+    await h.drain(7)
+    await h.check(unresolved=["a1", "a2", "a3", "a4"])
+
+
+async def test_revoke_timeout_cancels_the_in_flight_batch(make: MakeHarness) -> None:
+    invoker = gated()
+    h = make(STREAM, invoker, batch_size=1)
+    await h.put(records(3, "a") + records(2, "b", start=10))
+    await until(lambda: invoker.active == 2, what="both lanes in flight")
+    await h.pipeline.revoke(["a"], timeout=0.05)
+    invoker.gate.set()
+    await h.drain(2)
+    assert h.source.acked == ["10", "11"]
+    await h.check(unresolved=["0", "1", "2"])
+
+
+async def test_revoke_of_unknown_lanes_is_a_no_op(make: MakeHarness) -> None:
+    h = make(STREAM)
+    await h.pipeline.revoke(["nope"], timeout=1)
+    await h.check()
+
+
+class FlakySource(FakeSource):
+    def __init__(self) -> None:
+        super().__init__(STREAM)
+        self.runs = 0
+
+    async def run(self, sink: Any) -> None:
+        self.runs += 1
+        if self.runs == 1:
+            raise SourceError("broker unreachable")
+        sink.report("OK")
+        await super().run(sink)
+
+
+async def test_a_retriable_source_error_is_reported_and_run_again(make: MakeHarness) -> None:
+    source = FlakySource()
+    h = make(STREAM, source=source)
+    h.pipeline._source_backoff = Backoff(base=0.001, cap=0.001)
+    h.pipeline.start()
+    await until(lambda: source.runs == 2, what="second run")
+    assert h.reports[0] == "PROBLEM: broker unreachable"
+    await until(lambda: h.reports[-1] == "OK", what="OK")
+    await h.pipeline.stop(timeout=1)
+    await h.check()
+
+
+async def test_a_fatal_source_error_stops_the_mapping_with_problem(make: MakeHarness) -> None:
+    class Broken(FakeSource):
+        async def run(self, sink: Any) -> None:
+            raise ValueError("bad settings")
+
+    h = make(STREAM, source=Broken(STREAM))
+    h.pipeline._source_backoff = Backoff(base=0.001, cap=0.001)
+    h.pipeline.start()
+    await until(lambda: bool(h.reports), what="a report")
+    assert h.pipeline._source_task is not None
+    await asyncio.wait_for(h.pipeline._source_task, 5)
+    assert h.reports == ["PROBLEM: ValueError: bad settings"]
+    await h.pipeline.stop(timeout=1)
+    await h.check()
+
+
+async def test_stop_while_a_release_hangs_counts_each_record_once(make: MakeHarness) -> None:
+    h = make(QUEUE, ScriptedInvoker([partial("1")]), batch_size=3, report_batch_item_failures=True)
+    h.source.release_gate = asyncio.Event()
+    await h.put(records(3, None))
+    await until(lambda: h.source.acked == ["0", "2"], what="successes acked")
+    await h.pipeline.stop(timeout=0.05)
+    assert h.source.released == []
+    await h.check(unresolved=["1"])
