@@ -33,6 +33,7 @@ from router.filters.spec import (
     EqualsIgnoreCase,
     Exact,
     Exists,
+    Numeric,
     Path,
     Prefix,
     RawText,
@@ -50,8 +51,11 @@ Predicate = Callable[[Any], bool]
 def _dotted_view(obj: dict[str, Any], key: str) -> Any:
     """Event keys written with dots (``{"a.b": 1}``) stand for nested ones (``a`` → ``b``).
 
-    Only consulted when the plain key is missing, so ordinary events never pay for it.
+    Only consulted when the plain key is missing; the join is a C-speed test that the dict has
+    a dotted key at all, so ordinary events pay one cheap check per missing key.
     """
+    if "." not in "".join(obj):
+        return MISSING
     head = key + "."
     view = {k[len(head) :]: v for k, v in obj.items() if k.startswith(head)}
     return view if view else MISSING
@@ -94,7 +98,26 @@ def _test_predicate(test: ValueTest) -> Predicate:
             return lambda v: type(v) is str and v.endswith(text)
         case EqualsIgnoreCase(text):
             return lambda v: type(v) is str and v.lower() == text
+        case Numeric(low, low_inclusive, high, high_inclusive):
+            return _numeric_predicate(low, low_inclusive, high, high_inclusive)
     return partial(leaf_matches, test)
+
+
+def _numeric_predicate(
+    low: int | None, low_inclusive: bool, high: int | None, high_inclusive: bool
+) -> Predicate:
+    # Unbounded sides become impossible-to-cross sentinels: one comparison chain per value.
+    lo = -1 if low is None else (low if low_inclusive else low + 1)
+    hi = 1 << 62 if high is None else (high if high_inclusive else high - 1)
+
+    def numeric(v: Any) -> bool:
+        t = type(v)
+        if t is not int and t is not float:
+            return False
+        key = number_key(v)
+        return key is not None and lo <= key <= hi
+
+    return numeric
 
 
 def _always(v: Any) -> bool:
@@ -112,7 +135,8 @@ def make_predicate(tests: tuple[ValueTest, ...]) -> Predicate:
     preds = tuple(others)
 
     def any_of(v: Any) -> bool:
-        for p in preds:
+        # Plain loops instead of any(): no generator object per leaf on the hot path.
+        for p in preds:  # noqa: SIM110
             if p(v):
                 return True
         return False
@@ -152,14 +176,23 @@ def _node_evaluator(node: _Node) -> Evaluator:
     it only holds ``exists: false`` tests, every element must (no leaf may exist anywhere).
     Nested arrays recurse into the same closure, which flattens them.
     """
+    # Leaf fields with a positive test are checked inline when the value is a scalar (the
+    # common case); everything else goes through the child's own closure.
+    leaves = tuple(
+        (key, make_predicate(child.own), _node_evaluator(child))
+        for key, child in node.children.items()
+        if not child.children and isinstance(child.own, tuple)
+    )
     children = tuple(
-        (key, _node_evaluator(child), bool(child.children)) for key, child in node.children.items()
+        (key, _node_evaluator(child), bool(child.children))
+        for key, child in node.children.items()
+        if child.children or not isinstance(child.own, tuple)
     )
     positive = node.has_positive()
     children_missing_ok = not any(c.has_positive() for c in node.children.values())
     own_pred = make_predicate(node.own) if isinstance(node.own, tuple) else None
     own_absent = node.own is ABSENT
-    has_children = bool(children)
+    has_children = bool(node.children)
     dict_ok_without_children = own_pred is None
 
     def evaluate(v: Any) -> bool:
@@ -167,6 +200,14 @@ def _node_evaluator(node: _Node) -> Evaluator:
         if t is dict:
             if not dict_ok_without_children:
                 return False
+            for key, pred, leaf_eval in leaves:
+                cv = v.get(key, MISSING)
+                tcv = type(cv)
+                if tcv is str or tcv is int or tcv is float or tcv is bool or cv is None:
+                    if not pred(cv):
+                        return False
+                elif not leaf_eval(cv):
+                    return False
             for key, child_eval, deep in children:
                 cv = v.get(key, MISSING)
                 if cv is MISSING and deep:
@@ -176,11 +217,11 @@ def _node_evaluator(node: _Node) -> Evaluator:
             return True
         if t is list:
             if positive:
-                for element in v:
+                for element in v:  # noqa: SIM110
                     if evaluate(element):
                         return True
                 return False
-            for element in v:
+            for element in v:  # noqa: SIM110
                 if not evaluate(element):
                     return False
             return True
@@ -270,7 +311,7 @@ class Matcher:
     safe to share between tasks.
     """
 
-    __slots__ = ("_anchors", "_evaluators", "_match_all", "_scan")
+    __slots__ = ("_evaluators", "_match_all", "_scan", "_walk")
 
     def __init__(self, conjunctions: Sequence[Conjunction], *, match_all: bool) -> None:
         self._match_all = match_all
@@ -295,40 +336,16 @@ class Matcher:
             index = by_path.setdefault(path, _AnchorIndex())
             for key in options[path]:
                 index.add(key, conj_id)
-        self._anchors = tuple((path, index) for path, index in by_path.items())
+        self._walk = _anchor_walker(_anchor_trie(by_path), self._evaluators)
         self._scan = tuple(scan)
 
     def matches(self, event: Any) -> bool:
         """True when any of the compiled patterns matches the decoded event."""
         if self._match_all:
             return True
-        evaluators = self._evaluators
-        for path, index in self._anchors:
-            value: Any = event
-            for key in path:
-                if type(value) is dict:
-                    nxt = value.get(key, MISSING)
-                    value = _dotted_view(value, key) if nxt is MISSING else nxt
-                else:
-                    break
-            else:
-                if type(value) is not dict and type(value) is not list:
-                    ids = _lookup(index, value)
-                    if ids is not None:
-                        for conj_id in ids:
-                            if evaluators[conj_id](event):
-                                return True
-                    continue
-            # Arrays (or odd shapes) on the way: gather every leaf at the path.
-            leaves: list[Any] = []
-            _collect(event, path, 0, leaves)
-            for leaf in leaves:
-                ids = _lookup(index, leaf)
-                if ids is not None:
-                    for conj_id in ids:
-                        if evaluators[conj_id](event):
-                            return True
-        for evaluate in self._scan:
+        if self._walk(event, event):
+            return True
+        for evaluate in self._scan:  # noqa: SIM110
             if evaluate(event):
                 return True
         return False
@@ -336,20 +353,94 @@ class Matcher:
     __call__ = matches
 
 
-def _collect(value: Any, path: Path, depth: int, out: list[Any]) -> None:
-    t = type(value)
-    if t is list:
-        for element in value:
-            _collect(element, path, depth, out)
-    elif depth == len(path):
-        if t is not dict and value is not MISSING:
-            out.append(value)
-    elif t is dict:
-        key = path[depth]
-        nxt = value.get(key, MISSING)
-        if nxt is MISSING:
-            nxt = _dotted_view(value, key)
-        _collect(nxt, path, depth + 1, out)
+@dataclass(slots=True)
+class _AnchorNode:
+    index: _AnchorIndex | None = None
+    children: dict[str, _AnchorNode] = field(default_factory=dict)
+
+
+def _anchor_trie(by_path: dict[Path, _AnchorIndex]) -> _AnchorNode:
+    root = _AnchorNode()
+    for path, index in by_path.items():
+        node = root
+        for key in path:
+            node = node.children.setdefault(key, _AnchorNode())
+        node.index = index
+    return root
+
+
+Walker = Callable[[Any, Any], bool]
+
+
+def _anchor_walker(node: _AnchorNode, evaluators: tuple[Evaluator, ...]) -> Walker:
+    """Closure walking the event along all anchor paths at once (shared prefixes read once).
+
+    At each anchor path every leaf value (arrays flattened, consistency ignored: this only
+    proposes candidates) is looked up in the index; candidates are then fully evaluated.
+    """
+    # Children that are plain anchor leaves are looked up inline: one call less per field.
+    inner = tuple(
+        (key, _anchor_walker(child, evaluators))
+        for key, child in node.children.items()
+        if child.children
+    )
+    leaves = tuple(
+        (key, child.index, _anchor_walker(child, evaluators))
+        for key, child in node.children.items()
+        if not child.children and child.index is not None
+    )
+    index = node.index
+
+    def candidates_match(ids: list[int], event: Any) -> bool:
+        for conj_id in ids:  # noqa: SIM110
+            if evaluators[conj_id](event):
+                return True
+        return False
+
+    def walk(v: Any, event: Any) -> bool:
+        t = type(v)
+        if t is dict:
+            dotted: bool | None = None  # whether this dict has dotted keys, checked lazily
+            for key, leaf_index, leaf_walk in leaves:
+                cv = v.get(key, MISSING)
+                if cv is MISSING:
+                    if dotted is None:
+                        dotted = "." in "".join(v)
+                    if not dotted:
+                        continue
+                    cv = _dotted_view(v, key)
+                tcv = type(cv)
+                if tcv is dict or tcv is list:
+                    if leaf_walk(cv, event):
+                        return True
+                elif cv is not MISSING:
+                    ids = _lookup(leaf_index, cv)
+                    if ids is not None and candidates_match(ids, event):
+                        return True
+            for key, child in inner:
+                cv = v.get(key, MISSING)
+                if cv is MISSING:
+                    if dotted is None:
+                        dotted = "." in "".join(v)
+                    if not dotted:
+                        continue
+                    cv = _dotted_view(v, key)
+                    if cv is MISSING:
+                        continue
+                if child(cv, event):
+                    return True
+            return False
+        if t is list:
+            for element in v:  # noqa: SIM110
+                if walk(element, event):
+                    return True
+            return False
+        if index is None or v is MISSING:
+            return False
+        ids = _lookup(index, v)
+        return ids is not None and candidates_match(ids, event)
+
+    return walk
 
 
 def _lookup(index: _AnchorIndex, value: Any) -> list[int] | None:

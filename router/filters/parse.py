@@ -150,7 +150,7 @@ def _split_mixed_absence(rules: list[Conjunction]) -> list[Conjunction]:
     for rule in rules:
         pending = [rule]
         for path, cond in rule.items():
-            if cond is ABSENT or not any(t is _ABSENT_MARK for t in cond):
+            if not isinstance(cond, tuple) or not any(t is _ABSENT_MARK for t in cond):
                 continue
             rest = tuple(t for t in cond if t is not _ABSENT_MARK)
             nxt: list[Conjunction] = []

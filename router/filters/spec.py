@@ -218,11 +218,11 @@ def leaf_matches(test: ValueTest, value: Any) -> bool:
         case Prefix(text, ignore_case):
             if not is_str:
                 return False
-            return value.lower().startswith(text) if ignore_case else value.startswith(text)
+            return bool(value.lower().startswith(text) if ignore_case else value.startswith(text))
         case Suffix(text, ignore_case):
             if not is_str:
                 return False
-            return value.lower().endswith(text) if ignore_case else value.endswith(text)
+            return bool(value.lower().endswith(text) if ignore_case else value.endswith(text))
         case EqualsIgnoreCase(text):
             return is_str and value.lower() == text
         case Wildcard(_, regex):

@@ -1,0 +1,183 @@
+"""Property-based differential test: compiled matcher vs reference evaluator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from router.filters import compile_patterns
+from router.filters.reference import patterns_match
+
+KEYS = st.sampled_from(["a", "b", "c"])
+SCALARS = st.sampled_from(
+    [
+        "x",
+        "y",
+        "xy",
+        "yx",
+        "",
+        "X",
+        "10.0.0.7",
+        "a*b",
+        0,
+        1,
+        1.0,
+        5,
+        -1,
+        2.5,
+        6e9,
+        True,
+        False,
+        None,
+    ]
+)
+
+VALUE_TESTS: st.SearchStrategy[Any] = st.one_of(
+    st.sampled_from(["x", "y", "", "X", "10.0.0.7", 0, 1, 5, -1, 2.5, 6e9, True, False, None]),
+    st.sampled_from(
+        [
+            {"prefix": "x"},
+            {"prefix": ""},
+            {"prefix": {"equals-ignore-case": "X"}},
+            {"suffix": "x"},
+            {"suffix": {"equals-ignore-case": "Y"}},
+            {"equals-ignore-case": "x"},
+            {"wildcard": "x*"},
+            {"wildcard": "*"},
+            {"anything-but": "x"},
+            {"anything-but": ["x", "y"]},
+            {"anything-but": [1, 5]},
+            {"anything-but": {"prefix": "x"}},
+            {"anything-but": {"suffix": "y"}},
+            {"anything-but": {"equals-ignore-case": ["X"]}},
+            {"anything-but": {"wildcard": "*y"}},
+            {"numeric": [">", 0]},
+            {"numeric": ["=", 1]},
+            {"numeric": [">=", -1, "<", 5]},
+            {"numeric": ["<=", 2.5]},
+            {"cidr": "10.0.0.0/24"},
+            {"exists": True},
+            {"exists": False},
+        ]
+    ),
+)
+
+LEAF = st.lists(VALUE_TESTS, min_size=1, max_size=3)
+
+
+def pattern_objects(depth: int) -> st.SearchStrategy[dict[str, Any]]:
+    value: st.SearchStrategy[Any] = (
+        LEAF if depth == 0 else st.one_of(LEAF, pattern_objects(depth - 1))
+    )
+    obj = st.dictionaries(KEYS, value, min_size=1, max_size=3)
+    if depth == 0:
+        return obj
+    with_or = st.builds(
+        lambda base, alts: {**base, "$or": alts},
+        st.dictionaries(KEYS, LEAF, max_size=2),
+        st.lists(st.dictionaries(KEYS, value, min_size=1, max_size=2), min_size=2, max_size=3),
+    )
+    return st.one_of(obj, obj, with_or)
+
+
+PATTERNS = pattern_objects(2)
+
+EVENT_VALUES: st.SearchStrategy[Any] = st.recursive(
+    SCALARS,
+    lambda children: st.one_of(
+        st.lists(children, max_size=3), st.dictionaries(KEYS, children, max_size=3)
+    ),
+    max_leaves=10,
+)
+EVENTS = st.dictionaries(KEYS, EVENT_VALUES, max_size=3)
+
+
+def _hints(tests: list[Any]) -> list[Any]:
+    """Values likely to satisfy (or nearly satisfy) the tests: operands and variations."""
+    hints: list[Any] = []
+    for test in tests:
+        if not isinstance(test, dict):
+            hints.append(test)
+            continue
+        operand = next(iter(test.values()))
+        while isinstance(operand, dict | list) and operand:
+            operand = next(iter(operand.values())) if isinstance(operand, dict) else operand[-1]
+        if isinstance(operand, str):
+            hints.extend([operand, operand + "y", "y" + operand, operand.upper()])
+        elif isinstance(operand, int | float) and not isinstance(operand, bool):
+            hints.extend([operand, operand + 1, operand - 0.5])
+    return hints
+
+
+def _leaf_value(draw: st.DrawFn, tests: list[Any]) -> Any:
+    shape = draw(st.integers(0, 9))
+    hints = _hints(tests)
+    if shape < 4 and hints:
+        return draw(st.sampled_from(hints))
+    if shape < 6:
+        return draw(SCALARS)
+    if shape < 9:
+        return draw(st.lists(SCALARS, max_size=3))
+    return draw(EVENT_VALUES)
+
+
+@st.composite
+def event_for(draw: st.DrawFn, pattern: dict[str, Any]) -> dict[str, Any]:
+    """An event shaped like the pattern (so matches are frequent), with random deviations."""
+    event: dict[str, Any] = draw(st.dictionaries(KEYS, EVENT_VALUES, max_size=1))
+    for key, sub in pattern.items():
+        if key == "$or":
+            for alternative in sub:
+                event.update(draw(event_for(alternative)))
+            continue
+        if draw(st.integers(0, 9)) == 0:
+            continue  # leave the field out
+        if isinstance(sub, dict):
+            shape = draw(st.integers(0, 9))
+            if shape < 6:
+                event[key] = draw(event_for(sub))
+            elif shape < 9:
+                event[key] = draw(st.lists(event_for(sub), min_size=1, max_size=3))
+            else:
+                event[key] = draw(SCALARS)
+        else:
+            event[key] = _leaf_value(draw, sub)
+    return event
+
+
+PATTERN_AND_EVENT = PATTERNS.flatmap(lambda p: st.tuples(st.just(p), event_for(p)))
+
+SETTINGS = settings(
+    max_examples=150,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+@SETTINGS
+@given(case=PATTERN_AND_EVENT)
+def test_single_pattern_agrees(case: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    pattern, event = case
+    assert compile_patterns([pattern]).matches(event) is patterns_match([pattern], event)
+
+
+@SETTINGS
+@given(pattern=PATTERNS, event=EVENTS)
+def test_single_pattern_agrees_on_unrelated_events(
+    pattern: dict[str, Any], event: dict[str, Any]
+) -> None:
+    assert compile_patterns([pattern]).matches(event) is patterns_match([pattern], event)
+
+
+@settings(SETTINGS, max_examples=80)
+@given(patterns=st.lists(PATTERNS, min_size=1, max_size=4), case=PATTERN_AND_EVENT)
+def test_pattern_sets_agree(
+    patterns: list[dict[str, Any]], case: tuple[dict[str, Any], dict[str, Any]]
+) -> None:
+    # The event is shaped after one more pattern, hidden among the others.
+    extra, event = case
+    everything = [*patterns, extra, *patterns]
+    assert compile_patterns(everything).matches(event) is patterns_match(everything, event)
