@@ -1,0 +1,458 @@
+"""Kafka as a source (Lambda's self-managed Apache Kafka event source mapping) and as an
+on-failure / on-success destination.
+
+One consumer group per mapping; one lane per partition (or, with ``parallelization_factor``,
+up to N lanes per partition by record key). Offsets are committed only up to the contiguous
+prefix of records the core acknowledged (delivered, filtered out or handed to a destination),
+asynchronously and coalesced; a rebalance waits for in-flight batches of the revoked
+partitions and commits what was acknowledged before the partitions go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Collection, Hashable, Mapping, Sequence
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+
+from connectors.kafka_offsets import (
+    PartitionOffsets,
+    ResetPlan,
+    ResetTarget,
+    mirror_rows,
+    plan_resets,
+)
+from connectors.kafka_records import batch_info, build_event, record_converter
+from connectors.kafka_settings import KafkaDestinationSettings, KafkaSourceSettings
+from router.abc import Destination, DestinationContext, Sink, Source, SourceContext, SourceTraits
+from router.errors import DestinationError, SourceError
+from router.models import Record, SourceKind
+
+__all__ = ["KafkaDestination", "KafkaDestinationSettings", "KafkaSource", "KafkaSourceSettings"]
+
+logger = logging.getLogger(__name__)
+
+_RETRY_BACKOFF = 1.0
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+class KafkaSource(Source):
+    """Reads the topics of one mapping through a consumer group (see module docstring)."""
+
+    Settings: ClassVar[type[KafkaSourceSettings]] = KafkaSourceSettings
+    traits: ClassVar[SourceTraits] = SourceTraits(
+        kind=SourceKind.STREAM,
+        filter_view="kafka",
+        batch_size_default=100,
+        batch_size_max=10_000,
+        window_default=0.5,
+        starting_positions=("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"),
+        starting_position_default="LATEST",
+        retry_default=-1,
+        supports=frozenset(
+            {
+                "bisect_batch_on_function_error",
+                "maximum_retry_attempts",
+                "maximum_record_age",
+                "function_response_types",
+                "destination_config",
+                "filter_criteria",
+                "parallelization_factor",
+                "starting_position",
+                "starting_position_timestamp",
+            }
+        ),
+    )
+
+    settings: KafkaSourceSettings
+
+    def __init__(self, settings: KafkaSourceSettings, context: SourceContext) -> None:
+        super().__init__(settings, context)
+        mapping = context.mapping
+        self._bootstrap = settings.bootstrap
+        self._slots = max(1, mapping.parallelization_factor)
+        self._convert = record_converter(self._slots)
+        self._group_id = settings.consumer_group_id or mapping.uuid or mapping.name
+        self._position: str
+        if settings.starting_position is not None:
+            self._position = settings.starting_position
+            stamp = settings.starting_position_timestamp
+        else:
+            self._position = mapping.starting_position or "LATEST"
+            stamp = mapping.starting_position_timestamp
+        self._start_ms = int(stamp.timestamp() * 1000) if stamp is not None else None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._sink: Sink | None = None
+        self._offsets: dict[TopicPartition, PartitionOffsets] = {}
+        self._wake = asyncio.Event()
+        self._commit_lock = asyncio.Lock()
+        self._commit_task: asyncio.Task[None] | None = None
+        self._resets: ResetPlan | None = None
+        self._reset_keys: tuple[str, ...] = ()
+        self._mirrored: dict[tuple[str, int], int] = {}
+        self._mirror_due = 0.0
+        self._closed = False
+
+    # -- the Source contract ------------------------------------------------------------
+
+    async def run(self, sink: Sink) -> None:
+        self._sink = sink
+        await self._close_consumer()  # a previous run that ended with an error
+        self._resets = await self._load_resets()
+        consumer = self._consumer = self._new_consumer()  # the listener may run during start
+        try:
+            await consumer.start()
+        except (KafkaError, OSError) as e:
+            self._consumer = None
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            raise SourceError(
+                f"kafka {self._bootstrap}: cannot join group {self._group_id!r}: {_describe(e)}"
+            ) from e
+        self._commit_task = asyncio.create_task(self._commit_loop(), name="kafka-commit")
+        settings = self.settings
+        convert = self._convert
+        offsets = self._offsets
+        try:
+            while True:
+                free = sink.free()
+                # Never fetch more than the mapping can take; when it is full, one record
+                # makes ``put`` wait for room (backpressure) without buffering more.
+                limit = min(settings.max_poll_records, free) if free > 0 else 1
+                fetched = await consumer.getmany(timeout_ms=1000, max_records=limit)
+                if not fetched:
+                    continue
+                out: list[Record] = []
+                for tp, messages in fetched.items():
+                    tracker = offsets.get(tp)
+                    if tracker is None:
+                        continue  # revoked while the fetch was on its way
+                    tracker.fetched([m.offset for m in messages])
+                    out.extend(map(convert, messages))
+                if out:
+                    await sink.put(out)
+        except KafkaError as e:
+            # Cancellation keeps the consumer: acks of in-flight batches still commit until
+            # aclose(). An error ends this consumer; the router calls run() again.
+            await self._close_consumer()
+            raise SourceError(f"kafka {self._bootstrap}: {_describe(e)}") from e
+
+    def build_event(self, records: Sequence[Record]) -> dict[str, Any]:
+        return build_event(self._bootstrap, records)
+
+    async def ack(self, records: Sequence[Record]) -> None:
+        offsets = self._offsets
+        changed = False
+        last_key: tuple[str, int] | None = None
+        tracker: PartitionOffsets | None = None
+        for record in records:
+            topic, partition, offset = record.position
+            if last_key is None or last_key[0] != topic or last_key[1] != partition:
+                last_key = (topic, partition)
+                tracker = offsets.get(last_key)  # TopicPartition is a (topic, partition) tuple
+            if tracker is not None and tracker.ack(offset):
+                changed = True
+        if changed:
+            self._wake.set()
+
+    def batch_info(self, records: Sequence[Record]) -> dict[str, Any]:
+        return batch_info(self._bootstrap, records)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._close_consumer()
+
+    # -- consumer lifecycle -------------------------------------------------------------
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        s = self.settings
+        consumer = AIOKafkaConsumer(
+            group_id=self._group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest" if self._position == "TRIM_HORIZON" else "latest",
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.heartbeat_interval_ms,
+            max_poll_interval_ms=s.max_poll_interval_ms,
+            rebalance_timeout_ms=s.rebalance_timeout_ms or s.max_poll_interval_ms,
+            fetch_max_wait_ms=s.fetch_max_wait_ms,
+            max_partition_fetch_bytes=s.max_partition_fetch_bytes,
+            max_poll_records=s.max_poll_records,
+            **s.client_kwargs(),
+        )
+        consumer.subscribe(topics=list(s.topics), listener=_Rebalance(self))
+        return consumer
+
+    async def _close_consumer(self) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        task, self._commit_task = self._commit_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        try:
+            await self._commit(None)
+            await self._mirror(force=True)
+        finally:
+            self._consumer = None
+            self._offsets.clear()
+            try:
+                await consumer.stop()
+            except (KafkaError, OSError) as e:
+                logger.warning("kafka %s: closing the consumer: %s", self._bootstrap, _describe(e))
+
+    # -- commits ------------------------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        interval = self.settings.commit_interval
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not await self._commit(None):
+                await asyncio.sleep(_RETRY_BACKOFF)
+                self._wake.set()
+                continue
+            await self._mirror(force=False)
+            if interval:
+                await asyncio.sleep(interval)
+
+    async def _commit(self, partitions: Collection[TopicPartition] | None) -> bool:
+        """Commit the acknowledged prefix of ``partitions`` (all when None). False when a
+        retriable failure should be tried again later."""
+        consumer = self._consumer
+        if consumer is None:
+            return True
+        async with self._commit_lock:
+            pending: dict[TopicPartition, tuple[PartitionOffsets, int]] = {}
+            for tp, tracker in self._offsets.items():
+                if partitions is not None and tp not in partitions:
+                    continue
+                target = tracker.committable
+                if target is not None and tracker.dirty:
+                    pending[tp] = (tracker, target)
+            if not pending:
+                return True
+            try:
+                await consumer.commit({tp: target for tp, (_, target) in pending.items()})
+            except (CommitFailedError, IllegalStateError) as e:
+                # The group is rebalancing: the revoke callback commits for these partitions.
+                logger.info("kafka group %s: commit skipped: %s", self._group_id, _describe(e))
+                return True
+            except KafkaError as e:
+                logger.warning("kafka group %s: commit failed: %s", self._group_id, _describe(e))
+                if self._sink is not None:
+                    self._sink.report(f"PROBLEM: kafka offset commit failed: {_describe(e)}")
+                return False
+            for tp, (tracker, target) in pending.items():
+                tracker.committed = target
+                self._mirrored[(tp.topic, tp.partition)] = target
+            return True
+
+    async def _mirror(self, *, force: bool) -> None:
+        """Copy committed offsets into the store (``<topic>:<partition>`` rows), at most once
+        per ``checkpoint_interval``, and drop reset rows once they were applied."""
+        now = time.monotonic()
+        if not force and now < self._mirror_due:
+            return
+        self._mirror_due = now + self.settings.checkpoint_interval
+        rows = mirror_rows(self._mirrored)
+        reset_keys, self._reset_keys = self._reset_keys, ()
+        if not rows and not reset_keys:
+            return
+        store = self.context.store
+        uuid = self.context.mapping.uuid
+        try:
+            if rows:
+                await store.put_checkpoints(uuid, rows)
+            if reset_keys:
+                await store.delete_checkpoints(uuid, reset_keys)
+        except Exception as e:  # noqa: BLE001 - the copy is informational; commits are the truth
+            self._reset_keys = reset_keys
+            logger.warning("kafka mapping %s: copying offsets to the store: %s", uuid, _describe(e))
+        else:
+            self._mirrored.clear()
+
+    # -- resets and rebalances --------------------------------------------------------
+
+    async def _load_resets(self) -> ResetPlan | None:
+        uuid = self.context.mapping.uuid
+        if not uuid:
+            return None
+        try:
+            rows = await self.context.store.get_checkpoints(uuid)
+        except Exception as e:
+            raise SourceError(f"kafka mapping {uuid}: reading checkpoints: {_describe(e)}") from e
+        plan = plan_resets(rows, self.settings.topics)
+        for problem in plan.problems:
+            logger.warning("kafka mapping %s: ignoring %s", uuid, problem)
+        return plan if plan or plan.keys else None
+
+    async def _assigned(self, assigned: Collection[TopicPartition]) -> None:
+        consumer = self._consumer
+        for tp in assigned:
+            self._offsets[tp] = PartitionOffsets()
+        if consumer is None or not assigned:
+            return
+        targets: dict[TopicPartition, ResetTarget] = {}
+        plan = self._resets
+        if plan:
+            for tp in assigned:
+                target = plan.target(tp.topic, tp.partition)
+                if target is not None:
+                    targets[tp] = target
+        if self._position == "AT_TIMESTAMP" and self._start_ms is not None:
+            for tp in assigned:
+                if tp not in targets and await consumer.committed(tp) is None:
+                    targets[tp] = ResetTarget(timestamp_ms=self._start_ms)
+        if targets:
+            for tp, offset in (await self._resolve(consumer, targets)).items():
+                consumer.seek(tp, offset)
+                # Starting from a committed offset makes the position survive a crash that
+                # comes before the first acknowledged record.
+                self._offsets[tp] = PartitionOffsets(start=offset)
+            self._wake.set()
+        if plan is not None and plan.keys:
+            self._reset_keys = plan.keys
+            self._mirror_due = 0.0
+            self._wake.set()
+        logger.info("kafka group %s: assigned %s", self._group_id, sorted(assigned))
+
+    async def _resolve(
+        self, consumer: AIOKafkaConsumer, targets: Mapping[TopicPartition, ResetTarget]
+    ) -> dict[TopicPartition, int]:
+        found: dict[TopicPartition, int] = {}
+        stamps = {tp: t.timestamp_ms for tp, t in targets.items() if t.timestamp_ms is not None}
+        need_end = [tp for tp, t in targets.items() if t.latest or t.timestamp_ms is not None]
+        need_start = [tp for tp, t in targets.items() if t.earliest]
+        ends = await consumer.end_offsets(need_end) if need_end else {}
+        starts = await consumer.beginning_offsets(need_start) if need_start else {}
+        times = await consumer.offsets_for_times(stamps) if stamps else {}
+        for tp, target in targets.items():
+            if target.offset is not None:
+                found[tp] = target.offset
+            elif target.earliest:
+                found[tp] = starts[tp]
+            elif target.latest:
+                found[tp] = ends[tp]
+            else:
+                hit = times.get(tp)
+                # No record at or after the time: start at the end. (Some brokers answer
+                # timestamp -1 instead of no entry.)
+                found[tp] = ends[tp] if hit is None or hit.timestamp < 0 else hit.offset
+        return found
+
+    async def _revoked(self, revoked: Collection[TopicPartition]) -> None:
+        if not revoked:
+            return
+        sink = self._sink
+        if sink is not None:
+            lanes: list[Hashable] = []
+            for tp in revoked:
+                if self._slots > 1:
+                    lanes.extend((tp.topic, tp.partition, s) for s in range(self._slots))
+                else:
+                    lanes.append((tp.topic, tp.partition))
+            try:
+                await sink.revoke(lanes, timeout=self.settings.revoke_timeout)
+            except Exception:
+                logger.exception("kafka group %s: revoking lanes failed", self._group_id)
+        await self._commit(set(revoked))
+        for tp in revoked:
+            self._offsets.pop(tp, None)
+        logger.info("kafka group %s: revoked %s", self._group_id, sorted(revoked))
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, source: KafkaSource) -> None:
+        self._source = source
+
+    async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
+        await self._source._revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
+        await self._source._assigned(assigned)
+
+
+class KafkaDestination(Destination):
+    """Produces each destination record as one JSON message to a topic (``acks=all``)."""
+
+    Settings: ClassVar[type[KafkaDestinationSettings]] = KafkaDestinationSettings
+    settings: KafkaDestinationSettings
+
+    def __init__(self, settings: KafkaDestinationSettings, context: DestinationContext) -> None:
+        super().__init__(settings, context)
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def from_target(
+        cls, target: str, source: KafkaSourceSettings | None = None
+    ) -> KafkaDestinationSettings:
+        """Settings for ``kafka://host:port[,host:port]/topic``. Lambda's own form
+        ``kafka://topic`` means "a topic on the source's cluster": pass the mapping's Kafka
+        source settings and its servers and security settings are used."""
+        parts = urlsplit(target)
+        if parts.scheme != "kafka":
+            raise ValueError(f"expected kafka://host:port/topic or kafka://topic, got {target!r}")
+        topic = parts.path.lstrip("/")
+        if topic:
+            servers = [s for s in parts.netloc.split(",") if s]
+            return KafkaDestinationSettings(bootstrap_servers=servers, topic=topic)
+        topic = parts.netloc
+        if not topic:
+            raise ValueError(f"no topic in {target!r}")
+        if source is None:
+            raise ValueError(
+                f"{target!r} names only a topic; use kafka://host:port/{topic} "
+                "or a mapping with a kafka source"
+            )
+        inherited = source.model_dump(include=set(KafkaDestinationSettings.model_fields))
+        return KafkaDestinationSettings(**inherited, topic=topic)
+
+    async def _started(self) -> AIOKafkaProducer:
+        async with self._lock:
+            if self._producer is None:
+                producer = AIOKafkaProducer(
+                    acks="all",
+                    enable_idempotence=False,
+                    max_request_size=self.settings.max_request_size,
+                    **self.settings.client_kwargs(),
+                )
+                try:
+                    await producer.start()
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        await producer.stop()
+                    raise
+                self._producer = producer
+            return self._producer
+
+    async def send(self, record: Mapping[str, Any]) -> None:
+        s = self.settings
+        try:
+            producer = await self._started()
+            await producer.send_and_wait(s.topic, orjson.dumps(record))
+        except (KafkaError, OSError, TimeoutError) as e:
+            raise DestinationError(
+                f"kafka destination {s.topic!r} on {s.bootstrap}: {_describe(e)}"
+            ) from e
+
+    async def aclose(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(KafkaError, OSError):
+                await producer.stop()

@@ -1,0 +1,142 @@
+"""Settings of the Kafka source and destination: the ``source:`` block of a mapping and a
+``kafka`` destination, validated at the YAML boundary."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from router.models import PluginSettings
+from router.secrets import Secret
+
+StartingPosition = Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"]
+
+
+def _as_list(value: Any) -> Any:
+    """Accept ``"h1:9092,h2:9092"`` as well as a list."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class KafkaConnection(PluginSettings):
+    """Broker address and security, shared by the source and the destination."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bootstrap_servers: list[str] = Field(min_length=1)
+    client_id: str = "event-router"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: Secret | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_password: Secret | None = None
+    ssl_check_hostname: bool = True
+    request_timeout_ms: int = Field(default=30_000, ge=1_000)
+
+    @field_validator("bootstrap_servers", mode="before")
+    @classmethod
+    def _split_servers(cls, value: Any) -> Any:
+        return _as_list(value)
+
+    @model_validator(mode="after")
+    def _check_security(self) -> KafkaConnection:
+        if self.security_protocol.startswith("SASL_"):
+            if self.sasl_mechanism is None:
+                raise ValueError(
+                    f"security_protocol {self.security_protocol} needs sasl_mechanism "
+                    "(PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"
+                )
+            if self.sasl_plain_username is None or self.sasl_plain_password is None:
+                raise ValueError(
+                    f"security_protocol {self.security_protocol} needs sasl_plain_username "
+                    "and sasl_plain_password"
+                )
+        return self
+
+    @property
+    def bootstrap(self) -> str:
+        """``h1:9092,h2:9092``, as the event's ``bootstrapServers``."""
+        return ",".join(self.bootstrap_servers)
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments common to aiokafka's consumer and producer."""
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": list(self.bootstrap_servers),
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+            "request_timeout_ms": self.request_timeout_ms,
+        }
+        if self.sasl_mechanism is not None:
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_username"] = self.sasl_plain_username
+            if self.sasl_plain_password is not None:
+                kwargs["sasl_plain_password"] = self.sasl_plain_password.reveal()
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            kwargs["ssl_context"] = create_ssl_context(
+                cafile=self.ssl_cafile,
+                certfile=self.ssl_certfile,
+                keyfile=self.ssl_keyfile,
+                password=self.ssl_password.reveal() if self.ssl_password else None,
+                check_hostname=self.ssl_check_hostname,
+            )
+        return kwargs
+
+
+class KafkaSourceSettings(KafkaConnection):
+    """The ``source:`` block of a ``type: kafka`` mapping (minus ``type``).
+
+    Consumer timeouts default to Apache Kafka's own defaults; tests and latency-sensitive
+    deployments lower ``session_timeout_ms`` / ``heartbeat_interval_ms`` so that a dead
+    replica's partitions move sooner.
+    """
+
+    topics: list[str] = Field(min_length=1)
+    consumer_group_id: str | None = None
+    """Defaults to the mapping's uuid (as Lambda does)."""
+    starting_position: StartingPosition | None = None
+    """Overrides the mapping-level ``starting_position`` when given here."""
+    starting_position_timestamp: datetime | None = None
+    session_timeout_ms: int = Field(default=45_000, ge=100)
+    heartbeat_interval_ms: int = Field(default=3_000, ge=10)
+    max_poll_interval_ms: int = Field(default=300_000, ge=1_000)
+    rebalance_timeout_ms: int | None = None
+    """How long the group waits for members to rejoin; defaults to ``max_poll_interval_ms``."""
+    revoke_timeout: float = Field(default=10.0, ge=0)
+    """Seconds a rebalance waits for in-flight batches of revoked partitions."""
+    fetch_max_wait_ms: int = Field(default=500, ge=0)
+    max_partition_fetch_bytes: int = Field(default=1_048_576, ge=1024)
+    max_poll_records: int = Field(default=1_000, ge=1)
+    commit_interval: float = Field(default=0.05, ge=0)
+    """Minimum seconds between two offset commits (commits are coalesced)."""
+    checkpoint_interval: float = Field(default=1.0, ge=0)
+    """Minimum seconds between two copies of the committed offsets into the store."""
+
+    @field_validator("topics", mode="before")
+    @classmethod
+    def _split_topics(cls, value: Any) -> Any:
+        return _as_list(value)
+
+    @model_validator(mode="after")
+    def _check_position(self) -> KafkaSourceSettings:
+        if self.starting_position == "AT_TIMESTAMP" and self.starting_position_timestamp is None:
+            raise ValueError("starting_position AT_TIMESTAMP needs starting_position_timestamp")
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError("heartbeat_interval_ms must be lower than session_timeout_ms")
+        return self
+
+
+class KafkaDestinationSettings(KafkaConnection):
+    """A ``kafka`` on-failure / on-success destination: one topic, JSON records."""
+
+    topic: str = Field(min_length=1)
+    max_request_size: int = Field(default=8 * 1024 * 1024, ge=1024)
+    """Destination records carry the original batch (up to 6 MB); the broker's
+    ``message.max.bytes`` must allow what is configured here."""
