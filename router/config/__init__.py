@@ -14,9 +14,10 @@ from router.config.apply import (
     apply_plan,
     plan_apply,
 )
-from router.config.convert import RouterSettings, mapping_from_row, row_from_mapping
+from router.config.convert import RouterSettings
 from router.config.jsonschema import json_schema
 from router.config.loader import RouterConfig, config_files, load_config, load_config_text
+from router.config.rows import mapping_from_row, row_from_mapping
 
 __all__ = [
     "ApplyPlan",

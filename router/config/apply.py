@@ -22,8 +22,8 @@ from datetime import datetime
 from typing import Any
 
 from router.abc import Store
-from router.config.convert import CONFIG_COLUMNS, row_from_mapping, split_config_hash
 from router.config.loader import RouterConfig
+from router.config.rows import CONFIG_COLUMNS, row_from_mapping, split_config_hash
 from router.errors import ConfigError, ConfigErrors, Location
 from router.models import MappingConfig, MappingRow, Origin
 from router.secrets import Secret, redact

@@ -7,17 +7,15 @@ is turned into a location differs (file:line, or ``event_source_mappings[name=X]
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-import uuid as uuid_module
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
 from router.abc import SourceTraits
-from router.config.destinations import build_destination, destination_to_raw
+from router.config.destinations import build_destination
 from router.config.plugins import load_plugin, validate_settings
 from router.config.schema import (
     FUNCTION_KEYS,
@@ -29,13 +27,12 @@ from router.config.schema import (
     used_key,
     validate_model,
 )
-from router.config.yaml_lines import KeyPath, format_path
-from router.errors import ConfigError, ConfigErrors, Location
+from router.config.yaml_lines import KeyPath
+from router.errors import ConfigError
 from router.models import (
     DestinationSpec,
     FunctionConfig,
     MappingConfig,
-    MappingRow,
     SourceKind,
     SourceSpec,
 )
@@ -188,12 +185,19 @@ def _patterns(
     locate: Locate,
     errors: list[ConfigError],
     max_patterns: int,
+    supports: frozenset[str],
+    source_type: str,
 ) -> tuple[str, ...]:
     criteria = model.filter_criteria
     if criteria is None:
         return ()
     fc_key = used_key(raw, MappingModel, "filter_criteria")
     fc_path = (*prefix, fc_key)
+    if "filter_criteria" not in supports:
+        errors.append(
+            ConfigError(f"not supported by source type {source_type!r}", locate(fc_path, False))
+        )
+        return ()
     try:
         from router.filters import PatternError, compile_patterns
     except ImportError:
@@ -401,7 +405,16 @@ def build_mapping(
             concurrency_path,
         )
 
-    patterns = _patterns(model, raw, prefix, locate, errors, settings.max_filter_patterns)
+    patterns = _patterns(
+        model,
+        raw,
+        prefix,
+        locate,
+        errors,
+        settings.max_filter_patterns,
+        traits.supports,
+        source_type,
+    )
 
     on_failure: DestinationSpec | None = None
     on_success: DestinationSpec | None = None
@@ -418,7 +431,9 @@ def build_mapping(
                 if block is None:
                     continue
                 key = next(k for k in keys if k in raw_dc)
-                spec = build_destination(block, (*prefix, dc_key, key), locate, errors)
+                spec = build_destination(
+                    block, (*prefix, dc_key, key), locate, errors, source_settings
+                )
                 if attr == "on_failure":
                     on_failure = spec
                 else:
@@ -445,169 +460,3 @@ def build_mapping(
         on_failure=on_failure,
         on_success=on_success,
     )
-
-
-# -- rows -----------------------------------------------------------------------------------
-
-_COLUMN_OF = {"function": "function_name", "maximum_concurrency": "maximum_concurrency"}
-
-
-def _row_locator(name: str) -> Locate:
-    table = f"event_source_mappings[name={name}]"
-
-    def locate(path: KeyPath, _enclosing: bool) -> Location:
-        if path[:2] == ("source", "type"):
-            path = ("source_type", *path[2:])
-        elif path[:1] == ("source",):
-            path = ("source_config", *path[1:])
-        elif path and path[0] in _COLUMN_OF:
-            path = (_COLUMN_OF[str(path[0])], *path[1:])
-        return Location(path=format_path((table, *path)))
-
-    return locate
-
-
-def mapping_from_row(
-    row: MappingRow,
-    functions: Mapping[str, FunctionConfig] | None = None,
-    *,
-    settings: RouterSettings | None = None,
-) -> MappingConfig:
-    """Validate a stored row with the same rules as YAML; raises :class:`ConfigErrors` whose
-    paths name the column, e.g. ``event_source_mappings[name=orders].batch_size``."""
-    locate = _row_locator(row.name)
-    errors: list[ConfigError] = []
-    source_config = row.source_config if isinstance(row.source_config, dict) else None
-    if source_config is None:
-        errors.append(ConfigError("must be a JSON object", locate(("source",), False)))
-        source_config = {}
-    if "type" in source_config:
-        errors.append(
-            ConfigError(
-                "the source type belongs in the source_type column",
-                locate(("source", "type"), False),
-            )
-        )
-    raw: dict[str, Any] = {
-        "name": row.name,
-        "function": row.function_name,
-        "source": {
-            "type": row.source_type,
-            **{k: v for k, v in source_config.items() if k != "type"},
-        },
-        "enabled": row.enabled,
-    }
-    for column in (
-        "batch_size",
-        "maximum_batching_window",
-        "starting_position",
-        "starting_position_timestamp",
-        "filter_criteria",
-        "maximum_retry_attempts",
-        "maximum_record_age",
-        "bisect_batch_on_function_error",
-        "function_response_types",
-        "parallelization_factor",
-        "maximum_concurrency",
-        "destination_config",
-    ):
-        value = getattr(row, column)
-        if value is None:
-            continue
-        # Numeric columns come back from SQL as float or Decimal; the checks take care of range.
-        if column in {"maximum_record_age"} and isinstance(value, float) and value.is_integer():
-            value = int(value)
-        raw[column] = value
-    mapping = build_mapping(
-        raw,
-        (),
-        locate,
-        errors,
-        functions=functions,
-        settings=settings or RouterSettings(),
-        lenient=True,
-    )
-    if errors or mapping is None:
-        raise ConfigErrors(errors)
-    return replace(mapping, uuid=row.uuid, origin=row.origin)
-
-
-_CONFIG_COLUMNS = (
-    "function_name",
-    "source_type",
-    "source_config",
-    "batch_size",
-    "maximum_batching_window",
-    "starting_position",
-    "starting_position_timestamp",
-    "filter_criteria",
-    "maximum_retry_attempts",
-    "maximum_record_age",
-    "bisect_batch_on_function_error",
-    "function_response_types",
-    "parallelization_factor",
-    "maximum_concurrency",
-    "destination_config",
-)
-CONFIG_COLUMNS = _CONFIG_COLUMNS
-"""The columns a YAML mapping sets, besides ``enabled`` (which has its own rule)."""
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(type(value).__name__)
-
-
-def config_digest(row: MappingRow) -> str:
-    """A stable hash of the configuration columns (``enabled`` excluded)."""
-    payload = {c: getattr(row, c) for c in _CONFIG_COLUMNS}
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=_json_default)
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
-
-
-def split_config_hash(value: str) -> tuple[str, bool | None]:
-    """``config_hash`` is ``DIGEST:1`` or ``DIGEST:0``: the digest of the configuration
-    columns and the ``enabled`` value the YAML had when it was last applied."""
-    digest, sep, flag = (value or "").partition(":")
-    if not sep or flag not in {"0", "1"}:
-        return digest, None
-    return digest, flag == "1"
-
-
-def row_from_mapping(m: MappingConfig) -> MappingRow:
-    """The row that stores ``m`` (every default written out); a new uuid if ``m`` has none."""
-    destination: dict[str, Any] | None = None
-    if m.on_failure is not None or m.on_success is not None:
-        destination = {}
-        if m.on_failure is not None:
-            destination["on_failure"] = destination_to_raw(m.on_failure)
-        if m.on_success is not None:
-            destination["on_success"] = destination_to_raw(m.on_success)
-    row = MappingRow(
-        uuid=m.uuid or str(uuid_module.uuid4()),
-        name=m.name,
-        function_name=m.function,
-        source_type=m.source.type,
-        source_config=m.source.settings.model_dump(mode="json", by_alias=True),
-        enabled=m.enabled,
-        batch_size=m.batch_size,
-        maximum_batching_window=m.maximum_batching_window,
-        starting_position=m.starting_position,
-        starting_position_timestamp=m.starting_position_timestamp,
-        filter_criteria=(
-            {"Filters": [{"Pattern": p} for p in m.filter_patterns]} if m.filter_patterns else None
-        ),
-        maximum_retry_attempts=m.maximum_retry_attempts,
-        maximum_record_age=m.maximum_record_age,
-        bisect_batch_on_function_error=m.bisect_batch_on_function_error,
-        function_response_types=[REPORT_BATCH_ITEM_FAILURES]
-        if m.report_batch_item_failures
-        else None,
-        parallelization_factor=m.parallelization_factor,
-        maximum_concurrency=m.maximum_concurrency,
-        destination_config=destination,
-        origin=str(m.origin),
-    )
-    row.config_hash = f"{config_digest(row)}:{int(m.enabled)}"
-    return row

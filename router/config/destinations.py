@@ -16,19 +16,25 @@ string                             type            settings given to the destina
 ``kafka://HOST:PORT/TOPIC``        ``kafka``       ``bootstrap_servers``, ``topic``
 ``kafka://TOPIC``                  ``kafka``       ``topic`` (the source's own cluster, as AWS)
 =================================  ==============  ==========================================
+
+A destination class with a ``from_target(target)`` (or ``from_target(target, source_settings)``)
+classmethod parses the string itself; the table gives the settings used otherwise.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import inspect
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from pydantic import ValidationError
 
 from router.config.plugins import load_plugin, validate_settings
 from router.config.schema import Locate
 from router.config.yaml_lines import KeyPath
 from router.errors import ConfigError
-from router.models import DestinationSpec
+from router.models import DestinationSpec, PluginSettings
 
 DESTINATION_KEYS = ("destination", "Destination")
 
@@ -79,10 +85,47 @@ def parse_target(target: str) -> tuple[str, dict[str, Any]]:
     )
 
 
+def _from_target(
+    from_target: Callable[..., Any],
+    target: str,
+    source: PluginSettings | None,
+    path: KeyPath,
+    locate: Locate,
+    errors: list[ConfigError],
+) -> PluginSettings | None:
+    """A destination's own ``from_target(target[, source_settings])`` parser (Kafka's
+    ``kafka://TOPIC`` takes the servers of the mapping's Kafka source)."""
+    try:
+        takes_source = len(inspect.signature(from_target).parameters) >= 2
+        result = from_target(target, source) if takes_source else from_target(target)
+    except ValidationError as e:
+        for item in e.errors():
+            where = ".".join(str(p) for p in item["loc"])
+            message = item["msg"][:1].lower() + item["msg"][1:]
+            errors.append(
+                ConfigError(f"{where}: {message}" if where else message, locate(path, False))
+            )
+        return None
+    except (ValueError, TypeError) as e:
+        errors.append(ConfigError(str(e), locate(path, False)))
+        return None
+    if not isinstance(result, PluginSettings):
+        errors.append(
+            ConfigError("the destination did not accept this target", locate(path, False))
+        )
+        return None
+    return result
+
+
 def build_destination(
-    raw: Mapping[str, Any], path: KeyPath, locate: Locate, errors: list[ConfigError]
+    raw: Mapping[str, Any],
+    path: KeyPath,
+    locate: Locate,
+    errors: list[ConfigError],
+    source: PluginSettings | None = None,
 ) -> DestinationSpec | None:
-    """Validate one ``on_failure`` / ``on_success`` block at ``path``."""
+    """Validate one ``on_failure`` / ``on_success`` block at ``path``. ``source`` is the
+    mapping's validated source settings (for targets relative to the source's cluster)."""
     given = [k for k in DESTINATION_KEYS if k in raw]
     if given:
         key = given[0]
@@ -109,7 +152,11 @@ def build_destination(
         if cls is None:
             return None
         # Settings derived from the string: any complaint belongs to the string's line.
-        validated = validate_settings(cls, settings, (*path, key), locate, errors, flat=True)
+        from_target = getattr(cls, "from_target", None)
+        if callable(from_target):
+            validated = _from_target(from_target, target, source, (*path, key), locate, errors)
+        else:
+            validated = validate_settings(cls, settings, (*path, key), locate, errors, flat=True)
         if validated is None:
             return None
         return DestinationSpec(type=type_name, settings=validated, target=target)

@@ -23,6 +23,7 @@ STREAM_SUPPORTS = frozenset(
         "maximum_retry_attempts",
         "maximum_record_age",
         "destination_config",
+        "filter_criteria",
     }
 )
 
@@ -58,7 +59,14 @@ class FolderSource(_NoIO):
         record_age_default=21_600,
         record_age_min=60,
         record_age_max=21_600,
-        supports=frozenset({"maximum_retry_attempts", "maximum_record_age", "destination_config"}),
+        supports=frozenset(
+            {
+                "maximum_retry_attempts",
+                "maximum_record_age",
+                "destination_config",
+                "filter_criteria",
+            }
+        ),
     )
 
 
@@ -111,7 +119,7 @@ class QueueSource(_NoIO):
         filter_view="sqs",
         batch_size_default=10,
         batch_size_max=10_000,
-        supports=frozenset({"function_response_types", "maximum_concurrency"}),
+        supports=frozenset({"function_response_types", "maximum_concurrency", "filter_criteria"}),
     )
     fifo_traits = SourceTraits(
         kind=SourceKind.QUEUE,
@@ -119,7 +127,7 @@ class QueueSource(_NoIO):
         batch_size_default=10,
         batch_size_max=10,
         window_max=0,
-        supports=frozenset({"function_response_types", "maximum_concurrency"}),
+        supports=frozenset({"function_response_types", "maximum_concurrency", "filter_criteria"}),
     )
 
     @classmethod

@@ -8,7 +8,8 @@ import textwrap
 import pytest
 
 from router.config import load_config_text, mapping_from_row, row_from_mapping
-from router.config.convert import RouterSettings, split_config_hash
+from router.config.convert import RouterSettings
+from router.config.rows import split_config_hash
 from router.errors import ConfigErrors
 from router.models import MappingConfig, MappingRow
 
