@@ -6,6 +6,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -70,12 +71,26 @@ def display_url(url: str | URL) -> str:
     return redact(url)
 
 
+def check_sqlite_location(url: str) -> None:
+    """Fail clearly (and before aiosqlite opens anything) if a SQLite file's folder is missing."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    folder = Path(parsed.database).expanduser().parent
+    if not folder.is_dir():
+        raise PermanentStoreError(
+            f"store {display_url(url)}: the folder {folder} of the SQLite file does not exist; "
+            "create it or choose another --store path"
+        )
+
+
 def _orjson_dumps(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     """An async engine for a normalized store URL, with the SQLite pragmas set per connection."""
+    check_sqlite_location(url)
     parsed = make_url(url)
     kwargs: dict[str, Any] = {
         "echo": echo,

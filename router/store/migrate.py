@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 import migrations
 from router.errors import SchemaOutdatedError
-from router.store.engine import backend_of, normalize_url, store_errors
+from router.store.engine import backend_of, check_sqlite_location, normalize_url, store_errors
 from router.store.tables import alembic_version
 
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
@@ -88,6 +88,7 @@ def check_revision(revision: str | None, shown_url: str) -> None:
 async def current_revision(url: str) -> str | None:
     """The schema revision of the store at ``url`` (None: no schema yet)."""
     url = normalize_url(url)
+    check_sqlite_location(url)
     engine = create_async_engine(url, poolclass=pool.NullPool)
     try:
         with store_errors(url, backend_of(url), "reading the schema revision"):
@@ -107,6 +108,7 @@ async def upgrade_async(url: str, revision: str = "head") -> str | None:
         config.attributes["connection"] = sync_conn
         command.upgrade(config, revision)
 
+    check_sqlite_location(url)
     engine = create_async_engine(url, poolclass=pool.NullPool)
     try:
         with store_errors(url, backend_of(url), f"upgrading the schema to {revision}"):

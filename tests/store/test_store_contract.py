@@ -1,0 +1,368 @@
+"""One contract suite for the Store, run on SQLite and PostgreSQL (``store`` fixture)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+
+from router.errors import StoreError
+from router.models import FailedEvent, StatsDelta
+from router.store import SQLStore
+from tests.store.helpers import collect_until, external_execute, make_row, primed_feed
+
+# mappings
+
+
+async def test_create_get_list_roundtrip(store: SQLStore) -> None:
+    ts = datetime(2024, 5, 1, 12, 30, tzinfo=timezone(timedelta(hours=2)))
+    row = make_row("orders", starting_position="AT_TIMESTAMP", starting_position_timestamp=ts)
+    await store.create_mapping(row)
+    assert len(row.uuid) == 36  # filled in
+
+    got = await store.get_mapping(row.uuid)
+    assert got is not None
+    assert got.name == "orders"
+    assert got.source_config == {"bootstrap_servers": "127.0.0.1:9092", "topic": "orders"}
+    assert got.filter_criteria == {"Filters": [{"Pattern": '{"body": {"a": [1]}}'}]}
+    assert got.function_response_types == ["ReportBatchItemFailures"]
+    assert got.batch_size == 100
+    assert got.maximum_batching_window is None
+    assert got.starting_position_timestamp == ts
+    assert got.starting_position_timestamp.tzinfo is not None
+    assert got.created_at is not None and got.created_at.tzinfo is not None
+    assert got.state == "Creating"
+    assert got.origin == "yaml"
+    assert got.enabled is True
+
+    assert await store.get_mapping_by_name("orders") == got
+    assert await store.get_mapping("nope") is None
+    assert await store.get_mapping_by_name("nope") is None
+
+    await store.create_mapping(make_row("alpha"))
+    assert [m.name for m in await store.list_mappings()] == ["alpha", "orders"]
+
+
+async def test_duplicate_name_is_a_permanent_error(store: SQLStore) -> None:
+    await store.create_mapping(make_row("dup"))
+    with pytest.raises(StoreError, match="already exists") as info:
+        await store.create_mapping(make_row("dup"))
+    assert info.value.retriable is False
+
+
+async def test_update_writes_config_not_status(store: SQLStore) -> None:
+    row = make_row("m")
+    await store.create_mapping(row)
+    await store.set_mapping_status(row.uuid, state="Enabled", last_result="OK")
+
+    row.batch_size = 7
+    row.enabled = False
+    row.config_hash = "abc"
+    row.filter_criteria = None
+    row.state = "Deleting"  # not a configuration column: must be ignored
+    await store.update_mapping(row)
+
+    got = await store.get_mapping(row.uuid)
+    assert got is not None
+    assert (got.batch_size, got.enabled, got.config_hash, got.filter_criteria) == (
+        7,
+        False,
+        "abc",
+        None,
+    )
+    assert (got.state, got.last_processing_result) == ("Enabled", "OK")
+    assert got.updated_at is not None and got.created_at is not None
+    assert got.updated_at >= got.created_at
+
+    missing = make_row("ghost", uuid="00000000-0000-4000-8000-000000000000")
+    with pytest.raises(StoreError, match="no mapping has uuid"):
+        await store.update_mapping(missing)
+
+
+async def test_status_and_enabled(store: SQLStore) -> None:
+    row = make_row("m")
+    await store.create_mapping(row)
+    await store.set_mapping_status(row.uuid, state="Enabling", reason="User action")
+    await store.set_mapping_status(row.uuid, last_result="PROBLEM: broker unreachable")
+    await store.set_enabled(row.uuid, False)
+    got = await store.get_mapping(row.uuid)
+    assert got is not None
+    assert got.state == "Enabling"
+    assert got.state_transition_reason == "User action"
+    assert got.last_processing_result == "PROBLEM: broker unreachable"
+    assert got.enabled is False
+    # Missing mappings (deleted meanwhile) are not an error for status writes.
+    await store.set_mapping_status("missing", state="Enabled")
+
+
+async def test_delete_removes_mapping_checkpoints_and_stats(store: SQLStore) -> None:
+    row = make_row("m")
+    await store.create_mapping(row)
+    await store.put_checkpoints(row.uuid, {"t:0": "10"})
+    await store.add_stats(row.uuid, StatsDelta(records_in=1))
+    event = FailedEvent(mapping_uuid=row.uuid, function_name="f", condition="x", payload={})
+    await store.add_failed_event(event)
+    await store.delete_mapping(row.uuid)
+    assert await store.get_mapping(row.uuid) is None
+    assert await store.get_checkpoints(row.uuid) == {}
+    assert (await store.get_stats(row.uuid))["records_in"] == 0
+    assert len(await store.list_failed_events(mapping_uuid=row.uuid)) == 1  # kept
+    await store.delete_mapping(row.uuid)  # idempotent
+
+
+async def test_plain_sql_insert_gets_defaults(store: SQLStore) -> None:
+    await external_execute(
+        store,
+        "INSERT INTO event_source_mappings (name, function_name, source_type, source_config) "
+        """VALUES ('ops', 'fn', 'sqs', '{"queue_url": "http://q"}')""",
+    )
+    got = await store.get_mapping_by_name("ops")
+    assert got is not None
+    assert len(got.uuid) == 36 and got.uuid.count("-") == 4
+    assert got.source_config == {"queue_url": "http://q"}
+    assert (got.origin, got.state, got.enabled) == ("sql", "Creating", True)
+    assert got.last_processing_result == "No records processed"
+    assert got.created_at is not None and got.created_at.tzinfo is not None
+    assert abs(got.created_at - datetime.now(UTC)) < timedelta(minutes=1)
+
+
+async def test_mapping_overview_view(store: SQLStore) -> None:
+    row = make_row("m")
+    await store.create_mapping(row)
+    await store.add_stats(row.uuid, StatsDelta(records_in=5, invoked=2))
+    event = FailedEvent(mapping_uuid=row.uuid, function_name="f", condition="x", payload={})
+    await store.add_failed_event(event)
+    async with store.engine.connect() as conn:
+        result = await conn.execute(
+            sa.text("SELECT name, records_in, invoked, failed_events FROM mapping_overview")
+        )
+        assert result.all() == [("m", 5, 2, 1)]
+
+
+# checkpoints
+
+
+async def test_checkpoints(store: SQLStore) -> None:
+    await store.put_checkpoints("u1", {"t:0": "5", "t:1": "9"})
+    await store.put_checkpoints("u1", {"t:0": "6"})
+    await store.put_checkpoints("u1", {})
+    await store.put_checkpoints("u2", {"t:0": "100"})
+    assert await store.get_checkpoints("u1") == {"t:0": "6", "t:1": "9"}
+    await store.delete_checkpoints("u1", ["t:1", "absent"])
+    await store.delete_checkpoints("u1", [])
+    assert await store.get_checkpoints("u1") == {"t:0": "6"}
+    assert await store.get_checkpoints("u2") == {"t:0": "100"}
+
+
+# schedules
+
+
+async def test_claim_fire_once_and_last_fire(store: SQLStore) -> None:
+    t1 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
+    assert await store.last_fire("s") is None
+    assert await store.claim_fire("s", t1, "a") is True
+    assert await store.claim_fire("s", t1, "b") is False
+    # The same instant in another zone is the same fire.
+    same = t1.astimezone(timezone(timedelta(hours=-5)))
+    assert await store.claim_fire("s", same, "b") is False
+    assert await store.claim_fire("other", t1, "b") is True
+    t2 = t1 + timedelta(minutes=1)
+    assert await store.claim_fire("s", t2, "b") is True
+    assert await store.last_fire("s") == t2
+    assert await store.prune_fires(t2) == 2
+    assert await store.last_fire("s") == t2
+
+
+async def test_claim_fire_exactly_once_under_concurrency(store: SQLStore) -> None:
+    """20 replicas (separate stores and engines) race for one fire: one wins."""
+    url = store.engine.url.render_as_string(hide_password=False)
+    replicas = [SQLStore(url) for _ in range(20)]
+    try:
+        await asyncio.gather(*(r.start() for r in replicas))
+        when = datetime(2024, 3, 1, 8, 0, tzinfo=UTC)
+        results = await asyncio.gather(
+            *(r.claim_fire("race", when, f"replica-{i}") for i, r in enumerate(replicas))
+        )
+    finally:
+        await asyncio.gather(*(r.aclose() for r in replicas))
+    assert sorted(results) == [False] * 19 + [True]
+
+
+# leases
+
+
+async def _lease_expiry(store: SQLStore, key: str) -> datetime:
+    async with store.engine.connect() as conn:
+        table = sa.table("leases", sa.column("key"), sa.column("expires_at"))
+        value = (
+            await conn.execute(sa.select(table.c.expires_at).where(table.c.key == key))
+        ).scalar()
+    assert value is not None
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+
+
+async def test_lease_acquire_renew_release(store: SQLStore) -> None:
+    assert await store.acquire_lease("shard-1", "a", 30) is True
+    first = await _lease_expiry(store, "shard-1")
+    assert await store.acquire_lease("shard-1", "b", 30) is False
+    assert await store.acquire_lease("shard-1", "a", 60) is True  # renewal
+    assert await _lease_expiry(store, "shard-1") > first
+    await store.release_lease("shard-1", "b")  # not b's: no effect
+    assert await store.acquire_lease("shard-1", "b", 30) is False
+    await store.release_lease("shard-1", "a")
+    assert await store.acquire_lease("shard-1", "b", 30) is True
+
+
+async def test_expired_lease_is_stolen(store: SQLStore) -> None:
+    assert await store.acquire_lease("cursor", "a", 0.2) is True
+    assert await store.acquire_lease("cursor", "b", 30) is False
+    deadline = asyncio.get_running_loop().time() + 5
+    while not await store.acquire_lease("cursor", "b", 30):
+        assert asyncio.get_running_loop().time() < deadline, "expired lease never taken over"
+        await asyncio.sleep(0.05)
+    assert await store.acquire_lease("cursor", "a", 30) is False
+
+
+async def test_concurrent_lease_acquire_has_one_winner(store: SQLStore) -> None:
+    url = store.engine.url.render_as_string(hide_password=False)
+    replicas = [SQLStore(url) for _ in range(5)]
+    try:
+        await asyncio.gather(*(r.start() for r in replicas))
+        results = await asyncio.gather(
+            *(r.acquire_lease("shared", f"r{i}", 30) for i, r in enumerate(replicas))
+        )
+    finally:
+        await asyncio.gather(*(r.aclose() for r in replicas))
+    assert sorted(results) == [False] * 4 + [True]
+
+
+# stats and failed events
+
+
+async def test_stats_add_up_atomically(store: SQLStore) -> None:
+    empty = await store.get_stats("u")
+    assert empty == {
+        "records_in": 0,
+        "filtered": 0,
+        "invoked": 0,
+        "failed": 0,
+        "last_invoke_at": None,
+        "updated_at": None,
+    }
+    when = datetime(2024, 6, 1, tzinfo=UTC)
+    await asyncio.gather(
+        *(store.add_stats("u", StatsDelta(records_in=3, filtered=1, invoked=1)) for _ in range(20))
+    )
+    await store.add_stats("u", StatsDelta(failed=2, last_invoke=when))
+    await store.add_stats("u", StatsDelta())  # nothing to add
+    stats = await store.get_stats("u")
+    assert (stats["records_in"], stats["filtered"], stats["invoked"], stats["failed"]) == (
+        60,
+        20,
+        20,
+        2,
+    )
+    assert stats["last_invoke_at"] == when
+    await store.add_stats("u", StatsDelta(records_in=1))  # keeps the last invoke time
+    assert (await store.get_stats("u"))["last_invoke_at"] == when
+
+
+async def test_failed_events(store: SQLStore) -> None:
+    payload = {"requestContext": {"condition": "RetryAttemptsExhausted"}, "records": [1, "x"]}
+    ids = [
+        await store.add_failed_event(
+            FailedEvent(
+                mapping_uuid=u, function_name="f", condition="RetriesExhausted", payload=payload
+            )
+        )
+        for u in ("m1", "m1", "m2")
+    ]
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    events = await store.list_failed_events(mapping_uuid="m1")
+    assert [e.id for e in events] == ids[:2]
+    assert events[0].payload == payload
+    assert events[0].created_at is not None and events[0].created_at.tzinfo is not None
+    await store.mark_replayed([ids[0]])
+    await store.mark_replayed([])
+    assert [e.id for e in await store.list_failed_events()] == ids[1:]
+    everything = await store.list_failed_events(include_replayed=True)
+    assert [e.id for e in everything] == ids
+    assert everything[0].replayed_at is not None
+
+
+# change feed
+
+
+async def test_feed_reports_external_config_update_not_status(store: SQLStore) -> None:
+    quiet, marker = make_row("quiet"), make_row("marker")
+    await store.create_mapping(quiet)
+    await store.create_mapping(marker)
+    feed = await primed_feed(store)
+    try:
+        await external_execute(
+            store,
+            "UPDATE event_source_mappings SET state = 'Enabled', last_processing_result = 'OK', "
+            f"state_transition_reason = 'x' WHERE uuid = '{quiet.uuid}'",
+        )
+        await external_execute(
+            store, f"UPDATE event_source_mappings SET batch_size = 5 WHERE uuid = '{marker.uuid}'"
+        )
+        seen = await collect_until(feed, lambda s: marker.uuid in s)
+        assert quiet.uuid not in seen
+    finally:
+        await feed.aclose()
+    got = await store.get_mapping(marker.uuid)
+    assert got is not None and got.batch_size == 5
+
+
+async def test_feed_reports_external_checkpoint_and_delete(store: SQLStore) -> None:
+    a, b = make_row("a"), make_row("b")
+    await store.create_mapping(a)
+    await store.create_mapping(b)
+    await store.put_checkpoints(a.uuid, {"t:0": "1"})
+    feed = await primed_feed(store)
+    try:
+        await external_execute(
+            store, f"UPDATE checkpoints SET value = '42' WHERE mapping_uuid = '{a.uuid}'"
+        )
+        await collect_until(feed, lambda s: a.uuid in s)
+        await external_execute(store, f"DELETE FROM event_source_mappings WHERE uuid = '{b.uuid}'")
+        await collect_until(feed, lambda s: b.uuid in s)
+    finally:
+        await feed.aclose()
+    assert await store.get_checkpoints(a.uuid) == {"t:0": "42"}
+
+
+async def test_feed_reports_own_config_writes_but_not_status(store: SQLStore) -> None:
+    rows = [make_row(n) for n in ("created", "updated", "toggled", "moved", "status")]
+    for row in rows[1:]:
+        await store.create_mapping(row)
+    created, updated, toggled, moved, status = rows
+    feed = await primed_feed(store)
+    try:
+        await store.set_mapping_status(status.uuid, state="Enabled", last_result="OK")
+        await store.create_mapping(created)
+        updated.batch_size = 1
+        await store.update_mapping(updated)
+        await store.set_enabled(toggled.uuid, False)
+        await store.put_checkpoints(moved.uuid, {"p:0": "7"})
+        wanted = {created.uuid, updated.uuid, toggled.uuid, moved.uuid}
+        seen = await collect_until(feed, lambda s: wanted <= s)
+        assert status.uuid not in seen
+        await store.delete_mapping(created.uuid)
+        await collect_until(feed, lambda s: created.uuid in s)
+    finally:
+        await feed.aclose()
+
+
+async def test_store_close_ends_feeds(store: SQLStore) -> None:
+    url = store.engine.url.render_as_string(hide_password=False)
+    other = SQLStore(url)
+    await other.start()
+    feed = await primed_feed(other)
+    waiter = asyncio.ensure_future(feed.__anext__())
+    await other.aclose()
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(waiter, 5)
