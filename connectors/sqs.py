@@ -318,9 +318,9 @@ class SQSSettings(AwsSettings):
     """``source: {type: sqs, queue_url: ..., endpoint_url: ..., region: ...}``."""
 
     queue_url: str
-    wait_time_seconds: int = Field(20, ge=0, le=20)
+    wait_time_seconds: int = Field(default=20, ge=0, le=20)
     """Long-poll wait of each ReceiveMessage call."""
-    receivers: int = Field(4, ge=1, le=100)
+    receivers: int = Field(default=4, ge=1, le=100)
     """ReceiveMessage calls in flight at once while the pipeline has room (standard queues;
     a FIFO queue is read by one receive at a time)."""
 
