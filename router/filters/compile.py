@@ -28,6 +28,7 @@ from router.filters.parse import PatternError, load_pattern, parse_pattern
 from router.filters.spec import (
     ABSENT,
     MISSING,
+    AnythingBut,
     Cond,
     Conjunction,
     EqualsIgnoreCase,
@@ -100,6 +101,8 @@ def _test_predicate(test: ValueTest) -> Predicate:
             return lambda v: type(v) is str and v.lower() == text
         case Numeric(low, low_inclusive, high, high_inclusive):
             return _numeric_predicate(low, low_inclusive, high, high_inclusive)
+        case AnythingBut(strings, numbers) if not numbers:
+            return lambda v: type(v) is not str or v not in strings
     return partial(leaf_matches, test)
 
 
@@ -281,6 +284,10 @@ class _AnchorIndex:
     lower: dict[str, list[int]] = field(default_factory=dict)
     lower_prefixes: dict[int, dict[str, list[int]]] = field(default_factory=dict)
 
+    def exact_only(self) -> dict[Any, list[int]] | None:
+        """The exact-string table when string lookups need nothing else, else None."""
+        return None if self.prefixes or self.lower or self.lower_prefixes else self.exact
+
     def add(self, key: _AnchorKey, conj_id: int) -> None:
         kind, value = key
         if kind == "str":
@@ -385,7 +392,7 @@ def _anchor_walker(node: _AnchorNode, evaluators: tuple[Evaluator, ...]) -> Walk
         if child.children
     )
     leaves = tuple(
-        (key, child.index, _anchor_walker(child, evaluators))
+        (key, child.index, _anchor_walker(child, evaluators), child.index.exact_only())
         for key, child in node.children.items()
         if not child.children and child.index is not None
     )
@@ -401,7 +408,7 @@ def _anchor_walker(node: _AnchorNode, evaluators: tuple[Evaluator, ...]) -> Walk
         t = type(v)
         if t is dict:
             dotted: bool | None = None  # whether this dict has dotted keys, checked lazily
-            for key, leaf_index, leaf_walk in leaves:
+            for key, leaf_index, leaf_walk, exact_table in leaves:
                 cv = v.get(key, MISSING)
                 if cv is MISSING:
                     if dotted is None:
@@ -414,9 +421,15 @@ def _anchor_walker(node: _AnchorNode, evaluators: tuple[Evaluator, ...]) -> Walk
                     if leaf_walk(cv, event):
                         return True
                 elif cv is not MISSING:
-                    ids = _lookup(leaf_index, cv)
-                    if ids is not None and candidates_match(ids, event):
-                        return True
+                    # Strings looked up straight in the exact table when that is all there is.
+                    if tcv is str and exact_table is not None:
+                        ids = exact_table.get(cv)
+                    else:
+                        ids = _lookup(leaf_index, cv)
+                    if ids is not None:
+                        for conj_id in ids:
+                            if evaluators[conj_id](event):
+                                return True
             for key, child in inner:
                 cv = v.get(key, MISSING)
                 if cv is MISSING:
