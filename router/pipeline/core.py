@@ -212,6 +212,9 @@ class Pipeline(Sink):
         while self._held >= self._capacity:
             self._room.clear()
             await self._room.wait()
+        if self._stopping.is_set():
+            # No lane would dispatch them; unacknowledged, the source gives them again.
+            return
         counters = self.counters
         counters.records_in += len(records)
         self._held += len(records)

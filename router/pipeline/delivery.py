@@ -414,38 +414,36 @@ class Delivery:
 
     async def queue(self, batch: list[Entry], *, ordered: bool) -> bool:
         """Deliver a queue batch once. Returns True when records of an ordered lane went back
-        to the queue (the caller then releases what is queued behind them)."""
-        skipped = [r for r, filtered in batch if filtered]
+        to the queue (the caller then releases what is queued behind them). Filtered records
+        riding in the batch are deleted with the successes, in record order."""
         records = [r for r, filtered in batch if not filtered]
-        if skipped:
-            await self.ack(skipped)
-            batch[:] = [(r, False) for r in records]
         if not records:
+            await self.ack([r for r, _ in batch])
             batch.clear()
             return False
         result, request_id, event = await self.invoke(records)
         if result.outcome is Outcome.SUCCESS:
             failed_from = self._partial(records, result)
             if failed_from is None:
-                await self.ack(records)
+                await self.ack([r for r, _ in batch])
                 batch.clear()
                 await self._succeed(records, result, request_id, event)
                 return False
             if ordered:
-                ok, failed = records[:failed_from], records[failed_from:]
+                failed = records[failed_from:]
             else:
                 identifiers = {r.identifier for r in records}
                 try:
                     bad = failed_identifiers(result.payload, identifiers)
                 except MalformedResponse:
                     bad = identifiers
-                ok = [r for r in records if r.identifier not in bad]
                 failed = [r for r in records if r.identifier in bad]
         else:
-            ok, failed = [], records
+            failed = records
+        failed_ids = {id(r) for r in failed}
         self.counters.failed += len(failed)
         self.report(f"PROBLEM: function error: {_describe(result)}")
-        await self.ack(ok)
+        await self.ack([r for r, _ in batch if id(r) not in failed_ids])
         # Acknowledged: no longer the caller's to account for if we are cancelled below.
         batch[:] = [(r, False) for r in failed]
         await self.release(failed)

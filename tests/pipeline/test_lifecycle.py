@@ -250,3 +250,11 @@ async def test_stop_while_a_release_hangs_counts_each_record_once(make: MakeHarn
     await h.pipeline.stop(timeout=0.05)
     assert h.source.released == []
     await h.check(unresolved=["1"])
+
+
+async def test_put_after_stop_takes_nothing(make: MakeHarness) -> None:
+    h = make(STREAM)
+    await h.pipeline.stop(timeout=1)
+    await h.put(records(2))
+    assert h.invoker.events == []
+    await h.check(unresolved=["0", "1"])

@@ -85,7 +85,24 @@ async def test_queue_filtered_records_in_a_fifo_group_ride_along(make: MakeHarne
     await h.put([record(0, "g"), record(1, "g", skip=1), record(2, "g")])
     await h.drain()
     assert h.invoker.batches == [["0", "2"]]
-    assert sorted(h.source.acked) == ["0", "1", "2"]
+    assert h.source.log == [("ack", ["0", "1", "2"])]
+    await h.check()
+
+
+async def test_fifo_failure_still_deletes_filtered_records(make: MakeHarness) -> None:
+    h = make(QUEUE, ScriptedInvoker([error()]), matcher=SkipMatcher(), batch_size=10)
+    await h.put([record(0, "g", skip=1), record(1, "g"), record(2, "g", skip=1)])
+    await h.drain()
+    assert h.source.log == [("ack", ["0", "2"]), ("release", ["1"])]
+    await h.check()
+
+
+async def test_fifo_group_of_only_filtered_records(make: MakeHarness) -> None:
+    h = make(QUEUE, matcher=SkipMatcher(), batch_size=10)
+    await h.put([record(0, "g", skip=1), record(1, "g", skip=1)])
+    await h.drain()
+    assert h.invoker.events == []
+    assert h.source.log == [("ack", ["0", "1"])]
     await h.check()
 
 

@@ -389,3 +389,13 @@ async def test_a_record_over_the_payload_limit_goes_to_the_destination(
     assert dest.payload_ids == [["1"]]
     assert h.source.acked == ["0", "1", "2"]
     await h.check()
+
+
+async def test_batching_window_expiry_cuts_a_short_batch(make: MakeHarness) -> None:
+    h = make(STREAM, batch_size=10, maximum_batching_window=0.05)
+    started = time.monotonic()
+    await h.put(records(2))
+    await h.drain()
+    assert time.monotonic() - started >= 0.04
+    assert h.invoker.batches == [["0", "1"]]
+    await h.check()
