@@ -7,7 +7,6 @@ the problem is.  Output: a list of :data:`~router.filters.spec.Conjunction` (``$
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import math
 from collections.abc import Mapping
@@ -36,6 +35,7 @@ from router.filters.spec import (
     compile_wildcard,
     is_number,
     number_key,
+    parse_ip,
 )
 
 OR_KEY = "$or"
@@ -180,7 +180,9 @@ def _parse_values(values: list[Any], path: Path) -> Cond:
                 continue
             assert not isinstance(test, type(ABSENT))
             tests.append(test)
-        elif v is None or isinstance(v, bool | str):
+        elif isinstance(v, str):
+            tests.extend(_exact_string(v))
+        elif v is None or isinstance(v, bool):
             tests.append(Exact(v))
         elif is_number(v):
             if isinstance(v, float) and math.isnan(v):
@@ -297,16 +299,35 @@ def _parse_numeric(operand: Any, path: Path) -> Numeric:
 
 
 def _parse_cidr(operand: Any, path: Path) -> Cidr:
+    # Checks and messages of event-ruler's CIDR.cidr(); note /32 and /128 are refused there.
     if not isinstance(operand, str):
         _fail("cidr match pattern must be a string", path)
-    address, slash, bits = operand.partition("/")
-    if not slash or not bits.isdigit() or address.strip() != address:
+    parts = operand.split("/")
+    if len(parts) != 2:
         _fail(f"Malformed CIDR, one '/' required: {operand}", path)
+    address, bits_text = parts
     try:
-        network = ipaddress.ip_network(f"{address}/{int(bits)}", strict=False)
+        bits = int(bits_text)
     except ValueError:
-        _fail(f"Nonstandard IP address: {operand}", path)
-    return Cidr(network)
+        _fail(f"Malformed CIDR, mask bits must be an integer: {operand}", path)
+    if bits < 0:
+        _fail(f"Malformed CIDR, mask bits must not be negative: {operand}", path)
+    ip = parse_ip(address)
+    if ip is None:
+        _fail(f"Invalid IP address: {address}", path)
+    width = 32 if ip.version == 4 else 128
+    if bits >= width:
+        _fail(f"IPv{ip.version} mask bits must be < {width}: {operand}", path)
+    low = int(ip)
+    return Cidr(ip.version, low, low | ((1 << (width - bits)) - 1))
+
+
+def _exact_string(text: str) -> tuple[ValueTest, ...]:
+    """An exact string; one that is an IP address also matches other spellings of it."""
+    ip = parse_ip(text) if (":" in text or text[:1].isdigit()) else None
+    if ip is None:
+        return (Exact(text),)
+    return (Exact(text), Cidr(ip.version, int(ip), int(ip)))
 
 
 def _parse_anything_but(operand: Any, path: Path) -> ValueTest:

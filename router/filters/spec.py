@@ -127,7 +127,17 @@ class Numeric:
 
 @dataclass(frozen=True, slots=True)
 class Cidr:
-    network: ipaddress.IPv4Network | ipaddress.IPv6Network
+    """Addresses of one IP version from ``low`` to ``high`` inclusive (as integers).
+
+    Like event-ruler, the range starts at the address as written (host bits are not cleared:
+    ``10.0.0.7/24`` covers ``10.0.0.7`` to ``10.0.0.255``).  Exact string patterns that are
+    IP addresses also become single-address ranges, so other spellings of the same IPv6
+    address match.
+    """
+
+    version: int
+    low: int
+    high: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,11 +246,11 @@ def leaf_matches(test: ValueTest, value: Any) -> bool:
             if low is not None and (key < low or (key == low and not low_inc)):
                 return False
             return high is None or key < high or (key == high and high_inc)
-        case Cidr(network):
+        case Cidr(version, low, high):
             if not is_str:
                 return False
             ip = parse_ip(value)
-            return ip is not None and ip in network
+            return ip is not None and ip.version == version and low <= int(ip) <= high
         case Exists():
             return True
         case AnythingBut(strings, numbers):
