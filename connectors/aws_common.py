@@ -16,7 +16,7 @@ from collections.abc import Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from router.errors import MissingDependencyError
 from router.models import PluginSettings
@@ -64,9 +64,9 @@ class AwsSettings(PluginSettings):
     aws_access_key_id: Secret | None = None
     aws_secret_access_key: Secret | None = None
     aws_session_token: Secret | None = None
-    max_attempts: int = 3
-    """botocore's retry attempts per API call (standard retry mode) before the router's own
-    backoff takes over."""
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    """Attempts per API call, the first included (botocore's standard retry mode), before
+    the router's own backoff takes over."""
 
     @model_validator(mode="after")
     def _keys_come_in_pairs(self) -> AwsSettings:
@@ -104,7 +104,7 @@ def client_config(
     """botocore client configuration: bounded standard retries, a read timeout longer than a
     long poll, and a connection pool wide enough for parallel receives and deletes."""
     return Config(
-        retries={"max_attempts": settings.max_attempts, "mode": "standard"},
+        retries={"total_max_attempts": settings.max_attempts, "mode": "standard"},
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         max_pool_connections=pool,
