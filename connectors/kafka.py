@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.structs import OffsetAndMetadata
 
 from connectors.kafka_offsets import (
     PartitionOffsets,
@@ -100,6 +101,8 @@ class KafkaSource(Source):
         self._commit_task: asyncio.Task[None] | None = None
         self._resets: ResetPlan | None = None
         self._reset_keys: tuple[str, ...] = ()
+        self._foreign: dict[TopicPartition, int] = {}
+        """Reset offsets of partitions another member owns, still to be committed."""
         self._mirrored: dict[tuple[str, int], int] = {}
         self._mirror_due = 0.0
         self._closed = False
@@ -245,7 +248,7 @@ class KafkaSource(Source):
                 if target is not None and tracker.dirty:
                     pending[tp] = (tracker, target)
             if not pending:
-                return True
+                return await self._commit_foreign(consumer)
             try:
                 await consumer.commit({tp: target for tp, (_, target) in pending.items()})
             except (CommitFailedError, IllegalStateError) as e:
@@ -260,7 +263,30 @@ class KafkaSource(Source):
             for tp, (tracker, target) in pending.items():
                 tracker.committed = target
                 self._mirrored[(tp.topic, tp.partition)] = target
+            return await self._commit_foreign(consumer)
+
+    async def _commit_foreign(self, consumer: AIOKafkaConsumer) -> bool:
+        """Commit reset offsets of partitions this member does not own. aiokafka's public
+        ``commit`` refuses those, so this goes through the group coordinator directly."""
+        if not self._foreign:
             return True
+        subscription = consumer._subscription.subscription
+        assignment = subscription.assignment if subscription is not None else None
+        if assignment is None:
+            return False
+        offsets = dict(self._foreign)
+        try:
+            await consumer._coordinator.commit_offsets(
+                assignment, {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()}
+            )
+        except KafkaError as e:
+            logger.warning("kafka group %s: committing a reset: %s", self._group_id, _describe(e))
+            return False
+        for tp, offset in offsets.items():
+            if self._foreign.get(tp) == offset:
+                del self._foreign[tp]
+            self._mirrored[(tp.topic, tp.partition)] = offset
+        return True
 
     async def _mirror(self, *, force: bool) -> None:
         """Copy committed offsets into the store (``<topic>:<partition>`` rows), at most once
@@ -270,7 +296,9 @@ class KafkaSource(Source):
             return
         self._mirror_due = now + self.settings.checkpoint_interval
         rows = mirror_rows(self._mirrored)
-        reset_keys, self._reset_keys = self._reset_keys, ()
+        reset_keys: tuple[str, ...] = ()
+        if not self._foreign:  # a reset row goes once its offsets are all committed
+            reset_keys, self._reset_keys = self._reset_keys, ()
         if not rows and not reset_keys:
             return
         store = self.context.store
@@ -281,7 +309,8 @@ class KafkaSource(Source):
             if reset_keys:
                 await store.delete_checkpoints(uuid, reset_keys)
         except Exception as e:  # noqa: BLE001 - the copy is informational; commits are the truth
-            self._reset_keys = reset_keys
+            if reset_keys:
+                self._reset_keys = reset_keys
             logger.warning("kafka mapping %s: copying offsets to the store: %s", uuid, _describe(e))
         else:
             self._mirrored.clear()
@@ -308,9 +337,17 @@ class KafkaSource(Source):
         if consumer is None or not assigned:
             return
         targets: dict[TopicPartition, ResetTarget] = {}
-        plan = self._resets
+        plan, self._resets = self._resets, None
         if plan:
-            for tp in assigned:
+            # Other replicas may own some partitions of the topics: the reset is committed
+            # for every partition (the group accepts commits from any current member), so it
+            # holds whoever reads them next.
+            everything = set(assigned)
+            for topic in self.settings.topics:
+                everything.update(
+                    TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()
+                )
+            for tp in everything:
                 target = plan.target(tp.topic, tp.partition)
                 if target is not None:
                     targets[tp] = target
@@ -320,6 +357,9 @@ class KafkaSource(Source):
                     targets[tp] = ResetTarget(timestamp_ms=self._start_ms)
         if targets:
             for tp, offset in (await self._resolve(consumer, targets)).items():
+                if tp not in assigned:
+                    self._foreign[tp] = offset
+                    continue
                 consumer.seek(tp, offset)
                 # Starting from a committed offset makes the position survive a crash that
                 # comes before the first acknowledged record.

@@ -287,6 +287,34 @@ async def test_operator_reset_rows_move_the_group(
     assert rows[f"_mirrored:{topic}:0"] == "7"
 
 
+async def test_a_reset_covers_partitions_another_member_owns(
+    sqlite_store: SQLStore, kafka_broker: str, make_topic: TopicFactory
+) -> None:
+    topic = await make_topic(2)
+    for partition in range(2):
+        await produce(kafka_broker, topic, [b"x"] * 6, partition=partition)
+    group = "g-reset-shared"
+    uuid_ = "3f0c1a52-0000-4000-8000-000000000002"
+    first = make_source(sqlite_store, kafka_broker, [topic], group=group, uuid_=uuid_)
+    sink1 = RecordingSink()
+    async with running(first, sink1):
+        await first.ack(await sink1.wait_count(12))
+        await wait_until(lambda: all(t.committed == 6 for t in first._offsets.values()))
+        await sqlite_store.put_checkpoints(uuid_, {"reset:*": "TRIM_HORIZON"})
+        # A second replica starts with the reset row: it owns one partition after the
+        # rebalance, and commits the reset for the other one too.
+        second = make_source(sqlite_store, kafka_broker, [topic], group=group, uuid_=uuid_)
+        sink2 = RecordingSink()
+        async with running(second, sink2):
+            records = await sink2.wait_count(6)
+            assert offsets(records) == list(range(6))
+            await wait_until(lambda: not second._foreign, what="reset committed everywhere")
+            got = await committed(kafka_broker, group, topic, 2)
+            mine = next(iter(second._offsets)).partition
+            assert got[1 - mine] == 0  # the other member's partition starts over as well
+        assert "reset:*" not in await sqlite_store.get_checkpoints(uuid_)
+
+
 async def test_rebalance_between_two_sources_loses_nothing(
     sqlite_store: SQLStore, kafka_broker: str, make_topic: TopicFactory
 ) -> None:
