@@ -171,6 +171,15 @@ def _trie(conj: Conjunction) -> _Node:
     return root
 
 
+def _string_set(cond: Cond | None) -> frozenset[str] | None:
+    """The accepted strings when a condition is only exact strings (checked inline)."""
+    if not isinstance(cond, tuple):
+        return None
+    if not all(isinstance(t, Exact) and type(t.value) is str for t in cond):
+        return None
+    return frozenset(t.value for t in cond if isinstance(t, Exact))
+
+
 def _node_evaluator(node: _Node) -> Evaluator:
     """Closure deciding whether the event value found at this node's path satisfies it.
 
@@ -182,7 +191,7 @@ def _node_evaluator(node: _Node) -> Evaluator:
     # Leaf fields with a positive test are checked inline when the value is a scalar (the
     # common case); everything else goes through the child's own closure.
     leaves = tuple(
-        (key, make_predicate(child.own), _node_evaluator(child))
+        (key, _string_set(child.own), make_predicate(child.own), _node_evaluator(child))
         for key, child in node.children.items()
         if not child.children and isinstance(child.own, tuple)
     )
@@ -203,10 +212,13 @@ def _node_evaluator(node: _Node) -> Evaluator:
         if t is dict:
             if not dict_ok_without_children:
                 return False
-            for key, pred, leaf_eval in leaves:
+            for key, strings, pred, leaf_eval in leaves:
                 cv = v.get(key, MISSING)
                 tcv = type(cv)
-                if tcv is str or tcv is int or tcv is float or tcv is bool or cv is None:
+                if strings is not None and tcv is str:
+                    if cv not in strings:
+                        return False
+                elif tcv is str or tcv is int or tcv is float or tcv is bool or cv is None:
                     if not pred(cv):
                         return False
                 elif not leaf_eval(cv):
