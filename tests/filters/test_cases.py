@@ -1,8 +1,9 @@
 """Table-driven cases (tests/filters/cases/*.jsonl) through the compiled and reference engines.
 
 Each line: ``{"name", "pattern", "event", "expect"}`` with ``expect`` one of ``match``,
-``no match`` or ``invalid``.  A pattern given as a JSON string is passed as text (so duplicate
-keys and invalid JSON can be expressed); otherwise as a mapping.
+``no match`` or ``invalid``; invalid cases may add ``error`` (a substring of the message) and
+``path`` (the exact ``PatternError.path``).  A pattern given as a JSON string is passed as
+text (so duplicate keys and invalid JSON can be expressed); otherwise as a mapping.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ def test_case(case: dict[str, Any]) -> None:
             compile_patterns([pattern])
         assert info.value.path.startswith("[0]")
         assert "Event pattern is not valid" in str(info.value)
+        if "error" in case:
+            assert case["error"] in str(info.value)
+        if "path" in case:
+            assert info.value.path == case["path"]
         with pytest.raises(PatternError):
             patterns_match([pattern], event)
         return
