@@ -15,7 +15,6 @@ import functools
 import logging
 import os
 import socket
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +55,14 @@ def default_backoff() -> Backoff:
     return Backoff(base=base, cap=cap)
 
 
+def default_replica_id() -> str:
+    """``$ROUTER_REPLICA_ID`` or the host name. Stable across restarts on purpose: a router
+    that restarts takes its own leases (directory, bucket polling, schedules) back at once
+    instead of waiting for them to expire. Replicas must have distinct ids (containers have
+    distinct host names; set ROUTER_REPLICA_ID when running several on one host)."""
+    return os.environ.get("ROUTER_REPLICA_ID") or socket.gethostname()
+
+
 @dataclass(slots=True)
 class _Running:
     config: MappingConfig
@@ -79,9 +86,7 @@ class Router:
     ) -> None:
         self.config = config
         self.store = store
-        self.replica_id = (
-            replica_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        )
+        self.replica_id = replica_id or default_replica_id()
         self.backoff = backoff or default_backoff()
         self.shutdown_timeout = (
             config.settings.shutdown_timeout if shutdown_timeout is None else shutdown_timeout

@@ -106,15 +106,17 @@ async def _run(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await apply_plan(await plan_apply(config, store), store)
-        router = Router(config, store)
+        router = Router(config, store, replica_id=args.replica_id)
         await router.start()
         listen = args.http_listen or config.settings.http_listen
         if listen != "off":
             runner = await start_listener(router, listen)
             for site in runner.sites:
                 logger.info("operations listener on %s", site.name)
-        path = _config_path(args)
-        watcher = asyncio.create_task(_watch_config(path, router, store))
+        watching = asyncio.Event()
+        watcher = asyncio.create_task(_watch_config(_config_path(args), router, store, watching))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(watching.wait(), 10)
         logger.info(
             "router %s running: %d mappings in the store, replica %s",
             __version__,
@@ -137,12 +139,30 @@ async def _run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _watch_config(path: str, router: Any, store: Any) -> None:
-    """Re-apply the YAML when it changes; a file that fails validation is rejected whole."""
+def _fingerprint(path: str) -> bytes:
+    """The configuration's bytes, to notice a change the file watcher may have missed."""
+    parts = []
+    for file in config_files(path):
+        with contextlib.suppress(OSError):
+            parts.append(str(file).encode() + b"\0" + file.read_bytes())
+    return b"\0\0".join(parts)
+
+
+async def _watch_config(path: str, router: Any, store: Any, ready: asyncio.Event) -> None:
+    """Re-apply the YAML when it changes; a file that fails validation is rejected whole.
+
+    The watcher also wakes every second and compares the files' bytes with what was applied,
+    so an edit made while it was starting (or one the OS did not report) is not lost."""
     from watchfiles import awatch
 
-    async for _ in awatch(path, debounce=300):
+    applied = await asyncio.to_thread(_fingerprint, path)
+    async for _ in awatch(path, debounce=300, rust_timeout=1000, yield_on_timeout=True):
+        ready.set()
         try:
+            current = await asyncio.to_thread(_fingerprint, path)
+            if current == applied:
+                continue
+            applied = current
             config = load_config(path)
             plan = await plan_apply(config, store)
             if not plan.is_empty:
@@ -348,6 +368,11 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the router")
     common(p)
     p.add_argument("--http-listen", help="HOST:PORT for /healthz, /readyz, /metrics ('off')")
+    p.add_argument(
+        "--replica-id",
+        help="this replica's id for leases and schedule fires (default: $ROUTER_REPLICA_ID "
+        "or the host name; distinct per replica)",
+    )
     p.add_argument("--log-format", choices=["console", "json"])
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
