@@ -7,7 +7,9 @@ from typing import Any
 
 from pydantic_core import core_schema
 
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
+_URL_CREDENTIALS = re.compile(
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@"
+)
 _QUERY_SECRET = re.compile(
     r"(?i)(?P<key>(?:password|passwd|pwd|secret|token|access_key|secret_key|api_key|apikey|"
     r"sig|signature|x-amz-signature|x-amz-security-token|sasl_plain_password)=)(?P<val>[^&\s]+)"
