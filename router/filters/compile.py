@@ -3,12 +3,13 @@
 Two layers keep the cost of a match low and nearly independent of the number of patterns:
 
 * **Anchor index.**  Each conjunction (a pattern, or one ``$or`` branch of it) is filed under
-  one of its fields whose test can be looked up by value: exact values, prefixes and
-  equals-ignore-case.  The field with the smallest buckets is chosen, so patterns that differ
-  by a customer id or an event type land in different buckets.  Per event, each anchor field
-  is read once and its leaf values are looked up in dicts (prefixes: one dict per prefix
-  length), which yields the few candidate conjunctions worth checking.  Conjunctions without
-  such a field are checked on every event.
+  one of its fields whose test can be looked up by value: exact values, prefixes, suffixes,
+  equals-ignore-case, and wildcards by their literal head or tail.  The field with the
+  smallest buckets is chosen, so patterns that differ by a customer id or an event type land
+  in different buckets.  Per event, each anchor field is read once and its leaf values are
+  looked up in dicts (prefixes and suffixes: one dict per length), which yields the few
+  candidate conjunctions worth checking.  Conjunctions without such a field (only numeric,
+  anything-but, exists or cidr tests) are checked on every event.
 * **Structural closures.**  Each conjunction becomes a tree of closures that walks the event
   once, only along the pattern's own keys, and stops at the first failing field.
 
@@ -18,6 +19,7 @@ matching); see the docstring of :func:`_node_evaluator` for how the walk achieve
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +42,7 @@ from router.filters.spec import (
     RawText,
     Suffix,
     ValueTest,
+    Wildcard,
     leaf_matches,
     number_key,
     number_literal,
@@ -279,11 +282,33 @@ def _anchor_keys(cond: Cond) -> list[_AnchorKey] | None:
                 keys.append(("num", key) if key is not None else ("lit", number_literal(v)))
         elif isinstance(test, Prefix):
             keys.append(("lprefix" if test.ignore_case else "prefix", test.text))
+        elif isinstance(test, Suffix):
+            keys.append(("lsuffix" if test.ignore_case else "suffix", test.text))
         elif isinstance(test, EqualsIgnoreCase):
             keys.append(("lower", test.text))
+        elif isinstance(test, Wildcard) and (anchor := _wildcard_anchor(test.text)) is not None:
+            keys.append(anchor)
         else:
             return None
     return keys
+
+
+def _wildcard_anchor(text: str) -> _AnchorKey | None:
+    """A prefix (or suffix) every string matching the wildcard has: its literal head (tail)."""
+    chars: list[tuple[str, bool]] = []  # (character, is_wildcard)
+    i = 0
+    while i < len(text):
+        if text[i] == "\\":
+            chars.append((text[i + 1], False))
+            i += 2
+        else:
+            chars.append((text[i], text[i] == "*"))
+            i += 1
+    head = "".join(c for c, _ in itertools.takewhile(lambda x: not x[1], chars))
+    if head:
+        return ("str", head) if len(head) == len(chars) else ("prefix", head)
+    tail = "".join(c for c, _ in itertools.takewhile(lambda x: not x[1], reversed(chars)))
+    return ("suffix", tail[::-1]) if tail else None
 
 
 @dataclass(slots=True)
@@ -295,10 +320,14 @@ class _AnchorIndex:
     prefixes: dict[int, dict[str, list[int]]] = field(default_factory=dict)
     lower: dict[str, list[int]] = field(default_factory=dict)
     lower_prefixes: dict[int, dict[str, list[int]]] = field(default_factory=dict)
+    suffixes: dict[int, dict[str, list[int]]] = field(default_factory=dict)
+    lower_suffixes: dict[int, dict[str, list[int]]] = field(default_factory=dict)
 
     def exact_only(self) -> dict[Any, list[int]] | None:
         """The exact-string table when string lookups need nothing else, else None."""
-        return None if self.prefixes or self.lower or self.lower_prefixes else self.exact
+        if self.prefixes or self.lower or self.lower_prefixes:
+            return None
+        return None if self.suffixes or self.lower_suffixes else self.exact
 
     def add(self, key: _AnchorKey, conj_id: int) -> None:
         kind, value = key
@@ -316,7 +345,12 @@ class _AnchorIndex:
         elif kind == "lower":
             self.lower.setdefault(value, []).append(conj_id)
         else:
-            self.lower_prefixes.setdefault(len(value), {}).setdefault(value, []).append(conj_id)
+            table = {
+                "lprefix": self.lower_prefixes,
+                "suffix": self.suffixes,
+                "lsuffix": self.lower_suffixes,
+            }[kind]
+            table.setdefault(len(value), {}).setdefault(value, []).append(conj_id)
 
 
 _SINGLETON_NAMES: Final = {True: "True", False: "False"}
@@ -478,13 +512,17 @@ def _lookup(index: _AnchorIndex, value: Any) -> list[int] | None:
         found = index.exact.get(value)
         if index.prefixes:
             found = _merge_prefix_hits(found, index.prefixes, value)
-        if index.lower or index.lower_prefixes:
+        if index.suffixes:
+            found = _merge_suffix_hits(found, index.suffixes, value)
+        if index.lower or index.lower_prefixes or index.lower_suffixes:
             lowered = value.lower()
             hit = index.lower.get(lowered)
             if hit:
                 found = hit if found is None else found + hit
             if index.lower_prefixes:
                 found = _merge_prefix_hits(found, index.lower_prefixes, lowered)
+            if index.lower_suffixes:
+                found = _merge_suffix_hits(found, index.lower_suffixes, lowered)
         return found
     if t is bool:
         return index.singletons.get(_SINGLETON_NAMES[value])
@@ -505,6 +543,18 @@ def _merge_prefix_hits(
     for length, table in prefixes.items():
         if length <= size:
             hit = table.get(text[:length])
+            if hit:
+                found = hit if found is None else found + hit
+    return found
+
+
+def _merge_suffix_hits(
+    found: list[int] | None, suffixes: dict[int, dict[str, list[int]]], text: str
+) -> list[int] | None:
+    size = len(text)
+    for length, table in suffixes.items():
+        if length <= size:
+            hit = table.get(text[size - length :])
             if hit:
                 found = hit if found is None else found + hit
     return found
