@@ -69,3 +69,19 @@ def test_matcher_does_not_modify_the_event() -> None:
     snapshot = json.dumps(event)
     compile_patterns([{"a": {"b": {"c": [1]}}, "d": {"e": [2]}}]).matches(event)
     assert json.dumps(event) == snapshot
+
+
+def test_many_suffix_and_wildcard_patterns() -> None:
+    patterns: list[dict[str, object]] = [{"key": [{"suffix": f".{i}.png"}]} for i in range(50)]
+    patterns += [{"key": [{"wildcard": f"logs/{i}/*.gz"}]} for i in range(50)]
+    patterns += [{"key": [{"wildcard": f"*-{i}.tmp"}]} for i in range(50)]
+    patterns += [{"key": [{"suffix": {"equals-ignore-case": f".{i}.JPG"}}]} for i in range(50)]
+    matcher = compile_patterns(patterns)
+    assert matcher.matches({"key": "a/b.7.png"})
+    assert not matcher.matches({"key": "a/b.70.png"})
+    assert matcher.matches({"key": "logs/12/x/y.gz"})
+    assert not matcher.matches({"key": "logs/12/x/y.zip"})
+    assert matcher.matches({"key": "tmp/file-33.tmp"})
+    assert matcher.matches({"key": "photo.9.jpg"})
+    assert not matcher.matches({"key": "photo.99.jpg"})
+    assert matcher.matches({"key": ["nope", "logs/3/a.gz"]})
