@@ -48,7 +48,7 @@ def render_metrics(router: Router) -> str:
     lines.append("# HELP router_buffered_records Records held in lanes, not yet acknowledged")
     lines.append("# TYPE router_buffered_records gauge")
     for running in router.running.values():
-        held = int(getattr(running.pipeline, "held", 0))
+        held = running.pipeline.held
         lines.append(f'router_buffered_records{{mapping="{_label(running.config.name)}"}} {held}')
     return "\n".join(lines) + "\n"
 

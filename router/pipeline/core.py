@@ -206,6 +206,11 @@ class Pipeline(Sink):
     def free(self) -> int:
         return max(0, self._capacity - self._held)
 
+    @property
+    def held(self) -> int:
+        """Records taken from the source and not yet acknowledged, released or dropped."""
+        return self._held
+
     async def put(self, records: Sequence[Record]) -> None:
         if not records:
             return
