@@ -4,12 +4,13 @@ Two layers keep the cost of a match low and nearly independent of the number of 
 
 * **Anchor index.**  Each conjunction (a pattern, or one ``$or`` branch of it) is filed under
   one of its fields whose test can be looked up by value: exact values, prefixes, suffixes,
-  equals-ignore-case, and wildcards by their literal head or tail.  The field with the
-  smallest buckets is chosen, so patterns that differ by a customer id or an event type land
-  in different buckets.  Per event, each anchor field is read once and its leaf values are
-  looked up in dicts (prefixes and suffixes: one dict per length), which yields the few
-  candidate conjunctions worth checking.  Conjunctions without such a field (only numeric,
-  anything-but, exists or cidr tests) are checked on every event.
+  equals-ignore-case, wildcards by their literal head or tail, and numeric ranges.  The field
+  with the smallest buckets is chosen (ranges last), so patterns that differ by a customer id
+  or an event type land in different buckets.  Per event, each anchor field is read once and
+  its leaf values are looked up in dicts (prefixes and suffixes: one dict per length; numbers:
+  one bisect in the segments cut by all range bounds), which yields the few candidate
+  conjunctions worth checking.  Conjunctions without such a field (only anything-but, exists
+  or cidr tests) are checked on every event.
 * **Structural closures.**  Each conjunction becomes a tree of closures that walks the event
   once, only along the pattern's own keys, and stops at the first failing field.
 
@@ -20,6 +21,7 @@ matching); see the docstring of :func:`_node_evaluator` for how the walk achieve
 from __future__ import annotations
 
 import itertools
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -288,9 +290,20 @@ def _anchor_keys(cond: Cond) -> list[_AnchorKey] | None:
             keys.append(("lower", test.text))
         elif isinstance(test, Wildcard) and (anchor := _wildcard_anchor(test.text)) is not None:
             keys.append(anchor)
+        elif isinstance(test, Numeric):
+            # Comparable keys are integers, so open bounds become inclusive ones.
+            lo = _KEY_MIN if test.low is None else test.low + (0 if test.low_inclusive else 1)
+            hi = _KEY_MAX if test.high is None else test.high - (0 if test.high_inclusive else 1)
+            keys.append(("range", (lo, hi)))
         else:
             return None
     return keys
+
+
+_KEY_MIN: Final = 0  # number_key(-5e9)
+_KEY_MAX: Final = 10**16  # number_key(5e9)
+# Beyond this many (segment, pattern) entries the range table is scanned instead.
+_MAX_RANGE_ENTRIES: Final = 100_000
 
 
 def _wildcard_anchor(text: str) -> _AnchorKey | None:
@@ -322,6 +335,42 @@ class _AnchorIndex:
     lower_prefixes: dict[int, dict[str, list[int]]] = field(default_factory=dict)
     suffixes: dict[int, dict[str, list[int]]] = field(default_factory=dict)
     lower_suffixes: dict[int, dict[str, list[int]]] = field(default_factory=dict)
+    # Numeric ranges: cut the key line at every bound; each segment lists the ranges covering
+    # it, so a number finds its candidates with one bisect.
+    ranges: list[tuple[int, int, int]] = field(default_factory=list)
+    range_bounds: list[int] = field(default_factory=list)
+    range_segments: list[list[int] | None] = field(default_factory=list)
+
+    def finalize(self) -> None:
+        if not self.ranges:
+            return
+        # Sweep over the bounds, keeping the set of ranges open at each point.
+        opens: dict[int, list[int]] = {}
+        closes: dict[int, list[int]] = {}
+        for lo, hi, conj_id in self.ranges:
+            opens.setdefault(lo, []).append(conj_id)
+            closes.setdefault(hi + 1, []).append(conj_id)
+        bounds = sorted(opens.keys() | closes.keys())
+        active: dict[int, None] = {}
+        segments: list[list[int] | None] = []
+        entries = 0
+        for point in bounds:
+            for conj_id in closes.get(point, ()):
+                active.pop(conj_id, None)
+            for conj_id in opens.get(point, ()):
+                active[conj_id] = None
+            entries += len(active)
+            if entries > _MAX_RANGE_ENTRIES:
+                return  # too many overlaps: keep the plain list (scanned per value)
+            segments.append(list(active) or None)
+        self.range_bounds, self.range_segments = bounds, segments
+
+    def range_hits(self, key: int) -> list[int] | None:
+        if self.range_bounds:
+            i = bisect_right(self.range_bounds, key) - 1
+            return self.range_segments[i] if i >= 0 else None
+        hits = [c for lo, hi, c in self.ranges if lo <= key <= hi]
+        return hits or None
 
     def exact_only(self) -> dict[Any, list[int]] | None:
         """The exact-string table when string lookups need nothing else, else None."""
@@ -344,6 +393,8 @@ class _AnchorIndex:
             self.prefixes.setdefault(len(value), {}).setdefault(value, []).append(conj_id)
         elif kind == "lower":
             self.lower.setdefault(value, []).append(conj_id)
+        elif kind == "range":
+            self.ranges.append((value[0], value[1], conj_id))
         else:
             table = {
                 "lprefix": self.lower_prefixes,
@@ -384,11 +435,20 @@ class Matcher:
             if not options:
                 scan.append(self._evaluators[conj_id])
                 continue
-            # The anchor whose buckets are smallest filters best.
-            path = min(options, key=lambda p: sum(bucket_sizes[(p, k)] for k in options[p]))
+
+            # The anchor whose buckets are smallest filters best; numeric ranges overlap, so
+            # they are the last resort.
+            def cost(p: Path, options: dict[Path, list[_AnchorKey]] = options) -> int:
+                keys = options[p]
+                ranged = len(conjunctions) if any(k[0] == "range" for k in keys) else 0
+                return ranged + sum(bucket_sizes[(p, k)] for k in keys)
+
+            path = min(options, key=cost)
             index = by_path.setdefault(path, _AnchorIndex())
             for key in options[path]:
                 index.add(key, conj_id)
+        for index in by_path.values():
+            index.finalize()
         self._walk = _anchor_walker(_anchor_trie(by_path), self._evaluators)
         self._scan = tuple(scan)
 
@@ -530,9 +590,14 @@ def _lookup(index: _AnchorIndex, value: Any) -> list[int] | None:
         return index.singletons.get("None")
     if t is int or t is float:
         key = number_key(value)
-        if key is not None:
-            return index.numbers.get(key)
-        return index.literals.get(number_literal(value))
+        if key is None:
+            return index.literals.get(number_literal(value))
+        found = index.numbers.get(key)
+        if index.ranges:
+            hit = index.range_hits(key)
+            if hit:
+                found = hit if found is None else found + hit
+        return found
     return None
 
 

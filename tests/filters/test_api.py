@@ -85,3 +85,21 @@ def test_many_suffix_and_wildcard_patterns() -> None:
     assert matcher.matches({"key": "photo.9.jpg"})
     assert not matcher.matches({"key": "photo.99.jpg"})
     assert matcher.matches({"key": ["nope", "logs/3/a.gz"]})
+
+
+def test_many_numeric_only_patterns() -> None:
+    patterns = [{"t": [{"numeric": [">=", i * 10, "<", i * 10 + 5]}]} for i in range(300)]
+    patterns += [{"t": [{"numeric": ["=", -i - 0.5]}]} for i in range(100)]
+    patterns += [{"u": [{"numeric": ["<", -1000]}, {"numeric": [">", 1e9]}]}]
+    matcher = compile_patterns(patterns)
+    assert matcher.matches({"t": 1234})
+    assert not matcher.matches({"t": 1236})
+    assert matcher.matches({"t": 0})
+    assert not matcher.matches({"t": 2995})
+    assert matcher.matches({"t": -7.5})
+    assert not matcher.matches({"t": -7.25})
+    assert matcher.matches({"t": [7, 2990]})
+    assert not matcher.matches({"t": "1234"})
+    assert matcher.matches({"u": 2e9})
+    assert not matcher.matches({"u": 0})
+    assert not matcher.matches({"u": 6e9})
