@@ -7,8 +7,11 @@ from pathlib import Path
 
 # procs first: other fixture modules import it, and a module imported before pytest registers
 # it as a plugin cannot be assertion-rewritten (a warning, which is an error here).
-pytest_plugins = ["tests.fixtures.procs"] + sorted(
-    f"tests.fixtures.{p.stem}"
-    for p in (Path(__file__).parent / "fixtures").glob("*.py")
-    if p.stem not in ("__init__", "procs")
-)
+pytest_plugins = [
+    "tests.fixtures.procs",
+    *sorted(
+        f"tests.fixtures.{p.stem}"
+        for p in (Path(__file__).parent / "fixtures").glob("*.py")
+        if p.stem not in ("__init__", "procs")
+    ),
+]
