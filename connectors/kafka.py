@@ -142,7 +142,7 @@ class KafkaSource(Source):
                     if tracker is None:
                         continue  # revoked while the fetch was on its way
                     tracker.fetched([m.offset for m in messages])
-                    out.extend(map(convert, messages))
+                    out.extend(convert(tp.topic, tp.partition, messages))
                 if out:
                     await sink.put(out)
         except KafkaError as e:

