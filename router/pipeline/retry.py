@@ -49,6 +49,9 @@ def failed_identifiers(response: Any, identifiers: Collection[str]) -> set[str]:
         if not isinstance(item, dict) or "itemIdentifier" not in item:
             raise MalformedResponse(f"batchItemFailures entry {item!r} has no itemIdentifier")
         ident = item["itemIdentifier"]
+        if isinstance(ident, dict) and "partition" in ident and "offset" in ident:
+            # Kafka's form: {"partition": "<topic>-<partition>", "offset": N}.
+            ident = f"{ident['partition']}:{ident['offset']}"
         if not isinstance(ident, str) or not ident:
             raise MalformedResponse(f"itemIdentifier {ident!r} is empty or not a string")
         if ident not in identifiers:

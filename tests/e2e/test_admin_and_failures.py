@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,8 @@ def handlers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     module = tmp_path / "e2e_handlers.py"
     module.write_text(HANDLERS)
     monkeypatch.syspath_prepend(str(tmp_path))
+    # Each test writes its own module: never reuse one imported by an earlier test.
+    monkeypatch.delitem(sys.modules, "e2e_handlers", raising=False)
     events = tmp_path / "events.jsonl"
     monkeypatch.setenv("EVENTS_FILE", str(events))
     (tmp_path / "inbox").mkdir()
