@@ -104,6 +104,24 @@ def test_failed_identifiers(response: Any, failed: set[str]) -> None:
     assert failed_identifiers(response, set(BATCH)) == failed
 
 
+@pytest.mark.parametrize(
+    ("item", "failed"),
+    [
+        ({"partition": "orders-0", "offset": 5}, {"orders-0:5"}),
+        ("orders-0:5", {"orders-0:5"}),
+    ],
+)
+def test_kafka_identifiers_as_object_or_string(item: Any, failed: set[str]) -> None:
+    response = {"batchItemFailures": [{"itemIdentifier": item}]}
+    assert failed_identifiers(response, {"orders-0:4", "orders-0:5"}) == failed
+
+
+def test_kafka_object_identifier_not_in_the_batch_is_malformed() -> None:
+    response = {"batchItemFailures": [{"itemIdentifier": {"partition": "orders-0", "offset": 9}}]}
+    with pytest.raises(MalformedResponse):
+        failed_identifiers(response, {"orders-0:4"})
+
+
 @pytest.mark.parametrize("response", MALFORMED, ids=repr)
 def test_malformed_response_fails_the_whole_batch(response: Any) -> None:
     with pytest.raises(MalformedResponse):
