@@ -61,6 +61,7 @@ class KafkaSource(Source):
         starting_positions=("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"),
         starting_position_default="LATEST",
         retry_default=-1,
+        retry_cap_with_destination=10,
         supports=frozenset(
             {
                 "bisect_batch_on_function_error",

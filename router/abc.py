@@ -59,6 +59,9 @@ class SourceTraits:
     record_age_default: float = -1
     record_age_min: float = 60
     record_age_max: float = 604_800
+    retry_cap_with_destination: int | None = None
+    """Retries applied instead of "infinite" (-1) when an on-failure destination is set
+    (Lambda does this for Kafka: 10)."""
     supports: frozenset[str] = frozenset()
     """Optional mapping fields that apply to this source, e.g. ``bisect_batch_on_function_error``,
     ``parallelization_factor``, ``maximum_concurrency``, ``function_response_types``,

@@ -131,6 +131,9 @@ class Delivery:
         self.arn = function.arn or function_arn(function.name)
         self.max_age = mapping.maximum_record_age
         self.max_retries = mapping.maximum_retry_attempts
+        cap = source.traits_for(source.settings).retry_cap_with_destination
+        if self.max_retries < 0 and on_failure is not None and cap is not None:
+            self.max_retries = cap
 
     # ------------------------------------------------------------------ helpers
 

@@ -139,3 +139,44 @@ def test_backoff_is_capped_jitter_and_honours_retry_after() -> None:
         assert 0 <= backoff.delay(attempt) <= min(8.0, 2.0**attempt)
     assert backoff.delay(1, retry_after=5.0) >= 5.0
     assert backoff.delay(1, retry_after=100.0) <= 8.0
+
+
+def test_infinite_retries_are_capped_when_the_source_says_so_and_a_destination_is_set() -> None:
+    from dataclasses import replace
+
+    from router.abc import SourceTraits
+    from router.models import FunctionConfig, MappingConfig, PluginSettings, SourceKind, SourceSpec
+    from router.pipeline.delivery import Counters, Delivery
+    from router.pipeline.retry import Backoff
+    from tests.pipeline.fakes import FakeSource, RecordingDestination
+
+    source = FakeSource(SourceKind.STREAM)
+    capped = replace(source.traits_for(source.settings), retry_cap_with_destination=10)
+    source.traits_for = lambda settings: capped  # type: ignore[method-assign]
+    mapping = MappingConfig(
+        name="m",
+        function="f",
+        source=SourceSpec(type="fake", settings=PluginSettings()),
+        maximum_retry_attempts=-1,
+    )
+    function = FunctionConfig(name="f", invoker="python", settings=PluginSettings())
+
+    def delivery(on_failure: RecordingDestination | None) -> Delivery:
+        return Delivery(
+            mapping=mapping,
+            function=function,
+            source=source,
+            invoker=None,  # type: ignore[arg-type]
+            kind=SourceKind.STREAM,
+            on_failure=on_failure,
+            on_success=None,
+            backoff=Backoff(),
+            counters=Counters(),
+            stopping=None,  # type: ignore[arg-type]
+            report=lambda _: None,
+            done=lambda _: None,
+        )
+
+    assert isinstance(capped, SourceTraits)
+    assert delivery(RecordingDestination()).max_retries == 10
+    assert delivery(None).max_retries == -1
