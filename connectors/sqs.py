@@ -51,6 +51,9 @@ logger = logging.getLogger(__name__)
 BATCH_LIMIT = 10
 """SQS's limit on messages per ReceiveMessage and entries per *Batch call."""
 
+DEFAULT_CONCURRENCY = 10
+"""Batches the pipeline runs at once for a mapping without maximum_concurrency."""
+
 
 @dataclass(slots=True)
 class _InFlight:
@@ -323,6 +326,9 @@ class SQSSettings(AwsSettings):
     receivers: int = Field(default=4, ge=1, le=100)
     """ReceiveMessage calls in flight at once while the pipeline has room (standard queues;
     a FIFO queue is read by one receive at a time)."""
+    max_in_flight: int | None = Field(default=None, ge=10)
+    """Messages received and not yet deleted or released, at most. Default: two rounds of
+    batches at the mapping's maximum concurrency (2 x batch size x concurrency)."""
 
     @field_validator("queue_url")
     @classmethod
@@ -372,6 +378,14 @@ class SQSSource(Source):
         )
         self._reserved = 0
         self._room = asyncio.Event()
+        mapping = context.mapping
+        # Enough for every concurrent batch and the next round of them: receiving further
+        # ahead would only keep messages invisible (and their visibility extended) while
+        # they wait, away from other consumers of the queue.
+        concurrency = mapping.maximum_concurrency or DEFAULT_CONCURRENCY
+        self._max_in_flight = settings.max_in_flight or max(
+            2 * max(mapping.batch_size, BATCH_LIMIT) * concurrency, 100
+        )
 
     @classmethod
     def traits_for(cls, settings: Any) -> SourceTraits:
@@ -389,7 +403,7 @@ class SQSSource(Source):
         """Reserve room for one receive: up to 10 messages, never more than the pipeline can
         take beyond what other receivers have already asked for."""
         while True:
-            room = sink.free() - self._reserved
+            room = min(sink.free(), self._max_in_flight - self.queue.inflight) - self._reserved
             if room > 0:
                 count = min(BATCH_LIMIT, room)
                 self._reserved += count

@@ -272,3 +272,23 @@ async def test_unreachable_endpoint_is_a_source_error(aws_credentials: None) -> 
             await source.run(RecordingSink())
     finally:
         await source.aclose()
+
+
+async def test_receives_no_further_ahead_than_max_in_flight(aws: Any) -> None:
+    async with aws.client("sqs") as sqs:
+        url = await make_queue(sqs, unique("ahead"))
+        for start in range(0, 30, 10):
+            await sqs.send_message_batch(
+                QueueUrl=url,
+                Entries=[{"Id": str(i), "MessageBody": str(i)} for i in range(start, start + 10)],
+            )
+        source = make_source(url, aws.endpoint, wait_time_seconds=1, max_in_flight=10)
+        sink = RecordingSink(capacity=1000)
+        async with running(source, sink):
+            first = await sink.get(10)
+            await asyncio.sleep(0.5)  # further receives would show up here
+            assert sink.pending() == 0 and source.queue.inflight == 10
+            assert await queue_counts(sqs, url) == (20, 10)
+            await source.ack(first)
+            await sink.done(10)
+            await sink.get(10)
