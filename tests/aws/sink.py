@@ -39,6 +39,9 @@ class RecordingSink:
     def free(self) -> int:
         return max(self.capacity - self.held, 0)
 
+    async def wait_for_room(self) -> None:
+        return None
+
     async def revoke(self, lanes: Collection[Hashable], timeout: float) -> None:
         return None
 

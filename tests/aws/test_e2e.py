@@ -94,7 +94,7 @@ async def test_filtered_messages_are_deleted(
         mapping = """    filter_criteria:
       filters:
         - pattern: '{"body": {"kind": ["keep"]}}'"""
-        config = _config("record", _sqs_source(aws.endpoint, url), mapping)
+        config = _config("record", _sqs_source(aws.endpoint, url, receivers=1), mapping)
         async with run_router(config, sqlite_store):
             await eventually(lambda: _empty(sqs, url), timeout=20, what="queue drained")
             await eventually(lambda: len(_bodies(events)) == 2, what="two kept messages")
