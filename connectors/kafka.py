@@ -131,9 +131,13 @@ class KafkaSource(Source):
         try:
             while True:
                 free = sink.free()
-                # Never fetch more than the mapping can take; when it is full, one record
-                # makes ``put`` wait for room (backpressure) without buffering more.
-                limit = min(settings.max_poll_records, free) if free > 0 else 1
+                if free <= 0:
+                    # Wait for room before fetching, never inside put(): a rebalance may
+                    # revoke the partition while we wait, and a record fetched before it
+                    # must not be queued after it.
+                    await sink.wait_for_room()
+                    continue
+                limit = min(settings.max_poll_records, free)
                 fetched = await consumer.getmany(timeout_ms=1000, max_records=limit)
                 if not fetched:
                     continue
@@ -148,7 +152,11 @@ class KafkaSource(Source):
                     await sink.put(out)
         except KafkaError as e:
             # Cancellation keeps the consumer: acks of in-flight batches still commit until
-            # aclose(). An error ends this consumer; the router calls run() again.
+            # aclose(). An error ends this consumer; the router calls run() again. Its
+            # partitions are given up first (closing does not call the rebalance listener),
+            # so records queued in lanes are not delivered again by the next consumer.
+            with contextlib.suppress(Exception):
+                await self._revoked(set(self._offsets))
             await self._close_consumer()
             raise SourceError(f"kafka {self._bootstrap}: {_describe(e)}") from e
 
@@ -352,9 +360,16 @@ class KafkaSource(Source):
                 target = plan.target(tp.topic, tp.partition)
                 if target is not None:
                     targets[tp] = target
-        if self._position == "AT_TIMESTAMP" and self._start_ms is not None:
+        # A group without a committed offset starts at its starting position; that position
+        # is committed at once, so a restart (or a crash before the first acknowledged
+        # record) does not start again at a later "LATEST" and skip what came in between.
+        if self._position in ("AT_TIMESTAMP", "LATEST"):
             for tp in assigned:
-                if tp not in targets and await consumer.committed(tp) is None:
+                if tp in targets or await consumer.committed(tp) is not None:
+                    continue
+                if self._position == "LATEST":
+                    targets[tp] = ResetTarget(latest=True)
+                elif self._start_ms is not None:
                     targets[tp] = ResetTarget(timestamp_ms=self._start_ms)
         if targets:
             for tp, offset in (await self._resolve(consumer, targets)).items():

@@ -78,6 +78,11 @@ class Sink(Protocol):
     def free(self) -> int:
         """How many more records the mapping can take now without waiting."""
 
+    async def wait_for_room(self) -> None:
+        """Wait until ``free()`` is positive. A source that must re-check something right
+        before ``put`` (a Kafka partition still being assigned) waits here, before it fetches,
+        so that ``put`` itself never waits."""
+
     async def revoke(self, lanes: Collection[Hashable], timeout: float) -> None:
         """The source is giving up ``lanes`` (Kafka rebalance, lost shard lease). Waits up to
         ``timeout`` for in-flight batches of those lanes to be delivered and acked; queued

@@ -118,12 +118,14 @@ class Router:
         if self._stopped:
             return
         self._stopped = True
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # Under the lock: a reconcile that is stopping or starting a pipeline finishes first,
+        # instead of being cancelled half-way (which would leave a pipeline running).
         async with self._reconcile_lock:
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             await asyncio.gather(
                 *(self._stop_mapping(u, final=True) for u in list(self.running)),
                 return_exceptions=True,
@@ -143,13 +145,16 @@ class Router:
         await self.stop()
 
     async def _start_invoker(self, function: FunctionConfig) -> None:
+        self.invokers[function.name] = await self._build_invoker(function)
+
+    async def _build_invoker(self, function: FunctionConfig) -> Invoker:
         cls = registry.load_invoker(function.invoker)
         context = InvokerContext(
             store=self.store, report_init_error=functools.partial(self._init_error, function.name)
         )
         invoker: Invoker = cls(function, context)
         await invoker.start()
-        self.invokers[function.name] = invoker
+        return invoker
 
     def _init_error(self, function: str, message: str) -> None:
         self._init_errors[function] = message
@@ -160,7 +165,11 @@ class Router:
                 )
 
     async def update_functions(self, functions: Mapping[str, FunctionConfig]) -> None:
-        """Apply a new ``functions:`` section: restart changed invokers and their mappings."""
+        """Apply a new ``functions:`` section: restart changed invokers and their mappings.
+
+        A function whose new invoker cannot start (a handler that does not import, a port
+        in use) keeps its old definition, and its mappings run on as before; the error is
+        raised after everything else was applied."""
         changed = {
             name
             for name in set(functions) | set(self.config.functions)
@@ -168,19 +177,37 @@ class Router:
         }
         if not changed:
             return
-        async with self._reconcile_lock:
-            affected = [u for u, r in self.running.items() if r.config.function in changed]
-            for uid in affected:
-                await self._stop_mapping(uid, final=False)
-            for name in changed:
-                old = self.invokers.pop(name, None)
-                if old is not None:
-                    await old.aclose()
-            self.config = dataclasses.replace(self.config, functions=dict(functions))
-            for name in changed:
-                if name in functions:
-                    await self._start_invoker(functions[name])
-        await self.reconcile()
+        applied = dict(functions)
+        problems: list[str] = []
+        try:
+            async with self._reconcile_lock:
+                if self._stopped:
+                    return
+                affected = [u for u, r in self.running.items() if r.config.function in changed]
+                for uid in affected:
+                    await self._stop_mapping(uid, final=False)
+                for name in sorted(changed):
+                    old = self.invokers.pop(name, None)
+                    if old is not None:
+                        # Closed first: a runtime-api invoker's new listener needs the port.
+                        await old.aclose()
+                    if name not in functions:
+                        continue
+                    try:
+                        self.invokers[name] = await self._build_invoker(functions[name])
+                    except (RouterError, OSError) as e:
+                        problems.append(f"function {name}: {redact(str(e))}")
+                        previous = self.config.functions.get(name)
+                        if previous is None:
+                            del applied[name]
+                        else:
+                            applied[name] = previous
+                            self.invokers[name] = await self._build_invoker(previous)
+                self.config = dataclasses.replace(self.config, functions=applied)
+        finally:
+            await self.reconcile()
+        if problems:
+            raise ConfigError("; ".join(problems) + " (kept the previous definition)")
 
     # ------------------------------------------------------------------ reconcile
 
@@ -384,8 +411,15 @@ class Router:
 
     async def _flush(self) -> None:
         statuses, self._status = self._status, {}
-        for uid, result in statuses.items():
-            await self.store.set_mapping_status(uid, last_result=result)
+        try:
+            while statuses:
+                uid, result = next(iter(statuses.items()))
+                await self.store.set_mapping_status(uid, last_result=result)
+                del statuses[uid]
+        finally:
+            # What could not be written is written on the next flush (newer news first).
+            for uid, result in statuses.items():
+                self._status.setdefault(uid, result)
         for uid, running in list(self.running.items()):
             await self._flush_one(uid, running)
 
@@ -400,13 +434,13 @@ class Router:
         )
         if not delta:
             return
-        running.flushed = Counters(
-            records_in=now.records_in,
-            filtered=now.filtered,
-            invoked=now.invoked,
-            failed=now.failed,
-        )
         await self.store.add_stats(uid, delta)
+        running.flushed = Counters(
+            records_in=before.records_in + delta.records_in,
+            filtered=before.filtered + delta.filtered,
+            invoked=before.invoked + delta.invoked,
+            failed=before.failed + delta.failed,
+        )
 
     def counters(self) -> dict[str, tuple[str, Counters]]:
         """Live counters per mapping uuid: (mapping name, counters)."""

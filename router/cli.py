@@ -123,20 +123,20 @@ async def _run(args: argparse.Namespace) -> int:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(watching.wait(), 10)
         logger.info(
-            "router %s running: %d mappings in the store, replica %s",
+            "router %s running: %d mappings running, replica %s",
             __version__,
-            len(await store.list_mappings()),
+            len(router.running),
             router.replica_id,
         )
         await stop.wait()
         logger.info("stopping: draining in-flight batches")
     finally:
+        if router is not None:
+            await router.stop()  # waits for a configuration change being applied
         if watcher is not None:
             watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await watcher
-        if router is not None:
-            await router.stop()
         if runner is not None:
             await runner.cleanup()
         await store.aclose()
@@ -163,22 +163,26 @@ async def _watch_config(path: str, router: Any, store: Any, ready: asyncio.Event
     applied = await asyncio.to_thread(_fingerprint, path)
     async for _ in awatch(path, debounce=300, rust_timeout=1000, yield_on_timeout=True):
         ready.set()
+        current = await asyncio.to_thread(_fingerprint, path)
+        if current == applied:
+            continue
         try:
-            current = await asyncio.to_thread(_fingerprint, path)
-            if current == applied:
-                continue
-            applied = current
             config = load_config(path)
+        except ConfigError as e:
+            applied = current  # rejected whole; looked at again when the files change
+            logger.error("configuration rejected, running mappings unchanged:\n%s", e)
+            continue
+        try:
             plan = await plan_apply(config, store)
             if not plan.is_empty:
                 logger.info("configuration changed:\n%s", plan.render())
             await apply_plan(plan, store)
+            applied = current
             await router.update_functions(config.functions)
-            await router.reconcile()
         except ConfigError as e:
-            logger.error("configuration rejected, running mappings unchanged:\n%s", e)
-        except RouterError as e:
-            logger.error("cannot apply the changed configuration: %s", e)
+            logger.error("configuration partly applied: %s", e)
+        except Exception as e:  # noqa: BLE001 - the store may be down: retried next tick
+            logger.error("cannot apply the changed configuration (will retry): %s", e)
 
 
 # ---------------------------------------------------------------------------- commands
@@ -328,7 +332,8 @@ async def _replay(args: argparse.Namespace) -> int:
                     invoked_function_arn=function.arn or function_arn(function.name),
                 )
             )
-            if result.outcome is Outcome.SUCCESS:
+            reported = isinstance(result.payload, dict) and result.payload.get("batchItemFailures")
+            if result.outcome is Outcome.SUCCESS and not reported:
                 assert event.id is not None
                 await store.mark_replayed([event.id])
                 replayed += 1

@@ -206,6 +206,11 @@ class Pipeline(Sink):
     def free(self) -> int:
         return max(0, self._capacity - self._held)
 
+    async def wait_for_room(self) -> None:
+        while self._held >= self._capacity:
+            self._room.clear()
+            await self._room.wait()
+
     @property
     def held(self) -> int:
         """Records taken from the source and not yet acknowledged, released or dropped."""
@@ -266,6 +271,13 @@ class Pipeline(Sink):
                 await self.delivery.ack(skip_now)
             except Abandoned:
                 self._done(len(skip_now))
+            except asyncio.CancelledError:
+                # The source's receive loop was cancelled mid-delete: give the room back, and
+                # let the queue redeliver (and filter) them rather than hold them forever.
+                self._done(len(skip_now))
+                with contextlib.suppress(Exception):
+                    await self.source.release(skip_now)
+                raise
 
     async def revoke(self, lanes: Collection[Hashable], timeout: float) -> None:
         tasks: list[asyncio.Task[None]] = []
@@ -284,6 +296,12 @@ class Pipeline(Sink):
             task.cancel()
         if pending:
             await asyncio.wait(pending)
+        # A worker cancelled above may leave entries behind; they belong to the next owner.
+        for key in lanes:
+            lane = self._lanes.get(key)
+            if lane is not None and (lane.task is None or lane.task.done()):
+                self._drop(lane)
+                del self._lanes[key]
 
     # ----------------------------------------------------------------- lanes
 

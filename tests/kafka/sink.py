@@ -36,6 +36,9 @@ class RecordingSink:
     def free(self) -> int:
         return max(0, self.capacity - self.held)
 
+    async def wait_for_room(self) -> None:
+        return None
+
     async def revoke(self, lanes: Collection[Hashable], timeout: float) -> None:
         self.revoked.append((frozenset(lanes), timeout))
         if self.on_revoke is not None:

@@ -258,3 +258,43 @@ async def test_put_after_stop_takes_nothing(make: MakeHarness) -> None:
     await h.put(records(2))
     assert h.invoker.events == []
     await h.check(unresolved=["0", "1"])
+
+
+async def test_cancelling_put_while_filtered_records_are_deleted_frees_their_room(
+    make: MakeHarness,
+) -> None:
+    class Nothing:
+        def matches(self, event: Any) -> bool:
+            return False
+
+    source = FakeSource(QUEUE)
+    h = make(QUEUE, source=source, capacity=100, matcher=Nothing())
+    gate = asyncio.Event()
+    plain_ack = source.ack
+
+    async def slow_ack(batch: Any) -> None:
+        await gate.wait()
+        await plain_ack(batch)
+
+    source.ack = slow_ack  # type: ignore[method-assign,assignment]
+    task = asyncio.create_task(h.pipeline.put(records(10, None)))
+    await settle()
+    assert h.pipeline.free() == 90
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert h.pipeline.free() == 100
+    assert len(source.released) == 10  # a queue stops holding them at once
+
+
+async def test_wait_for_room_returns_once_acks_free_room(make: MakeHarness) -> None:
+    invoker = gated()
+    h = make(STREAM, invoker, capacity=4, batch_size=4)
+    await h.put(records(4))
+    waiter = asyncio.create_task(h.pipeline.wait_for_room())
+    await settle()
+    assert not waiter.done()
+    assert invoker.gate is not None
+    invoker.gate.set()
+    await asyncio.wait_for(waiter, 5)
+    await h.drain()
+    await h.check()

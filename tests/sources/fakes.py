@@ -76,6 +76,9 @@ class RecordingSink:
     def free(self) -> int:
         return 1000
 
+    async def wait_for_room(self) -> None:
+        return None
+
     async def revoke(self, lanes: Collection[Hashable], timeout: float) -> None:
         return None
 
