@@ -43,3 +43,22 @@ async def slow(event: dict[str, Any], context: Any) -> None:
 async def fail(event: dict[str, Any], context: Any) -> None:
     EVENTS.append(event)
     raise ValueError("always fails")
+
+
+class _Concurrency:
+    now = 0
+    peak = 0
+
+
+CONCURRENCY = _Concurrency()
+
+
+async def busy(event: dict[str, Any], context: Any) -> None:
+    """Takes a while, counting how many invocations run at once."""
+    CONCURRENCY.now += 1
+    CONCURRENCY.peak = max(CONCURRENCY.peak, CONCURRENCY.now)
+    try:
+        EVENTS.append(event)
+        await asyncio.sleep(0.2)
+    finally:
+        CONCURRENCY.now -= 1

@@ -209,3 +209,51 @@ async def test_batching_window_gathers_several_receives(
             await eventually(lambda: len(set(_bodies(events))) == 60, timeout=30, what="all")
             await eventually(lambda: _empty(sqs, url), timeout=20, what="queue drained")
         assert max(len(e["Records"]) for e in events) > 10
+
+
+async def test_maximum_concurrency_bounds_parallel_batches(
+    aws: Any, sqlite_store: SQLStore, events: list[dict[str, Any]]
+) -> None:
+    e2e_handlers.CONCURRENCY.peak = 0
+    async with aws.client("sqs") as sqs:
+        url = await make_queue(sqs, unique("conc"))
+        for start in range(0, 30, 10):
+            await sqs.send_message_batch(
+                QueueUrl=url,
+                Entries=[{"Id": str(i), "MessageBody": str(i)} for i in range(start, start + 10)],
+            )
+        mapping = "    batch_size: 2\n    scaling_config:\n      maximum_concurrency: 2"
+        config = _config("busy", _sqs_source(aws.endpoint, url), mapping)
+        async with run_router(config, sqlite_store):
+            await eventually(lambda: len(set(_bodies(events))) == 30, timeout=30, what="all")
+            await eventually(lambda: _empty(sqs, url), timeout=20, what="queue drained")
+        assert e2e_handlers.CONCURRENCY.peak == 2
+
+
+async def test_bucket_polling_resumes_after_a_restart(
+    aws: Any, sqlite_store: SQLStore, events: list[dict[str, Any]]
+) -> None:
+    async with aws.client("s3") as s3:
+        bucket = unique("polle2e")
+        await s3.create_bucket(Bucket=bucket)
+        await s3.put_object(Bucket=bucket, Key="in/first.json", Body=b"{}")
+        source = f"""      type: s3
+      bucket: {bucket}
+      prefix: in/
+      endpoint_url: {aws.endpoint}
+      region: us-east-1
+      poll_interval: 0.2"""
+        config = _config("record", source)
+
+        def keys() -> list[str]:
+            return [e["Records"][0]["s3"]["object"]["key"] for e in events]
+
+        async with run_router(config, sqlite_store):
+            await eventually(lambda: keys() == ["in/first.json"], what="first object")
+        await s3.put_object(Bucket=bucket, Key="in/second.json", Body=b"{}")
+        async with run_router(config, sqlite_store):
+            await eventually(lambda: len(keys()) == 2, what="second object")
+            await s3.put_object(Bucket=bucket, Key="in/first.json", Body=b'{"changed": true}')
+            await eventually(lambda: len(keys()) == 3, what="changed object")
+        assert keys() == ["in/first.json", "in/second.json", "in/first.json"]
+        assert all(e["Records"][0]["eventName"] == "ObjectCreated:Put" for e in events)
