@@ -135,8 +135,8 @@ def encode_key(key: str) -> str:
 def _event_time(value: Any) -> datetime:
     if isinstance(value, str):
         with contextlib.suppress(ValueError):
-            parsed = datetime.fromisoformat(value)
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+            # S3 writes UTC with "Z"; a time without a zone (moto) is the sender's local time.
+            return datetime.fromisoformat(value).astimezone(UTC)
     return datetime.now(UTC)
 
 
@@ -278,6 +278,10 @@ class S3Source(Source):
         assert self.queue is not None
         queue = self.queue
         received = time.monotonic()
+        # The event's age counts from when the router takes it, as Lambda's asynchronous
+        # queue counts from when it accepts an event: a backlog that waited in SQS while
+        # the router was down is delivered, not expired.
+        now = time.time()
         records: list[Record] = []
         done: list[tuple[str, str]] = []
         unknown = 0
@@ -311,7 +315,7 @@ class S3Source(Source):
                         data=data,
                         identifier=identifier,
                         size=len(orjson.dumps(data)),
-                        arrival=_event_time(raw.get("eventTime")).timestamp(),
+                        arrival=now,
                     )
                 )
             if entry.waiting:
@@ -461,7 +465,8 @@ class S3Source(Source):
             data=data,
             identifier=f"{key}@{etag}",
             size=len(orjson.dumps(data)),
-            arrival=moment.timestamp(),
+            # Found now: an old object seen for the first time is not an expired event.
+            arrival=time.time(),
         )
 
     async def _ack_polled(self, records: Sequence[Record]) -> None:

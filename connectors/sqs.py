@@ -228,8 +228,8 @@ class SQSQueue:
                 retry.append(chunk[int(entry["Id"])])
         if dropped:
             logger.warning(
-                "sqs %s: %d messages could not be deleted (%s); they were received again "
-                "after their visibility timeout ended and will be delivered again",
+                "sqs %s: %d messages could not be deleted (%s): their receipt handles "
+                "expired; any of them still on the queue will be delivered again",
                 self.url,
                 dropped,
                 failed[0].get("Code", "?"),
