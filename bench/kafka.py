@@ -38,7 +38,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from router.app import Router
+from router.app import Router, tune_gc
 from router.config import apply_plan, load_config_text, plan_apply
 from router.store import SQLStore
 from router.store.migrate import upgrade_async
@@ -251,7 +251,15 @@ async def main() -> None:
     parser.add_argument("--bootstrap", help="HOST:PORT of a broker (default: start tansu)")
     parser.add_argument("--records", type=int, default=300_000)
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument(
+        "--default-gc",
+        action="store_true",
+        help="keep Python's default GC settings instead of those `router run` applies",
+    )
     args = parser.parse_args()
+    if not args.default_gc:
+        # As `router run` does; the bare loop runs in this same process under the same settings.
+        tune_gc()
     module = types.ModuleType("kafka_bench_handler")
     module.handle = COUNTER.handle  # type: ignore[attr-defined]
     sys.modules["kafka_bench_handler"] = module

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -90,7 +89,7 @@ def _fail(message: str, code: int) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from router.app import Router
+    from router.app import Router, tune_gc
     from router.ops import start_listener
 
     config = _load(args)
@@ -109,10 +108,7 @@ async def _run(args: argparse.Namespace) -> int:
         await apply_plan(await plan_apply(config, store), store)
         router = Router(config, store, replica_id=args.replica_id)
         await router.start()
-        # The per-record path allocates many short-lived objects: collect the young
-        # generation less often, and keep everything built at start out of collections.
-        gc.set_threshold(50_000, 20, 100)
-        gc.freeze()
+        tune_gc()
         listen = args.http_listen or config.settings.http_listen
         if listen != "off":
             runner = await start_listener(router, listen)

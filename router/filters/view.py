@@ -32,11 +32,12 @@ Rules per source type (AWS Lambda "event filtering" documentation, per-service p
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 from collections.abc import Mapping
 from typing import Any, Final
+
+import orjson
 
 from router.filters.spec import RawText
 
@@ -45,9 +46,17 @@ SOURCE_TYPES: Final = frozenset(
 )
 
 
-def decode_text(text: str) -> Any:
+def decode_text(text: str | bytes) -> Any:
     """A text payload as the matcher sees it: its JSON value, or RawText when not JSON."""
     try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    try:
+        # What orjson refuses but is still JSON to Python (integers beyond 64 bits, or
+        # invalid UTF-8 replaced above) is parsed the slow way.
         return json.loads(text)
     except ValueError:
         return RawText(text)
@@ -58,10 +67,10 @@ def decode_base64(data: Any) -> Any:
     if not isinstance(data, str | bytes):
         return data  # null (Kafka tombstone) or already decoded
     try:
-        raw = base64.b64decode(data, validate=True)
+        raw = binascii.a2b_base64(data, strict_mode=True)
     except (binascii.Error, ValueError):
         return RawText(data if isinstance(data, str) else data.decode("latin-1"))
-    return decode_text(raw.decode("utf-8", errors="replace"))
+    return decode_text(raw)
 
 
 def _with(record: Mapping[str, Any], key: str, transform: Any) -> dict[str, Any]:
