@@ -24,6 +24,23 @@ from router.models import FunctionConfig, MappingConfig, MappingRow
 _COLUMN_OF = {"function": "function_name", "maximum_concurrency": "maximum_concurrency"}
 
 
+SETTING_COLUMNS = (
+    "batch_size",
+    "maximum_batching_window",
+    "starting_position",
+    "starting_position_timestamp",
+    "filter_criteria",
+    "maximum_retry_attempts",
+    "maximum_record_age",
+    "bisect_batch_on_function_error",
+    "function_response_types",
+    "parallelization_factor",
+    "maximum_concurrency",
+    "destination_config",
+)
+"""Mapping columns that hold one setting each, in the order of the configuration reference."""
+
+
 def _row_locator(name: str) -> Locate:
     table = f"event_source_mappings[name={name}]"
 
@@ -69,20 +86,7 @@ def mapping_from_row(
         },
         "enabled": row.enabled,
     }
-    for column in (
-        "batch_size",
-        "maximum_batching_window",
-        "starting_position",
-        "starting_position_timestamp",
-        "filter_criteria",
-        "maximum_retry_attempts",
-        "maximum_record_age",
-        "bisect_batch_on_function_error",
-        "function_response_types",
-        "parallelization_factor",
-        "maximum_concurrency",
-        "destination_config",
-    ):
+    for column in SETTING_COLUMNS:
         value = getattr(row, column)
         if value is None:
             continue
@@ -104,23 +108,7 @@ def mapping_from_row(
     return replace(mapping, uuid=row.uuid, origin=row.origin)
 
 
-_CONFIG_COLUMNS = (
-    "function_name",
-    "source_type",
-    "source_config",
-    "batch_size",
-    "maximum_batching_window",
-    "starting_position",
-    "starting_position_timestamp",
-    "filter_criteria",
-    "maximum_retry_attempts",
-    "maximum_record_age",
-    "bisect_batch_on_function_error",
-    "function_response_types",
-    "parallelization_factor",
-    "maximum_concurrency",
-    "destination_config",
-)
+_CONFIG_COLUMNS = ("function_name", "source_type", "source_config", *SETTING_COLUMNS)
 CONFIG_COLUMNS = _CONFIG_COLUMNS
 """The columns a YAML mapping sets, besides ``enabled`` (which has its own rule)."""
 
