@@ -38,9 +38,9 @@ from router.models import (
     MappingRow,
     MappingState,
     StatsDelta,
+    function_arn,
 )
 from router.pipeline import Backoff, Counters, Pipeline
-from router.pipeline.records import function_arn
 from router.secrets import redact
 
 logger = logging.getLogger(__name__)
@@ -306,7 +306,7 @@ class Router:
         invoker = self.invokers.get(config.function)
         if function is None or invoker is None:
             raise ConfigError(f"function {config.function!r} is not declared under functions:")
-        arn = function.arn or function_arn(function.name)
+        arn = function_arn(function.name, function.arn)
         source_cls = registry.load_source(config.source.type)
         source = source_cls(
             config.source.settings,

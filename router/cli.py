@@ -280,8 +280,7 @@ async def _db_upgrade(args: argparse.Namespace) -> int:
 async def _replay(args: argparse.Namespace) -> int:
     from router import registry
     from router.abc import Invoker, InvokerContext
-    from router.models import Invocation, Outcome
-    from router.pipeline.records import function_arn
+    from router.models import Invocation, Outcome, function_arn
 
     config = _load(args)
     store = await _open_store(_store_url(args, config))
@@ -325,7 +324,7 @@ async def _replay(args: argparse.Namespace) -> int:
                     event=request,
                     request_id=str(uuid.uuid4()),
                     deadline=time.time() + function.timeout,
-                    invoked_function_arn=function.arn or function_arn(function.name),
+                    invoked_function_arn=function_arn(function.name, function.arn),
                 )
             )
             reported = isinstance(result.payload, dict) and result.payload.get("batchItemFailures")

@@ -8,6 +8,7 @@ mutable only in ``attempts``.
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -235,3 +236,15 @@ class FailedEvent:
     id: int | None = None
     created_at: datetime | None = None
     replayed_at: datetime | None = None
+
+
+def function_arn(name: str, arn: str = "") -> str:
+    """The ARN a function is invoked as: the configured one, or a local look-alike.
+
+    A local ARN uses ``AWS_REGION`` (default ``us-east-1``) and the account ``000000000000``
+    that AWS emulators use, so handlers that split the ARN keep working.
+    """
+    if arn:
+        return arn
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    return f"arn:aws:lambda:{region}:000000000000:function:{name}"

@@ -39,7 +39,6 @@ from router.invokers.results import (
     decode_payload,
     encode_response,
     error_payload,
-    function_arn,
     function_error,
     response_too_large,
     success,
@@ -51,6 +50,7 @@ from router.models import (
     Invocation,
     InvokeResult,
     PluginSettings,
+    function_arn,
 )
 
 logger = logging.getLogger(__name__)

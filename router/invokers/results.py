@@ -7,7 +7,6 @@ whichever invoker ran the function.
 from __future__ import annotations
 
 import decimal
-import os
 from typing import Any
 
 import orjson
@@ -24,18 +23,6 @@ _ORJSON_OPTS = (
 
 class MarshalError(TypeError):
     """A handler's return value cannot be encoded as JSON."""
-
-
-def function_arn(name: str, arn: str = "") -> str:
-    """The ARN a function is invoked as: the configured one, or a local look-alike.
-
-    A local ARN uses ``AWS_REGION`` (default ``us-east-1``) and the account ``000000000000``
-    that AWS emulators use, so handlers that split the ARN keep working.
-    """
-    if arn:
-        return arn
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    return f"arn:aws:lambda:{region}:000000000000:function:{name}"
 
 
 def error_payload(message: str, error_type: str, stack_trace: list[str] | None = None) -> Any:

@@ -51,7 +51,6 @@ from router.invokers.results import (
     decode_payload,
     describe_error,
     error_payload,
-    function_arn,
     function_error,
     response_too_large,
     success,
@@ -65,6 +64,7 @@ from router.models import (
     Invocation,
     InvokeResult,
     PluginSettings,
+    function_arn,
 )
 
 logger = logging.getLogger(__name__)

@@ -40,8 +40,9 @@ from router.models import (
     Outcome,
     Record,
     SourceKind,
+    function_arn,
 )
-from router.pipeline.records import async_record, function_arn, stream_failure_record
+from router.pipeline.records import async_record, stream_failure_record
 from router.pipeline.retry import (
     Backoff,
     MalformedResponse,
@@ -128,7 +129,7 @@ class Delivery:
         self.stopping = stopping
         self.report = report
         self.done = done
-        self.arn = function.arn or function_arn(function.name)
+        self.arn = function_arn(function.name, function.arn)
         self.max_age = mapping.maximum_record_age
         self.max_retries = mapping.maximum_retry_attempts
         cap = source.traits_for(source.settings).retry_cap_with_destination

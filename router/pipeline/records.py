@@ -13,13 +13,6 @@ from typing import Any
 
 from router.models import InvokeResult
 
-DEFAULT_REGION = "us-east-1"
-DEFAULT_ACCOUNT = "123456789012"
-
-
-def function_arn(name: str, region: str = DEFAULT_REGION, account: str = DEFAULT_ACCOUNT) -> str:
-    return f"arn:aws:lambda:{region}:{account}:function:{name}"
-
 
 def iso_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -7,7 +7,7 @@ import asyncio
 import time
 from typing import Any
 
-from router.models import InvokeResult, SourceKind
+from router.models import InvokeResult, SourceKind, function_arn
 from tests.pipeline.conftest import MakeHarness
 from tests.pipeline.fakes import (
     RecordingDestination,
@@ -94,7 +94,8 @@ async def test_retries_then_on_failure_destination_and_lane_moves_on(make: MakeH
     context = failure["requestContext"]
     assert context["condition"] == "RetryAttemptsExhausted"
     assert context["approximateInvokeCount"] == 3
-    assert context["functionArn"] == "arn:aws:lambda:us-east-1:123456789012:function:f"
+    # The same ARN the function sees as context.invoked_function_arn.
+    assert context["functionArn"] == function_arn("f")
     assert context["requestId"]
     assert failure["responseContext"] == {
         "statusCode": 200,
