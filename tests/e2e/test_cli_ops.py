@@ -110,3 +110,37 @@ def test_run_refuses_an_outdated_schema(empty_pg_url: str, tmp_path: Path) -> No
     assert "router db upgrade" in result.stderr
     upgraded = _cli("db", "upgrade", "--store", empty_pg_url, cwd=tmp_path)
     assert upgraded.returncode == 0, upgraded.stderr
+
+
+def test_schema_and_test_pattern_through_the_router_command(tmp_path: Path) -> None:
+    import json
+
+    schema = _cli("schema", cwd=tmp_path)
+    assert schema.returncode == 0, schema.stderr
+    document = json.loads(schema.stdout)
+    assert "mappings" in json.dumps(document)
+
+    event = '{"body": {"status": "paid", "total": 120}}'
+    match = _cli(
+        "test-pattern",
+        "--pattern",
+        '{"body": {"status": ["paid"]}}',
+        "--event",
+        event,
+        cwd=tmp_path,
+    )
+    assert match.returncode == 0, match.stderr
+    miss = _cli(
+        "test-pattern",
+        "--pattern",
+        '{"body": {"status": ["void"]}}',
+        "--event",
+        event,
+        cwd=tmp_path,
+    )
+    assert miss.returncode == 1
+    bad = _cli(
+        "test-pattern", "--pattern", '{"body": {"status": "paid"}}', "--event", event, cwd=tmp_path
+    )
+    assert bad.returncode == 2
+    assert "status" in bad.stderr
