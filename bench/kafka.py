@@ -22,10 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib.util
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 import types
 import uuid
@@ -38,10 +35,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bench.support import free_port, running_router, server
 from router.app import Router, tune_gc
-from router.config import apply_plan, load_config_text, plan_apply
-from router.store import SQLStore
-from router.store.migrate import upgrade_async
 
 PARTITIONS = 4
 KINDS = ["order", "refund", "invoice", "shipment"]
@@ -59,22 +54,20 @@ class Counter:
     def __init__(self) -> None:
         self.count = 0
         self.delivered = asyncio.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def handle(self, event: dict[str, object], context: object) -> dict[str, object]:
+        # A sync handler, as most Lambda handlers are: it runs on the invoker's threads, so
+        # the event loop is told about the first delivery thread-safely.
         records = event["records"]
         assert isinstance(records, dict)
         self.count += sum(len(rs) for rs in records.values())
-        self.delivered.set()
+        if not self.delivered.is_set() and self.loop is not None:
+            self.loop.call_soon_threadsafe(self.delivered.set)
         return {}
 
 
 COUNTER = Counter()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -85,35 +78,11 @@ def tansu() -> Iterator[str]:
     binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
     port = free_port()
     address = f"127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [
-            str(binary),
-            "broker",
-            "--listener-url",
-            f"tcp://{address}",
-            "--advertised-listener-url",
-            f"tcp://{address}",
-            "--storage-engine",
-            "memory://tansu/",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise SystemExit("the tansu broker did not start") from None
-                time.sleep(0.05)
+    listener = f"tcp://{address}"
+    argv = [str(binary), "broker", "--listener-url", listener]
+    argv += ["--advertised-listener-url", listener, "--storage-engine", "memory://tansu/"]
+    with server(argv, port, timeout=30):
         yield address
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def value(i: int) -> bytes:
@@ -222,27 +191,16 @@ mappings:
       session_timeout_ms: 1000
       heartbeat_interval_ms: 100
 """
-    with tempfile.TemporaryDirectory() as folder:
-        url = f"sqlite:///{Path(folder) / 'bench.db'}"
-        await upgrade_async(url)
-        store = SQLStore(url)
-        await store.start()
-        config = load_config_text(text, "bench.yaml")
-        await apply_plan(await plan_apply(config, store), store)
-        router = Router(config, store, shutdown_timeout=10)
-        COUNTER.delivered.clear()
-        await router.start()
-        try:
-            # Timed from the first delivery (as the bare loop, from its first fetch) until
-            # every offset is committed, filtered records included.
-            await COUNTER.delivered.wait()
-            start, cpu = time.perf_counter(), time.process_time()
-            while committed_total(router) < records:  # noqa: ASYNC110 - commits have no event
-                await asyncio.sleep(0.01)
-            elapsed, cpu_used = time.perf_counter() - start, time.process_time() - cpu
-        finally:
-            await router.stop()
-            await store.aclose()
+    COUNTER.delivered.clear()
+    COUNTER.loop = asyncio.get_running_loop()
+    async with running_router(text) as router:
+        # Timed from the first delivery (as the bare loop, from its first fetch) until
+        # every offset is committed, filtered records included.
+        await COUNTER.delivered.wait()
+        start, cpu = time.perf_counter(), time.process_time()
+        while committed_total(router) < records:  # noqa: ASYNC110 - commits have no event
+            await asyncio.sleep(0.01)
+        elapsed, cpu_used = time.perf_counter() - start, time.process_time() - cpu
     return records / elapsed, records / cpu_used
 
 

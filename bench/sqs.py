@@ -23,10 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import os
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 import types
 import uuid
@@ -39,10 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import aioboto3
 import orjson
 
-from router.app import Router
-from router.config import apply_plan, load_config_text, plan_apply
-from router.store import SQLStore
-from router.store.migrate import upgrade_async
+from bench.support import free_port, running_router, server
 
 REGION = "us-east-1"
 
@@ -58,35 +52,11 @@ class Counter:
 COUNTER = Counter()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def moto_server() -> Iterator[str]:
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise SystemExit("the moto server did not start") from None
-                time.sleep(0.05)
+    with server([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], port):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 async def fill(sqs: Any, url: str, first: int, count: int) -> None:
@@ -180,29 +150,17 @@ mappings:
       wait_time_seconds: 1
       receivers: {receivers}
 """
-    with tempfile.TemporaryDirectory() as folder:
-        store_url = f"sqlite:///{Path(folder) / 'bench.db'}"
-        await upgrade_async(store_url)
-        store = SQLStore(store_url)
-        await store.start()
-        config = load_config_text(text, "bench.yaml")
-        await apply_plan(await plan_apply(config, store), store)
-        router = Router(config, store, shutdown_timeout=10)
-        COUNTER.seen.clear()
-        await router.start()
-        elapsed = 0.0
-        try:
-            for first, count in rounds(messages, depth):
-                start = time.perf_counter()
-                await fill(sqs, url, first, count)
-                while len(COUNTER.seen) < first + count:  # noqa: ASYNC110 - no event for it
-                    await asyncio.sleep(0.005)
-                while not await queue_empty(sqs, url):  # noqa: ASYNC110 - no event for it
-                    await asyncio.sleep(0.02)
-                elapsed += time.perf_counter() - start
-        finally:
-            await router.stop()
-            await store.aclose()
+    COUNTER.seen.clear()
+    elapsed = 0.0
+    async with running_router(text):
+        for first, count in rounds(messages, depth):
+            start = time.perf_counter()
+            await fill(sqs, url, first, count)
+            while len(COUNTER.seen) < first + count:  # noqa: ASYNC110 - no event for it
+                await asyncio.sleep(0.005)
+            while not await queue_empty(sqs, url):  # noqa: ASYNC110 - no event for it
+                await asyncio.sleep(0.02)
+            elapsed += time.perf_counter() - start
     return messages / elapsed
 
 
