@@ -85,11 +85,12 @@ class Pipeline(Sink):
         self.policy = BatchPolicy(
             batch_size=max(1, mapping.batch_size), window=max(0.0, mapping.maximum_batching_window)
         )
-        if self.kind is SourceKind.STREAM:
-            concurrency = UNBOUNDED
-        else:
-            concurrency = mapping.maximum_concurrency or DEFAULT_CONCURRENCY
-        self._slots = asyncio.Semaphore(concurrency)
+        limit = mapping.maximum_concurrency or DEFAULT_CONCURRENCY
+        # Streams run one batch per lane, as many lanes as there are. Queues bound the
+        # batches in flight. Asynchronous invocations bound the invocations themselves: an
+        # event waiting out a retry backoff must not hold a slot other events need.
+        self._slots = asyncio.Semaphore(limit if self.kind is SourceKind.QUEUE else UNBOUNDED)
+        invoke_slots = asyncio.Semaphore(limit) if self.kind is SourceKind.ASYNC else None
         self._capacity = capacity or min(100_000, max(1_000, 4 * self.policy.batch_size * 8))
         self._held = 0
         self._room = asyncio.Event()
@@ -113,6 +114,7 @@ class Pipeline(Sink):
             stopping=self._stopping,
             report=self.report,
             done=self._done,
+            invoke_slots=invoke_slots,
         )
 
     # ----------------------------------------------------------------- lifecycle

@@ -116,6 +116,7 @@ class Delivery:
         stopping: asyncio.Event,
         report: Callable[[str], None],
         done: Callable[[int], None],
+        invoke_slots: asyncio.Semaphore | None = None,
     ) -> None:
         self.mapping = mapping
         self.function = function
@@ -129,6 +130,8 @@ class Delivery:
         self.stopping = stopping
         self.report = report
         self.done = done
+        self.invoke_slots = invoke_slots
+        """Bounds concurrent invocations (asynchronous sources); None: bounded by lanes."""
         self.arn = function_arn(function.name, function.arn)
         self.max_age = mapping.maximum_record_age
         self.max_retries = mapping.maximum_retry_attempts
@@ -220,21 +223,14 @@ class Delivery:
                 )
                 return result, request_id, event
             started = time.monotonic()
-            invocation = Invocation(
-                function=self.function.name,
-                event=event,
-                request_id=request_id,
-                deadline=time.time() + self.function.timeout,
-                invoked_function_arn=self.arn,
-            )
-            try:
-                result = await self.invoker.invoke(invocation)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # noqa: BLE001 - an invoker bug is a transport error
-                result = InvokeResult(
-                    outcome=Outcome.TRANSPORT_ERROR, status_code=0, detail=redact(str(e))
-                )
+            if self.invoke_slots is None:
+                result = await self._call(event, request_id)
+            else:
+                async with self.invoke_slots:
+                    if self.stopping.is_set():
+                        raise Abandoned
+                    started = time.monotonic()
+                    result = await self._call(event, request_id)
             counters = self.counters
             counters.invocations += 1
             counters.invoked += len(records)
@@ -251,6 +247,23 @@ class Delivery:
                 if all(self._expired(r, now) for r in records):
                     return result, request_id, event
             await self.sleep(self.backoff.delay(attempt, result.retry_after))
+
+    async def _call(self, event: Any, request_id: str) -> InvokeResult:
+        invocation = Invocation(
+            function=self.function.name,
+            event=event,
+            request_id=request_id,
+            deadline=time.time() + self.function.timeout,
+            invoked_function_arn=self.arn,
+        )
+        try:
+            return await self.invoker.invoke(invocation)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - an invoker bug is a transport error
+            return InvokeResult(
+                outcome=Outcome.TRANSPORT_ERROR, status_code=0, detail=redact(str(e))
+            )
 
     # ------------------------------------------------------------------ streams
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from router.models import InvokeResult, SourceKind
+from router.pipeline import Backoff
 from tests.pipeline.conftest import MakeHarness
 from tests.pipeline.fakes import (
     RecordingDestination,
@@ -272,3 +273,24 @@ async def test_async_throttles_do_not_spend_retries(make: MakeHarness) -> None:
     assert dest.records == []
     assert len(h.invoker.events) == 5
     await h.check()
+
+
+async def test_an_event_in_retry_backoff_does_not_hold_an_invocation_slot(
+    make: MakeHarness,
+) -> None:
+    # One invocation at a time; the first event fails and waits out a long backoff. The
+    # other events are invoked meanwhile: the slot bounds invocations, not waiting retries.
+    invoker = ScriptedInvoker(lambda e: error() if event_ids(e) == ["bad"] else ok())
+    h = make(
+        ASYNC,
+        invoker,
+        backoff=Backoff(base=30.0, cap=30.0),
+        maximum_concurrency=1,
+        maximum_retry_attempts=2,
+    )
+    await h.put([record("bad", "lane-bad")])
+    await until(lambda: len(invoker.events) == 1, what="first invoke")
+    await h.put([record("a", "lane-a"), record("b", "lane-b")])
+    await until(lambda: sorted(h.source.acked) == ["a", "b"], what="other events delivered")
+    await h.pipeline.stop(timeout=5)
+    await h.check(unresolved=["bad"])
