@@ -16,7 +16,7 @@ from typing import Any
 from router.abc import Destination, Invoker, Sink, Source
 from router.errors import RouterError
 from router.models import FunctionConfig, MappingConfig, Record, SourceKind
-from router.pipeline.batcher import BatchPolicy
+from router.pipeline.batcher import EVENT_OVERHEAD, RECORD_OVERHEAD, BatchPolicy
 from router.pipeline.delivery import Abandoned, Counters, Delivery
 from router.pipeline.retry import Backoff
 from router.secrets import redact
@@ -322,7 +322,18 @@ class Pipeline(Sink):
 
     def _take(self, lane: Lane) -> list[Entry]:
         entries = lane.entries
-        n = self.policy.cut(None if f else r.size for r, f in entries)
+        policy = self.policy
+        if (
+            lane.count == len(entries) <= policy.batch_size
+            and lane.nbytes + EVENT_OVERHEAD + RECORD_OVERHEAD * lane.count <= policy.max_bytes
+        ):
+            # Everything waiting fits in one batch (and nothing rides along): take it whole.
+            batch = list(entries)
+            entries.clear()
+            lane.count = 0
+            lane.nbytes = 0
+            return batch
+        n = policy.cut(None if f else r.size for r, f in entries)
         batch = [entries.popleft() for _ in range(n)]
         for record, filtered in batch:
             if not filtered:

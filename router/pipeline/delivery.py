@@ -152,6 +152,10 @@ class Delivery:
     def _expired(self, record: Record, now: float) -> bool:
         return self.max_age >= 0 and now - record.arrival > self.max_age
 
+    def _expired_in(self, records: Sequence[Record]) -> list[Record]:
+        oldest = time.time() - self.max_age
+        return [r for r in records if r.arrival < oldest]
+
     async def ack(self, records: Sequence[Record]) -> None:
         """Acknowledge at the source, retrying while the source is unavailable."""
         if not records:
@@ -277,9 +281,9 @@ class Delivery:
             if not segment.records:
                 work.pop(0)
                 continue
-            now = time.time()
-            expired = [r for r in segment.records if self._expired(r, now)]
+            expired = self._expired_in(segment.records) if self.max_age >= 0 else None
             if expired:
+                now = time.time()
                 segment.records = [r for r in segment.records if not self._expired(r, now)]
                 await self._stream_failed(
                     expired,
@@ -296,6 +300,11 @@ class Delivery:
                 failed_from = self._partial(segment.records, result)
                 if failed_from is None:
                     await self._succeed(segment.records, result, request_id, event)
+                    if len(segment.records) == len(batch):
+                        # The common case: the whole batch went through at the first try.
+                        await self.ack([r for r, _ in batch])
+                        batch.clear()
+                        return
                     finished.update(id(r) for r in segment.records)
                     work.pop(0)
                     continue
