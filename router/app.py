@@ -59,9 +59,17 @@ def tune_gc() -> None:
 def default_backoff() -> Backoff:
     """Retry backoff for function errors; ROUTER_RETRY_BASE_DELAY / ROUTER_RETRY_MAX_DELAY
     (seconds) tune it."""
-    base = float(os.environ.get("ROUTER_RETRY_BASE_DELAY", "1.0"))
-    cap = float(os.environ.get("ROUTER_RETRY_MAX_DELAY", "60.0"))
-    return Backoff(base=base, cap=cap)
+    values = []
+    for name, default in (("ROUTER_RETRY_BASE_DELAY", "1.0"), ("ROUTER_RETRY_MAX_DELAY", "60.0")):
+        text = os.environ.get(name, default)
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if value <= 0:
+            raise ConfigError(f"${name}={text!r}: expected a positive number of seconds")
+        values.append(value)
+    return Backoff(base=values[0], cap=values[1])
 
 
 def default_replica_id() -> str:
