@@ -119,12 +119,6 @@ def record_converter(slots: int) -> Converter:
     return convert
 
 
-def item_identifier(topic: str, partition: int, offset: int) -> str:
-    """The canonical form of Lambda's Kafka ``itemIdentifier``
-    ``{"partition": "<topic>-<partition>", "offset": <offset>}``."""
-    return f"{topic}-{partition}:{offset}"
-
-
 def build_event(bootstrap: str, records: Sequence[Record]) -> dict[str, Any]:
     """The ``SelfManagedKafka`` event: records grouped by ``<topic>-<partition>``, in order."""
     grouped: dict[str, list[dict[str, Any]]] = {}

@@ -144,7 +144,7 @@ class Router:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             await asyncio.gather(
-                *(self._stop_mapping(u, final=True) for u in list(self.running)),
+                *(self._stop_mapping(u) for u in list(self.running)),
                 return_exceptions=True,
             )
         for invoker in self.invokers.values():
@@ -202,7 +202,7 @@ class Router:
                     return
                 affected = [u for u, r in self.running.items() if r.config.function in changed]
                 for uid in affected:
-                    await self._stop_mapping(uid, final=False)
+                    await self._stop_mapping(uid)
                 for name in sorted(changed):
                     old = self.invokers.pop(name, None)
                     if old is not None:
@@ -265,14 +265,14 @@ class Router:
                             row.uuid, last_result=f"PROBLEM: {message}"
                         )
             for uid in [u for u in self.running if u not in seen]:
-                await self._stop_mapping(uid, final=True)
+                await self._stop_mapping(uid)
 
     async def _reconcile_one(self, row: MappingRow, changed: set[str] | None) -> None:
         running = self.running.get(row.uuid)
         if not row.enabled:
             if running is not None:
                 await self.store.set_mapping_status(row.uuid, state=MappingState.DISABLING)
-                await self._stop_mapping(row.uuid, final=True)
+                await self._stop_mapping(row.uuid)
             if row.state != MappingState.DISABLED:
                 await self.store.set_mapping_status(
                     row.uuid, state=MappingState.DISABLED, reason="USER_INITIATED"
@@ -282,7 +282,7 @@ class Router:
             config = mapping_from_row(row, self.config.functions)
         except ConfigError as e:
             if running is not None:
-                await self._stop_mapping(row.uuid, final=True)
+                await self._stop_mapping(row.uuid)
             if self.problems.get(row.uuid) != str(e):
                 self.problems[row.uuid] = str(e)
                 logger.error("mapping %s: invalid configuration: %s", row.name, e)
@@ -293,7 +293,7 @@ class Router:
             if running.config == config and not await self._reset_requested(row.uuid, changed):
                 return
             await self.store.set_mapping_status(row.uuid, state=MappingState.UPDATING)
-            await self._stop_mapping(row.uuid, final=False)
+            await self._stop_mapping(row.uuid)
         elif row.state != MappingState.ENABLED:
             await self.store.set_mapping_status(row.uuid, state=MappingState.ENABLING)
         await self._start_mapping(config)
@@ -375,7 +375,7 @@ class Router:
         opened.append(destination)
         return destination
 
-    async def _stop_mapping(self, uid: str, *, final: bool) -> None:
+    async def _stop_mapping(self, uid: str) -> None:
         running = self.running.pop(uid, None)
         if running is None:
             return

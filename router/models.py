@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Hashable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Hashable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -171,8 +171,6 @@ class MappingConfig:
     on_failure: DestinationSpec | None = None
     on_success: DestinationSpec | None = None
     origin: str = Origin.YAML
-    extra: Mapping[str, Any] = field(default_factory=dict)
-    """Nothing raw: reserved for fields a later schema version adds."""
 
 
 @dataclass(slots=True, kw_only=True)

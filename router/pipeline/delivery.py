@@ -283,8 +283,10 @@ class Delivery:
                 continue
             expired = self._expired_in(segment.records) if self.max_age >= 0 else None
             if expired:
-                now = time.time()
-                segment.records = [r for r in segment.records if not self._expired(r, now)]
+                # The complement of exactly those records: a second clock reading could let
+                # a record fall between "expired" and "kept" and stall the lane.
+                gone = {id(r) for r in expired}
+                segment.records = [r for r in segment.records if id(r) not in gone]
                 await self._stream_failed(
                     expired,
                     "RecordAgeExceeded",
