@@ -132,8 +132,10 @@ class Pipeline(Sink):
                 return
             except asyncio.CancelledError:
                 raise
-            except RouterError as e:
-                if not e.retriable:
+            except (RouterError, OSError, TimeoutError) as e:
+                # A connection that drops outside the source's own error handling is an
+                # outage like any other: retried, never a reason to stop the mapping.
+                if isinstance(e, RouterError) and not e.retriable:
                     self.report(f"PROBLEM: {redact(str(e))}")
                     logger.error(
                         "mapping %s: source stopped: %s", self.mapping.name, redact(str(e))

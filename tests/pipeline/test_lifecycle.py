@@ -298,3 +298,22 @@ async def test_wait_for_room_returns_once_acks_free_room(make: MakeHarness) -> N
     await asyncio.wait_for(waiter, 5)
     await h.drain()
     await h.check()
+
+
+async def test_a_dropped_connection_from_the_source_is_retried(make: MakeHarness) -> None:
+    class Flaky(FakeSource):
+        calls = 0
+
+        async def run(self, sink: Any) -> None:
+            Flaky.calls += 1
+            if Flaky.calls == 1:
+                raise ConnectionResetError("connection reset by peer")
+            await asyncio.Event().wait()
+
+    h = make(STREAM, source=Flaky(STREAM))
+    h.pipeline._source_backoff = Backoff(base=0.001, cap=0.001)
+    h.pipeline.start()
+    await until(lambda: Flaky.calls == 2, what="run() called again")
+    assert h.reports == ["PROBLEM: connection reset by peer"]
+    await h.pipeline.stop(timeout=1)
+    await h.check()
