@@ -22,7 +22,6 @@ since, including those that arrived while the router was down.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
 import logging
@@ -33,11 +32,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote_plus
 
 import orjson
 from pydantic import ConfigDict, Field
 
+from connectors.s3_events import encode_key, format_time, normalise
 from router.abc import Sink, Source, SourceContext, SourceTraits
 from router.errors import SourceError
 from router.models import PluginSettings, Record, SourceKind
@@ -83,11 +82,6 @@ class FileVersion:
     @property
     def checkpoint(self) -> str:
         return f"{self.mtime_ns}:{self.size}:{self.etag}"
-
-
-def encode_key(key: str) -> str:
-    """Object keys in S3 notifications are URL-encoded, spaces as ``+``, ``/`` kept."""
-    return quote_plus(key, safe="/")
 
 
 def checkpoint_key(key: str) -> str:
@@ -335,39 +329,28 @@ class DirectorySource(Source):
         await sink.put([self.record(version)])
 
     def record(self, version: FileVersion) -> Record:
-        seed = hashlib.sha256(f"{self.bucket}/{version.key}:{version.checkpoint}".encode())
-        digest = seed.digest()
-        request_id = digest[:8].hex().upper()
+        owner = {"principalId": PRINCIPAL_ID}
         event_time = datetime.fromtimestamp(version.mtime_ns / 1e9, UTC)
-        data: dict[str, Any] = {
-            "eventVersion": "2.1",
-            "eventSource": "aws:s3",
-            "awsRegion": self.settings.region,
-            "eventTime": event_time.strftime("%Y-%m-%dT%H:%M:%S.")
-            + f"{event_time.microsecond // 1000:03d}Z",
-            "eventName": "ObjectCreated:Put",
-            "userIdentity": {"principalId": PRINCIPAL_ID},
-            "requestParameters": {"sourceIPAddress": "127.0.0.1"},
-            "responseElements": {
-                "x-amz-request-id": request_id,
-                "x-amz-id-2": base64.b64encode(digest + hashlib.sha256(digest).digest()).decode(),
-            },
-            "s3": {
-                "s3SchemaVersion": "1.0",
-                "configurationId": self.context.mapping.name,
-                "bucket": {
-                    "name": self.bucket,
-                    "ownerIdentity": {"principalId": PRINCIPAL_ID},
-                    "arn": f"arn:aws:s3:::{self.bucket}",
-                },
-                "object": {
-                    "key": encode_key(version.key),
-                    "size": version.size,
-                    "eTag": version.etag,
-                    "sequencer": f"{version.mtime_ns:016X}",
+        data = normalise(
+            {
+                "eventTime": format_time(event_time),
+                "eventName": "ObjectCreated:Put",
+                "awsRegion": self.settings.region,
+                "userIdentity": owner,
+                "s3": {
+                    "configurationId": self.context.mapping.name,
+                    "bucket": {"name": self.bucket, "ownerIdentity": owner},
+                    "object": {
+                        "key": encode_key(version.key),
+                        "size": version.size,
+                        "eTag": version.etag,
+                        "sequencer": f"{version.mtime_ns:016X}",
+                    },
                 },
             },
-        }
+            seed=f"{self.bucket}/{version.key}:{version.checkpoint}",
+        )
+        request_id = data["responseElements"]["x-amz-request-id"]
         return Record(
             lane=version.key,
             position=version,

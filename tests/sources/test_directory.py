@@ -14,12 +14,8 @@ from typing import Any
 
 import pytest
 
-from connectors.directory import (
-    DirectorySettings,
-    DirectorySource,
-    FileVersion,
-    encode_key,
-)
+from connectors.directory import DirectorySettings, DirectorySource, FileVersion
+from connectors.s3_events import encode_key
 from router.abc import SourceContext, Store
 from router.models import MappingConfig, Record, SourceKind, SourceSpec
 from router.store import SQLStore
