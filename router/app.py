@@ -245,15 +245,21 @@ class Router:
                 await asyncio.sleep(backoff.delay(attempt))
 
     async def reconcile(self, changed: set[str] | None = None) -> None:
-        """Bring the running pipelines in line with the store's mapping rows. ``changed``
-        names mappings whose checkpoints may have been reset (they restart if so)."""
+        """Bring the running pipelines in line with the store's mapping rows: all of them,
+        or only the mappings named in ``changed`` (rows or checkpoints written; a mapping
+        whose checkpoints were reset restarts)."""
         async with self._reconcile_lock:
             if self._stopped:
                 return
-            rows = await self.store.list_mappings()
-            seen: set[str] = set()
+            if changed:
+                # A checkpoint written every second must not cost a pass over every mapping.
+                found = [await self.store.get_mapping(uid) for uid in sorted(changed)]
+                rows = [row for row in found if row is not None]
+                gone = {uid for uid, row in zip(sorted(changed), found, strict=True) if row is None}
+            else:
+                rows = await self.store.list_mappings()
+                gone = set(self.running) - {row.uuid for row in rows}
             for row in rows:
-                seen.add(row.uuid)
                 try:
                     await self._reconcile_one(row, changed)
                 except Exception as e:
@@ -264,7 +270,7 @@ class Router:
                         await self.store.set_mapping_status(
                             row.uuid, last_result=f"PROBLEM: {message}"
                         )
-            for uid in [u for u in self.running if u not in seen]:
+            for uid in gone & set(self.running):
                 await self._stop_mapping(uid)
 
     async def _reconcile_one(self, row: MappingRow, changed: set[str] | None) -> None:
