@@ -44,6 +44,7 @@ from connectors.aws_common import (
 from connectors.s3_events import normalise
 from connectors.sqs import BATCH_LIMIT, SQSQueue
 from router.abc import Sink, Source, SourceContext, SourceTraits
+from router.aio import wait_event
 from router.errors import SourceError
 from router.models import Record, SourceKind
 
@@ -184,8 +185,7 @@ class S3Source(Source):
             # Each message holds one S3 record as a rule; claim room as for plain messages.
             while sink.free() - self._reserved <= 0:
                 self._room.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._room.wait(), 1.0)
+                await wait_event(self._room, 1.0)
             count = min(BATCH_LIMIT, sink.free() - self._reserved)
             self._reserved += count
             try:

@@ -43,6 +43,7 @@ from connectors.aws_common import (
     run_all,
 )
 from router.abc import Sink, Source, SourceContext, SourceTraits
+from router.aio import wait_event
 from router.errors import SourceError
 from router.models import Record, SourceKind
 
@@ -411,8 +412,7 @@ class SQSSource(Source):
             self._room.clear()
             # Room comes back when records are acked or released; the timeout covers room
             # freed inside the pipeline without an ack (e.g. a mapping that was updated).
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._room.wait(), 1.0)
+            await wait_event(self._room, 1.0)
 
     async def _receive_loop(self, sink: Sink) -> None:
         queue = self.queue

@@ -29,6 +29,7 @@ from router.abc import (
     SourceContext,
     Store,
 )
+from router.aio import wait_event
 from router.config import RouterConfig, mapping_from_row
 from router.errors import ConfigError, RouterError
 from router.models import (
@@ -423,8 +424,7 @@ class Router:
 
     async def _flush_loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), STATS_INTERVAL)
+            await wait_event(self._wake, STATS_INTERVAL)
             await asyncio.sleep(0.05)  # let a burst of status changes settle into one write
             self._wake.clear()
             try:

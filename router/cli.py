@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from router import __version__, logs
+from router.aio import wait_event
 from router.config import (
     RouterConfig,
     apply_plan,
@@ -116,8 +117,7 @@ async def _run(args: argparse.Namespace) -> int:
                 logger.info("operations listener on %s", site.name)
         watching = asyncio.Event()
         watcher = asyncio.create_task(_watch_config(_config_path(args), router, store, watching))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(watching.wait(), 10)
+        await wait_event(watching, 10)
         logger.info(
             "router %s running: %d mappings running, replica %s",
             __version__,

@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection, Hashable, Sequence
 from typing import Any, Protocol
 
 from router.abc import Destination, Invoker, Sink, Source
+from router.aio import wait_event
 from router.errors import RouterError
 from router.models import FunctionConfig, MappingConfig, Record, SourceKind
 from router.pipeline.batcher import EVENT_OVERHEAD, RECORD_OVERHEAD, BatchPolicy
@@ -155,10 +156,7 @@ class Pipeline(Sink):
                 self.report(f"PROBLEM: {type(e).__name__}: {redact(str(e))}")
                 logger.exception("mapping %s: source failed", self.mapping.name)
                 return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._stopping.wait(), self._source_backoff.delay(error_attempt)
-                )
+            await wait_event(self._stopping, self._source_backoff.delay(error_attempt))
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Stop polling, let in-flight batches finish (up to ``timeout``), then cancel."""
@@ -354,8 +352,7 @@ class Pipeline(Sink):
                     )
                     if wait > 0:
                         lane.wake.clear()
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(lane.wake.wait(), wait)
+                        await wait_event(lane.wake, wait)
                         continue
                 batch = self._take(lane)
                 if not batch:

@@ -21,7 +21,6 @@ function here removes from the front of the ``batch`` list the entries it has fi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -31,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from router.abc import Destination, Invoker, Source
+from router.aio import wait_event
 from router.models import (
     MAX_PAYLOAD_BYTES,
     FunctionConfig,
@@ -145,8 +145,7 @@ class Delivery:
         """Wait ``delay`` seconds; raise Abandoned if the router stops meanwhile."""
         if self.stopping.is_set():
             raise Abandoned
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), delay)
+        if await wait_event(self.stopping, delay):
             raise Abandoned
 
     def _expired(self, record: Record, now: float) -> bool:

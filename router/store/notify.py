@@ -13,11 +13,12 @@ Over-reporting is harmless (the router compares what it loads); missing a change
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from router.aio import get_within, wait_event
 
 logger = logging.getLogger(__name__)
 
@@ -92,9 +93,7 @@ class ChangeFeed:
 
     async def _wait_closed(self, seconds: float) -> bool:
         """Sleep up to ``seconds`` unless the feed closes; True if it closed."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._closed.wait(), seconds)
-        return self._closed.is_set()
+        return await wait_event(self._closed, seconds)
 
 
 class PgChangeFeed(ChangeFeed):
@@ -182,7 +181,7 @@ class PgChangeFeed(ChangeFeed):
                 # Notifications sent while disconnected are lost: reload everything.
                 return set()
             try:
-                payload = await asyncio.wait_for(self._queue.get(), self._ping_seconds)
+                payload = await get_within(self._queue, self._ping_seconds)
             except TimeoutError:
                 if not await self._ping():
                     self._drop_connection()

@@ -1,0 +1,34 @@
+"""Waiting with a timeout without losing a cancellation.
+
+On Python 3.11, ``asyncio.wait_for(awaitable, timeout)`` returns the awaitable's result when
+the awaitable finishes in the same loop iteration as the task is cancelled: the cancellation
+is lost (CPython gh-86296, fixed in 3.12). A loop like ``while True: await wait_for(
+event.wait(), 5)`` then keeps running after ``task.cancel()``, and whoever awaits the task
+waits forever. ``asyncio.timeout`` counts cancellations and has no such race, so the router
+waits through these helpers instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for ``event``; True when it is set."""
+    if event.is_set():
+        return True
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
+async def get_within(queue: asyncio.Queue[T], timeout: float) -> T:
+    """``queue.get()`` that raises TimeoutError after ``timeout`` seconds."""
+    async with asyncio.timeout(timeout):
+        return await queue.get()
