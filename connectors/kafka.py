@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Collection, Hashable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -30,7 +30,13 @@ from connectors.kafka_offsets import (
     mirror_rows,
     plan_resets,
 )
-from connectors.kafka_records import batch_info, build_event, record_converter
+from connectors.kafka_records import (
+    batch_info,
+    build_event,
+    filter_viewer,
+    identifiers,
+    record_converter,
+)
 from connectors.kafka_settings import KafkaDestinationSettings, KafkaSourceSettings
 from router.abc import Destination, DestinationContext, Sink, Source, SourceContext, SourceTraits
 from router.errors import DestinationError, SourceError
@@ -164,19 +170,33 @@ class KafkaSource(Source):
         return build_event(self._bootstrap, records)
 
     async def ack(self, records: Sequence[Record]) -> None:
-        offsets = self._offsets
+        # Records come in runs of one lane (a batch is one lane): one tracker call per run.
+        lane: Any = None
+        run: list[int] = []
         changed = False
-        last_key: tuple[str, int] | None = None
-        tracker: PartitionOffsets | None = None
         for record in records:
-            topic, partition, offset = record.position
-            if last_key is None or last_key[0] != topic or last_key[1] != partition:
-                last_key = (topic, partition)
-                tracker = offsets.get(last_key)  # TopicPartition is a (topic, partition) tuple
-            if tracker is not None and tracker.ack(offset):
-                changed = True
+            if record.lane is not lane:
+                if run and self._ack_run(lane, run):
+                    changed = True
+                lane = record.lane
+                run = []
+            run.append(record.position)
+        if run and self._ack_run(lane, run):
+            changed = True
         if changed:
             self._wake.set()
+
+    def _ack_run(self, lane: tuple[Any, ...], offsets: list[int]) -> bool:
+        # A lane is (topic, partition) or (topic, partition, slot); TopicPartition is a
+        # (topic, partition) tuple.
+        tracker = self._offsets.get(lane if len(lane) == 2 else lane[:2])
+        return tracker is not None and tracker.ack_run(offsets)
+
+    def identifiers(self, records: Sequence[Record]) -> list[str]:
+        return identifiers(records)
+
+    def filter_viewer(self, fields: frozenset[str] | None) -> Callable[[Record], Any]:
+        return filter_viewer(fields)
 
     def batch_info(self, records: Sequence[Record]) -> dict[str, Any]:
         return batch_info(self._bootstrap, records)

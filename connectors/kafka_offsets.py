@@ -11,7 +11,6 @@ are acknowledged, the offset after the last one fetched).
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,14 +30,20 @@ class PartitionOffsets:
     """Outstanding offsets of one partition, in fetch order.
 
     ``fetched`` registers offsets as they are read (increasing); ``ack`` marks any of them as
-    handled, in any order. ``committable`` is the offset Kafka should store. ``None`` until
-    something was fetched or a start offset was set: there is nothing to commit yet.
+    handled, in any order (``ack_run`` a run of them, cheaply when it is the next run in
+    fetch order, the usual case). ``committable`` is the offset Kafka should store. ``None``
+    until something was fetched or a start offset was set: there is nothing to commit yet.
     """
 
-    __slots__ = ("_done", "_next", "_pending", "committed")
+    __slots__ = ("_done", "_head", "_next", "_pending", "committed")
+
+    _COMPACT_AT = 4096
 
     def __init__(self, start: int | None = None) -> None:
-        self._pending: deque[int] = deque()
+        # Outstanding offsets are _pending[_head:]; the acknowledged head is dropped in
+        # chunks, which keeps acknowledging a run of offsets a C-speed slice comparison.
+        self._pending: list[int] = []
+        self._head = 0
         self._done: set[int] = set()
         self._next: int | None = start
         self.committed: int | None = None
@@ -46,36 +51,61 @@ class PartitionOffsets:
 
     def fetched(self, offsets: Iterable[int]) -> None:
         pending = self._pending
-        last = -1
-        for offset in offsets:
-            pending.append(offset)
-            last = offset
-        if last >= 0:
-            self._next = last + 1
+        before = len(pending)
+        pending.extend(offsets)
+        if len(pending) > before:
+            self._next = pending[-1] + 1
 
     def ack(self, offset: int) -> bool:
         """Mark ``offset`` handled. False when it is not outstanding here (a record fetched
         before a rebalance, acknowledged after it): such acks are ignored."""
         pending = self._pending
-        if not pending or offset < pending[0] or offset in self._done:
+        head = self._head
+        if head == len(pending) or offset < pending[head] or offset in self._done:
             return False
-        if offset == pending[0]:
-            pending.popleft()
+        if offset == pending[head]:
+            head += 1
             done = self._done
-            while pending and pending[0] in done:
-                done.discard(pending.popleft())
-            if not pending:
-                done.clear()
+            if done:
+                end = len(pending)
+                while head < end and pending[head] in done:
+                    done.discard(pending[head])
+                    head += 1
+            self._advance(head)
             return True
         if self._next is None or offset >= self._next:
             return False
         self._done.add(offset)
         return True
 
+    def ack_run(self, offsets: list[int]) -> bool:
+        """``ack`` each of ``offsets`` (increasing). True when any was outstanding."""
+        head = self._head
+        end = head + len(offsets)
+        if not self._done and self._pending[head:end] == offsets:
+            self._advance(end)
+            return True
+        changed = False
+        for offset in offsets:
+            if self.ack(offset):
+                changed = True
+        return changed
+
+    def _advance(self, head: int) -> None:
+        pending = self._pending
+        if head == len(pending):
+            pending.clear()
+            self._done.clear()
+            head = 0
+        elif head >= self._COMPACT_AT and head * 2 >= len(pending):
+            del pending[:head]
+            head = 0
+        self._head = head
+
     @property
     def committable(self) -> int | None:
-        if self._pending:
-            return self._pending[0]
+        if self._head < len(self._pending):
+            return self._pending[self._head]
         return self._next
 
     @property
@@ -86,7 +116,7 @@ class PartitionOffsets:
 
     @property
     def outstanding(self) -> int:
-        return len(self._pending) - len(self._done)
+        return len(self._pending) - self._head - len(self._done)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,11 +1,13 @@
 """Kafka records in the exact shape Lambda delivers for a self-managed Kafka event source.
 
 The per-record path lives here: it is the hot path of the Kafka source, so it avoids
-anything it can (no per-record logging, no JSON round trips, one dict per record).
+anything it can (no per-record logging, no JSON round trips, nothing built before it is
+needed).
 """
 
 from __future__ import annotations
 
+import time
 import zlib
 from array import array
 from binascii import b2a_base64
@@ -15,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from router.filters import filter_view
+from router.filters.view import decode_text
 from router.models import Record
 
 EVENT_SOURCE = "SelfManagedKafka"
@@ -41,97 +45,126 @@ def key_slot(key: bytes | None, slots: int) -> int:
 Converter = Callable[[str, int, Sequence[Any]], list[Record]]
 
 
+def lambda_record(msg: Any) -> dict[str, Any]:
+    """One aiokafka ``ConsumerRecord`` as the record Lambda puts in the event."""
+    data: dict[str, Any] = {
+        "topic": msg.topic,
+        "partition": msg.partition,
+        "offset": msg.offset,
+        "timestamp": msg.timestamp,
+        "timestampType": "LOG_APPEND_TIME" if msg.timestamp_type == 1 else "CREATE_TIME",
+    }
+    if msg.key is not None:
+        data["key"] = b2a_base64(msg.key, newline=False).decode()
+    if msg.value is not None:
+        data["value"] = b2a_base64(msg.value, newline=False).decode()
+    data["headers"] = [{name: _signed_bytes(raw)} for name, raw in msg.headers]
+    return data
+
+
 def record_converter(slots: int) -> Converter:
     """A function turning aiokafka ``ConsumerRecord``s of one partition into
     :class:`Record`s: ``convert(topic, partition, messages)``.
 
-    ``slots`` is the mapping's parallelization factor: 1 gives one lane per partition
-    ``(topic, partition)``; more gives ``(topic, partition, slot)`` lanes by key."""
-    b64 = b2a_base64
+    A record keeps the client's message as ``data`` and its offset as ``position``; the
+    Lambda record is built only when a batch is invoked (:func:`build_event`), so records
+    the filter drops never pay for it. ``slots`` is the mapping's parallelization factor:
+    1 gives one lane per partition ``(topic, partition)``; more gives
+    ``(topic, partition, slot)`` lanes by key. Lane tuples are shared by every record of a
+    lane, so :func:`build_event` can group by identity."""
     crc = zlib.crc32
+    lanes: dict[tuple[str, int], list[tuple[Any, ...]]] = {}
 
     def convert(topic: str, partition: int, messages: Sequence[Any]) -> list[Record]:
-        # Everything that is the same for the whole partition is computed once.
-        base_lane = (topic, partition)
-        slot_lanes = [(topic, partition, s) for s in range(slots)]
-        prefix = f"{topic}-{partition}:"
+        shared = lanes.get((topic, partition))
+        if shared is None:
+            if slots > 1:
+                shared = [(topic, partition, s) for s in range(slots)]
+            else:
+                shared = [(topic, partition)]
+            lanes[(topic, partition)] = shared
+        base_lane = shared[0]
         base_size = _RECORD_OVERHEAD + len(topic)
+        now = time.time()
         out: list[Record] = []
         append = out.append
         for msg in messages:
-            offset: int = msg.offset
-            timestamp: int = msg.timestamp
-            kind = "LOG_APPEND_TIME" if msg.timestamp_type == 1 else "CREATE_TIME"
-            key = msg.key
-            value = msg.value
-            size = base_size
-            if key is not None and value is not None:
-                # The common case in one dict literal (cheaper than inserting keys).
-                data: dict[str, Any] = {
-                    "topic": topic,
-                    "partition": partition,
-                    "offset": offset,
-                    "timestamp": timestamp,
-                    "timestampType": kind,
-                    "key": b64(key, newline=False).decode(),
-                    "value": b64(value, newline=False).decode(),
-                }
-                size += (len(key) + len(value)) * 4 // 3 + 8
-            else:
-                data = {
-                    "topic": topic,
-                    "partition": partition,
-                    "offset": offset,
-                    "timestamp": timestamp,
-                    "timestampType": kind,
-                }
-                if key is not None:
-                    data["key"] = b64(key, newline=False).decode()
-                    size += len(key) * 4 // 3 + 4
-                if value is not None:
-                    data["value"] = b64(value, newline=False).decode()
-                    size += len(value) * 4 // 3 + 4
+            # Sizes of key and value are -1 when null; base64 grows them by a third.
+            size = base_size + (msg.serialized_key_size + msg.serialized_value_size) * 4 // 3
             headers = msg.headers
             if headers:
-                rendered = []
                 for name, raw in headers:
-                    rendered.append({name: _signed_bytes(raw)})
                     size += len(name) + 8 + (len(raw) * 4 if raw else 0)
-                data["headers"] = rendered
-            else:
-                data["headers"] = []
             if slots > 1:
-                lane: Hashable = slot_lanes[crc(key) % slots if key is not None else 0]
+                key = msg.key
+                lane: Hashable = shared[crc(key) % slots] if key is not None else base_lane
             else:
                 lane = base_lane
-            append(
-                Record(
-                    lane,
-                    (topic, partition, offset),
-                    data,
-                    prefix + str(offset),
-                    size,
-                    timestamp / 1000 if timestamp >= 0 else 0.0,
-                )
-            )
+            stamp = msg.timestamp
+            append(Record(lane, msg.offset, msg, "", size, stamp / 1000 if stamp >= 0 else now))
         return out
 
     return convert
 
 
+def identifiers(records: Sequence[Record]) -> list[str]:
+    """The ``itemIdentifier`` of each record: ``<topic>-<partition>:<offset>``."""
+    return [f"{r.data.topic}-{r.data.partition}:{r.data.offset}" for r in records]
+
+
 def build_event(bootstrap: str, records: Sequence[Record]) -> dict[str, Any]:
     """The ``SelfManagedKafka`` event: records grouped by ``<topic>-<partition>``, in order."""
     grouped: dict[str, list[dict[str, Any]]] = {}
-    current_key = ""
+    b64 = b2a_base64
+    lane: Any = None
     current: list[dict[str, Any]] = []
+    append = current.append
     for record in records:
-        data = record.data
-        key = f"{data['topic']}-{data['partition']}"
-        if key != current_key:
-            current = grouped.setdefault(key, [])
-            current_key = key
-        current.append(data)
+        if record.lane is not lane:
+            lane = record.lane
+            current = grouped.setdefault(f"{lane[0]}-{lane[1]}", [])
+            append = current.append
+        msg = record.data
+        key = msg.key
+        value = msg.value
+        if key is not None and value is not None and not msg.headers:
+            # The common case in one dict literal (cheaper than inserting keys).
+            append(
+                {
+                    "topic": msg.topic,
+                    "partition": msg.partition,
+                    "offset": msg.offset,
+                    "timestamp": msg.timestamp,
+                    "timestampType": "LOG_APPEND_TIME"
+                    if msg.timestamp_type == 1
+                    else "CREATE_TIME",
+                    "key": b64(key, newline=False).decode(),
+                    "value": b64(value, newline=False).decode(),
+                    "headers": [],
+                }
+            )
+        else:
+            append(lambda_record(msg))
     return {"eventSource": EVENT_SOURCE, "bootstrapServers": bootstrap, "records": grouped}
+
+
+def filter_viewer(fields: frozenset[str] | None) -> Callable[[Record], Any]:
+    """What filter patterns see for a Kafka record: the Lambda record with ``value`` decoded
+    (:func:`router.filters.filter_view`). When the patterns name only ``value`` (the usual
+    case), the view is built straight from the message's bytes, without base64."""
+    if fields is not None and fields <= {"value"}:
+
+        def value_only(record: Record) -> Any:
+            raw = record.data.value
+            # A null value (tombstone) has no "value" key in the Lambda record.
+            return {} if raw is None else {"value": decode_text(raw)}
+
+        return value_only
+
+    def full(record: Record) -> Any:
+        return filter_view("kafka", lambda_record(record.data))
+
+    return full
 
 
 def _iso_ms(timestamp_ms: int) -> str:
@@ -144,11 +177,11 @@ def batch_info(bootstrap: str, records: Sequence[Record]) -> dict[str, Any]:
     self-managed cluster (no ``eventSourceArn``): offsets as strings, times in ISO 8601."""
     infos: dict[str, dict[str, str]] = {}
     for record in records:
-        data = record.data
-        key = f"{data['topic']}-{data['partition']}"
+        msg = record.data
+        key = f"{msg.topic}-{msg.partition}"
         info = infos.get(key)
-        offset = str(data["offset"])
-        stamp = _iso_ms(data["timestamp"])
+        offset = str(msg.offset)
+        stamp = _iso_ms(msg.timestamp)
         if info is None:
             infos[key] = {
                 "firstRecordOffset": offset,

@@ -238,7 +238,8 @@ class ScheduleSource(Source):
     def build_event(self, records: Sequence[Record]) -> dict[str, Any]:
         if self._input is not _NO_INPUT:
             return cast(dict[str, Any], self._input)
-        return records[0].data
+        event: dict[str, Any] = records[0].data
+        return event
 
     async def ack(self, records: Sequence[Record]) -> None:
         if not records:

@@ -144,6 +144,28 @@ class Source(ABC):
         """Queue sources: leave these records for redelivery (failed, not handed off).
         Streams and asynchronous sources never get this call."""
 
+    def identifiers(self, records: Sequence[Record]) -> list[str]:
+        """The ``itemIdentifier`` of each record, in order. Defaults to ``Record.identifier``;
+        a source that builds identifiers only when a function answers with
+        ``batchItemFailures`` overrides this."""
+        return [r.identifier for r in records]
+
+    def filter_viewer(self, fields: frozenset[str] | None) -> Callable[[Record], Any]:
+        """A function giving what filter patterns see for a record. Defaults to
+        :func:`router.filters.filter_view` of ``Record.data`` for ``traits.filter_view``.
+
+        ``fields`` are the top-level keys the mapping's patterns name (None: any key). A
+        pattern only looks at the keys it names, so a source may leave the others out of the
+        view, and skip decoding them."""
+        from router.filters import filter_view
+
+        view_type = self.traits_for(self.settings).filter_view
+
+        def view(record: Record) -> Any:
+            return filter_view(view_type, record.data)
+
+        return view
+
     def batch_info(self, records: Sequence[Record]) -> dict[str, Any]:
         """The ``*BatchInfo`` part of a stream's on-failure destination record
         (``KafkaBatchInfo``, ``KinesisBatchInfo``...), as ``{"KafkaBatchInfo": {...}}``."""

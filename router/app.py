@@ -333,12 +333,10 @@ class Router:
         on_failure = self._destination(config, config.on_failure, destinations)
         on_success = self._destination(config, config.on_success, destinations)
         matcher: Any = None
-        view: Any = None
         if config.filter_patterns:
-            from router.filters import compile_patterns, filter_view
+            from router.filters import compile_patterns
 
             matcher = compile_patterns(list(config.filter_patterns))
-            view = filter_view
         uid = config.uuid
         pipeline = Pipeline(
             mapping=config,
@@ -346,7 +344,6 @@ class Router:
             source=source,
             invoker=invoker,
             matcher=matcher,
-            filter_view=view,
             on_failure=on_failure,
             on_success=on_success,
             backoff=self.backoff,

@@ -60,18 +60,22 @@ class Origin(enum.StrEnum):
 class Record:
     """One record read from a source.
 
-    ``data`` is the record exactly as it goes into the AWS event (an SQS record, a Kafka
-    record, an S3 event record, a whole Scheduled Event); the source's ``build_event`` wraps
-    a batch of them. ``position`` is opaque to the core and handed back in ``ack``.
+    ``data`` is the source's form of the record: usually the record exactly as it goes into
+    the AWS event (an SQS record, an S3 event record, a whole Scheduled Event); a source may
+    keep what it read instead (Kafka keeps the client's message and builds the Lambda record
+    only when a batch is invoked). Only the source's ``build_event``, ``batch_info``,
+    ``identifiers`` and ``filter_viewer`` look inside it. ``position`` is opaque to the core
+    and handed back in ``ack``.
     """
 
     lane: Hashable
     """Records with equal lanes are delivered in order, one batch at a time."""
     position: Any
     """The source's acknowledgement token (offset, receipt handle, file key, fire time)."""
-    data: dict[str, Any]
+    data: Any
     identifier: str
-    """The ``itemIdentifier`` a function uses in ``batchItemFailures`` for this record."""
+    """The ``itemIdentifier`` a function uses in ``batchItemFailures`` for this record (see
+    ``Source.identifiers``)."""
     size: int
     """Approximate size of ``data`` serialised, in bytes (for the 6 MB batch limit)."""
     arrival: float

@@ -260,10 +260,15 @@ class Matcher:
     safe to share between tasks.
     """
 
-    __slots__ = ("_evaluators", "_match_all", "_scan", "_walk")
+    __slots__ = ("_evaluators", "_match_all", "_scan", "_walk", "fields")
 
     def __init__(self, conjunctions: Sequence[Conjunction], *, match_all: bool) -> None:
         self._match_all = match_all
+        self.fields: frozenset[str] | None = None
+        """The top-level keys the patterns look at (None: any). Keys outside it never change
+        whether an event matches, so a source may leave them out of the event it builds."""
+        if not match_all and all(c and all(c) for c in conjunctions):
+            self.fields = frozenset(path[0] for c in conjunctions for path in c)
         self._evaluators: tuple[Evaluator, ...] = tuple(
             _node_evaluator(_trie(c)) for c in conjunctions
         )

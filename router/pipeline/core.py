@@ -34,6 +34,8 @@ UNBOUNDED = 1_000_000
 class Matcher(Protocol):
     """What the pipeline needs of :class:`router.filters.Matcher`."""
 
+    fields: frozenset[str] | None
+
     def matches(self, event: Any) -> bool: ...
 
 
@@ -66,7 +68,6 @@ class Pipeline(Sink):
         source: Source,
         invoker: Invoker,
         matcher: Matcher | None = None,
-        filter_view: Callable[[str, Any], Any] | None = None,
         on_failure: Destination | None = None,
         on_success: Destination | None = None,
         backoff: Backoff | None = None,
@@ -77,9 +78,8 @@ class Pipeline(Sink):
         self.source = source
         traits = source.traits_for(source.settings)
         self.kind = traits.kind
-        self._view_type = traits.filter_view
         self._matcher = matcher
-        self._filter_view = filter_view
+        self._filter_view = source.filter_viewer(matcher.fields) if matcher is not None else None
         self._report_cb = report
         self.status = "No records processed"
         self.policy = BatchPolicy(
@@ -239,7 +239,7 @@ class Pipeline(Sink):
         for record in records:
             filtered = False
             if matcher is not None and view is not None:
-                filtered = not matcher.matches(view(self._view_type, record.data))
+                filtered = not matcher.matches(view(record))
                 if filtered:
                     counters.filtered += 1
                     if queue_kind and record.lane is None:

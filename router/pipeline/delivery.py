@@ -369,7 +369,7 @@ class Delivery:
         whole batch succeeded (or partial responses are not enabled)."""
         if not self.mapping.report_batch_item_failures:
             return None
-        identifiers = [r.identifier for r in records]
+        identifiers = self.source.identifiers(records)
         try:
             failed = failed_identifiers(result.payload, set(identifiers))
         except MalformedResponse as e:
@@ -459,12 +459,12 @@ class Delivery:
             if ordered:
                 failed = records[failed_from:]
             else:
-                identifiers = {r.identifier for r in records}
+                identifiers = self.source.identifiers(records)
                 try:
-                    bad = failed_identifiers(result.payload, identifiers)
+                    bad = failed_identifiers(result.payload, set(identifiers))
                 except MalformedResponse:
-                    bad = identifiers
-                failed = [r for r in records if r.identifier in bad]
+                    bad = set(identifiers)
+                failed = [r for r, i in zip(records, identifiers, strict=True) if i in bad]
         else:
             failed = records
         failed_ids = {id(r) for r in failed}

@@ -113,4 +113,4 @@ async def committed(broker: str, group: str, topic: str, partitions: int = 1) ->
 
 
 def offsets(records: Iterable[Any]) -> list[int]:
-    return [r.data["offset"] for r in records]
+    return [r.data.offset for r in records]

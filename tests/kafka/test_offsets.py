@@ -38,6 +38,50 @@ def test_committable_is_first_unacked_offset(
     assert seen == expected
 
 
+# (fetched offsets, runs acked in order, expected committable after each run)
+RUN_CASES = [
+    pytest.param([0, 1, 2, 3], [[0, 1], [2, 3]], [2, 4], id="runs-in-order"),
+    pytest.param([0, 1, 2, 3], [[2, 3], [0, 1]], [0, 4], id="later-run-first"),
+    pytest.param([0, 1, 2, 3, 4], [[0, 2], [1], [3, 4]], [1, 3, 5], id="interleaved-lanes"),
+    pytest.param([0, 2, 4], [[0, 2, 4]], [5], id="gaps"),
+    pytest.param([5, 6], [[3, 4], [5, 6], [5, 6]], [5, 7, 7], id="stale-and-repeated"),
+    pytest.param([0, 1, 2], [[1], [0, 1, 2]], [0, 3], id="run-over-done-offset"),
+]
+
+
+@pytest.mark.parametrize(("fetched", "runs", "expected"), RUN_CASES)
+def test_ack_run_as_acking_each_offset(
+    fetched: list[int], runs: list[list[int]], expected: list[int]
+) -> None:
+    by_run, by_offset = PartitionOffsets(), PartitionOffsets()
+    by_run.fetched(fetched)
+    by_offset.fetched(fetched)
+    seen = []
+    for run in runs:
+        changed = by_run.ack_run(run)
+        each = [by_offset.ack(o) for o in run]  # every offset, no short cut
+        assert changed == any(each)
+        assert by_run.committable == by_offset.committable
+        assert by_run.outstanding == by_offset.outstanding
+        seen.append(by_run.committable)
+    assert seen == expected
+
+
+def test_long_runs_keep_bookkeeping_small() -> None:
+    tracker = PartitionOffsets()
+    for start in range(0, 100_000, 1000):
+        tracker.fetched(range(start, start + 1000))
+        if start:
+            # Acknowledge the previous fetch while this one is outstanding.
+            assert tracker.ack_run(list(range(start - 1000, start)))
+        assert tracker.committable == start
+    assert tracker.outstanding == 1000
+    assert len(tracker._pending) < 10_000
+    assert tracker.ack_run(list(range(99_000, 100_000)))
+    assert tracker.committable == 100_000
+    assert tracker.outstanding == 0
+
+
 def test_fetch_after_everything_acked_continues_from_next() -> None:
     tracker = PartitionOffsets()
     tracker.fetched([0, 1])

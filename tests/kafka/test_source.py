@@ -34,7 +34,7 @@ async def wait_until(predicate: Any, timeout: float = 20.0, what: str = "conditi
 
 
 def _has_partition(sink: RecordingSink, partition: int) -> bool:
-    return any(r.data["partition"] == partition for r in sink.records)
+    return any(r.data.partition == partition for r in sink.records)
 
 
 async def assigned(source: KafkaSource, n: int = 1) -> None:
@@ -63,10 +63,14 @@ async def test_delivers_records_in_the_exact_aws_shape(
     sink = RecordingSink()
     async with running(source, sink):
         records = await sink.wait_count(3)
-    first, second, third = records
-    stamp = first.data["timestamp"]
+    event = source.build_event(records)
+    assert event["eventSource"] == "SelfManagedKafka"
+    assert event["bootstrapServers"] == kafka_broker
+    assert list(event["records"]) == [f"{topic}-0"]
+    first, second, third = event["records"][f"{topic}-0"]
+    stamp = first["timestamp"]
     assert isinstance(stamp, int) and abs(stamp / 1000 - time.time()) < 60
-    assert first.data == {
+    assert first == {
         "topic": topic,
         "partition": 0,
         "offset": 0,
@@ -76,23 +80,24 @@ async def test_delivers_records_in_the_exact_aws_shape(
         "value": base64.b64encode(b'{"state":"PAID"}').decode(),
         "headers": [{"traceId": [97, 98, 99]}, {"bin": [-1, -128, 0, 127]}],
     }
-    assert "key" not in second.data
-    assert base64.b64decode(second.data["value"]) == b"\x00\xffbinary"
-    assert second.data["headers"] == []
-    assert "value" not in third.data
-    assert third.data["headers"] == [{"traceId": [120]}, {"traceId": [121]}]
+    assert second == {
+        "topic": topic,
+        "partition": 0,
+        "offset": 1,
+        "timestamp": second["timestamp"],
+        "timestampType": "CREATE_TIME",
+        "value": base64.b64encode(b"\x00\xffbinary").decode(),
+        "headers": [],
+    }
+    assert "value" not in third
+    assert third["key"] == "aw=="
+    assert third["headers"] == [{"traceId": [120]}, {"traceId": [121]}]
     assert [r.lane for r in records] == [(topic, 0)] * 3
-    assert [r.position for r in records] == [(topic, 0, 0), (topic, 0, 1), (topic, 0, 2)]
-    assert [r.identifier for r in records] == [f"{topic}-0:{i}" for i in range(3)]
-    assert first.arrival == stamp / 1000
+    assert [r.position for r in records] == [0, 1, 2]
+    assert source.identifiers(records) == [f"{topic}-0:{i}" for i in range(3)]
+    assert records[0].arrival == stamp / 1000
     assert all(r.size > 100 for r in records)
 
-    event = source.build_event(records)
-    assert event == {
-        "eventSource": "SelfManagedKafka",
-        "bootstrapServers": kafka_broker,
-        "records": {f"{topic}-0": [r.data for r in records]},
-    }
     info = source.batch_info(records)["KafkaBatchInfo"]
     assert info["batchSize"] == 3
     assert info["bootstrapServers"] == kafka_broker
@@ -120,12 +125,12 @@ async def test_order_per_partition_and_acks_commit_only_the_acked_prefix(
         records = await sink.wait_count(150)
         by_partition: dict[int, list[int]] = defaultdict(list)
         for record in records:
-            assert record.lane == (topic, record.data["partition"])
-            by_partition[record.data["partition"]].append(record.data["offset"])
+            assert record.lane == (topic, record.data.partition)
+            by_partition[record.data.partition].append(record.data.offset)
         assert by_partition == {p: list(range(50)) for p in range(3)}
         # Partition 0: ack 0..9; partition 1: everything; partition 2: nothing.
-        await source.ack([r for r in records if r.data["partition"] == 0][:10])
-        await source.ack([r for r in records if r.data["partition"] == 1])
+        await source.ack([r for r in records if r.data.partition == 0][:10])
+        await source.ack([r for r in records if r.data.partition == 1])
         await wait_until(
             lambda: source._offsets[TopicPartition(topic, 1)].committed == 50, what="commit"
         )
@@ -146,7 +151,7 @@ async def test_order_per_partition_and_acks_commit_only_the_acked_prefix(
         records = await sink2.wait_count(90)
     firsts: dict[int, int] = {}
     for record in records:
-        firsts.setdefault(record.data["partition"], record.data["offset"])
+        firsts.setdefault(record.data.partition, record.data.offset)
     assert firsts == {0: 10, 2: 0}
 
 
@@ -169,9 +174,9 @@ async def test_parallelization_factor_lanes_by_key(
         assert all(lane[:2] == (kafka_topic, 0) and 0 <= lane[2] < 4 for lane in lanes)
         per_key: dict[bytes | None, list[int]] = defaultdict(list)
         for record in records:
-            key = base64.b64decode(record.data["key"]) if "key" in record.data else None
+            key = record.data.key
             assert record.lane == (kafka_topic, 0, key_slot(key, 4))
-            per_key[key].append(record.data["offset"])
+            per_key[key].append(record.data.offset)
         assert all(seq == sorted(seq) for seq in per_key.values())
         assert records[-1].lane == (kafka_topic, 0, 0)  # null key: slot 0
 
@@ -186,7 +191,7 @@ async def test_parallelization_factor_lanes_by_key(
         assert tracker.committable == 0
         await source.ack(by_lane[first_lane][:1])
         await wait_until(lambda: tracker.committed is not None and tracker.committed > 0)
-        second_of_first = by_lane[first_lane][1].data["offset"]
+        second_of_first = by_lane[first_lane][1].data.offset
         assert tracker.committable == second_of_first
         await source.ack(by_lane[first_lane][1:])
         await wait_until(lambda: tracker.committed == 201, what="full commit")
@@ -203,8 +208,8 @@ async def test_latest_skips_what_was_there_before(
         await assigned(source)
         await produce(kafka_broker, kafka_topic, [b"new-1"])
         records = await sink.wait_count(1)
-        assert base64.b64decode(records[0].data["value"]) == b"new-1"
-        assert records[0].data["offset"] == 2
+        assert records[0].data.value == b"new-1"
+        assert records[0].data.offset == 2
 
 
 async def test_at_timestamp_starts_at_the_first_record_at_or_after_it(
@@ -274,7 +279,7 @@ async def test_operator_reset_rows_move_the_group(
     sink2 = RecordingSink()
     async with running(again, sink2):
         records = await sink2.wait_count(9)
-        got = sorted((r.data["partition"], r.data["offset"]) for r in records)
+        got = sorted((r.data.partition, r.data.offset) for r in records)
         assert got == [(0, o) for o in range(7, 10)] + [(1, o) for o in range(4, 10)]
         await wait_until(
             lambda: all(t.committed is not None for t in again._offsets.values()),
@@ -327,7 +332,7 @@ async def test_rebalance_between_two_sources_loses_nothing(
     async with running(first, sink1):
         await sink1.wait_count(20)
         # Acknowledge only partitions 0 and 1 before the second member arrives.
-        await first.ack([r for r in sink1.records if r.data["partition"] in (0, 1)])
+        await first.ack([r for r in sink1.records if r.data.partition in (0, 1)])
         second = make_source(sqlite_store, kafka_broker, [topic], group=group)
         sink2 = RecordingSink()
         async with running(second, sink2):
@@ -351,7 +356,7 @@ async def test_rebalance_between_two_sources_loses_nothing(
                 )
             starts: dict[int, int] = {}
             for record in sink2.records:
-                starts.setdefault(record.data["partition"], record.data["offset"])
+                starts.setdefault(record.data.partition, record.data.offset)
             for partition in theirs:
                 if partition in (0, 1):
                     assert partition not in starts  # nothing new to read

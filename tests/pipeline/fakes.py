@@ -34,6 +34,26 @@ from router.models import (
 from router.pipeline import Backoff, Pipeline
 
 NO_STORE = cast(Store, None)
+
+
+class SkipMatcher:
+    """Matches records whose body has no ``skip`` key."""
+
+    fields = None
+
+    def matches(self, event: Any) -> bool:
+        return "skip" not in event["body"]
+
+
+class NothingMatcher:
+    """Matches no record."""
+
+    fields = None
+
+    def matches(self, event: Any) -> bool:
+        return False
+
+
 FAST = Backoff(base=0.001, cap=0.01)
 
 TRAITS = {
@@ -289,7 +309,6 @@ class Harness:
             source=self.source,
             invoker=self.invoker,
             matcher=matcher,
-            filter_view=(lambda _type, data: data) if matcher is not None else None,
             on_failure=on_failure,
             on_success=on_success,
             backoff=backoff,

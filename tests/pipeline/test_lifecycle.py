@@ -12,6 +12,7 @@ from router.pipeline import Backoff
 from tests.pipeline.conftest import MakeHarness
 from tests.pipeline.fakes import (
     FakeSource,
+    NothingMatcher,
     ScriptedInvoker,
     error,
     event_ids,
@@ -55,11 +56,7 @@ async def test_put_blocks_at_capacity_until_acks_free_room(make: MakeHarness) ->
 
 
 async def test_free_counts_filtered_records_until_acked(make: MakeHarness) -> None:
-    class Nothing:
-        def matches(self, event: Any) -> bool:
-            return False
-
-    h = make(STREAM, capacity=10, matcher=Nothing(), batch_size=3)
+    h = make(STREAM, capacity=10, matcher=NothingMatcher(), batch_size=3)
     await h.put(records(4))
     await h.drain()
     assert h.invoker.events == []
@@ -263,12 +260,8 @@ async def test_put_after_stop_takes_nothing(make: MakeHarness) -> None:
 async def test_cancelling_put_while_filtered_records_are_deleted_frees_their_room(
     make: MakeHarness,
 ) -> None:
-    class Nothing:
-        def matches(self, event: Any) -> bool:
-            return False
-
     source = FakeSource(QUEUE)
-    h = make(QUEUE, source=source, capacity=100, matcher=Nothing())
+    h = make(QUEUE, source=source, capacity=100, matcher=NothingMatcher())
     gate = asyncio.Event()
     plain_ack = source.ack
 

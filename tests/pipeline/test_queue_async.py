@@ -15,6 +15,7 @@ from tests.pipeline.conftest import MakeHarness
 from tests.pipeline.fakes import (
     RecordingDestination,
     ScriptedInvoker,
+    SkipMatcher,
     error,
     event_ids,
     ok,
@@ -27,11 +28,6 @@ from tests.pipeline.fakes import (
 
 QUEUE = SourceKind.QUEUE
 ASYNC = SourceKind.ASYNC
-
-
-class SkipMatcher:
-    def matches(self, event: Any) -> bool:
-        return "skip" not in event["body"]
 
 
 @pytest.mark.parametrize(

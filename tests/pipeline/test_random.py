@@ -13,6 +13,7 @@ from tests.pipeline.conftest import MakeHarness
 from tests.pipeline.fakes import (
     RecordingDestination,
     ScriptedInvoker,
+    SkipMatcher,
     error,
     event_ids,
     ok,
@@ -21,11 +22,6 @@ from tests.pipeline.fakes import (
     throttle,
     transport,
 )
-
-
-class SkipMatcher:
-    def matches(self, event: Any) -> bool:
-        return "skip" not in event["body"]
 
 
 def chaos(rng: random.Random) -> ScriptedInvoker:

@@ -12,6 +12,7 @@ from tests.pipeline.conftest import MakeHarness
 from tests.pipeline.fakes import (
     RecordingDestination,
     ScriptedInvoker,
+    SkipMatcher,
     error,
     event_ids,
     ok,
@@ -23,13 +24,6 @@ from tests.pipeline.fakes import (
 )
 
 STREAM = SourceKind.STREAM
-
-
-class SkipMatcher:
-    """Matches records whose body has no ``skip`` key."""
-
-    def matches(self, event: Any) -> bool:
-        return "skip" not in event["body"]
 
 
 def fails_on(*bad: str) -> ScriptedInvoker:
