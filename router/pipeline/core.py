@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 # (record, filtered): filtered records ride along in their lane so that acks stay in order.
 Entry = tuple[Record, bool]
 
+_NO_LANE = object()
+
 DEFAULT_CONCURRENCY = 10
 UNBOUNDED = 1_000_000
 
@@ -231,34 +233,46 @@ class Pipeline(Sink):
         self._held += len(records)
         matcher = self._matcher
         view = self._filter_view
-        queue_kind = self.kind is SourceKind.QUEUE
         skip_now: list[Record] = []
-        touched: dict[Hashable, Lane] = {}
+        entries: list[Entry]
+        if matcher is not None and view is not None:
+            matches = matcher.matches
+            entries = [(r, not matches(view(r))) for r in records]
+            filtered = sum([f for _, f in entries])
+            counters.filtered += filtered
+            if filtered and self.kind is SourceKind.QUEUE:
+                # Unordered queue records that do not match are deleted at once.
+                skip_now = [r for r, f in entries if f and r.lane is None]
+                if skip_now:
+                    entries = [e for e in entries if not e[1] or e[0].lane is not None]
+        else:
+            entries = [(r, False) for r in records]
+        # Group by lane; a source puts runs of one lane, so the lane rarely changes.
+        groups: dict[Hashable, list[Entry]] = {}
+        last: Any = _NO_LANE
+        group: list[Entry] = []
+        for entry in entries:
+            key = entry[0].lane
+            if key is not last:
+                last = key
+                found = groups.get(key)
+                if found is None:
+                    found = groups[key] = []
+                group = found
+            group.append(entry)
         lanes = self._lanes
         now = time.monotonic()
-        for record in records:
-            filtered = False
-            if matcher is not None and view is not None:
-                filtered = not matcher.matches(view(record))
-                if filtered:
-                    counters.filtered += 1
-                    if queue_kind and record.lane is None:
-                        skip_now.append(record)
-                        continue
-            key = record.lane
-            lane = touched.get(key)
+        for key, group in groups.items():
+            lane = lanes.get(key)
             if lane is None:
-                lane = lanes.get(key)
-                if lane is None:
-                    lane = lanes[key] = Lane(key)
-                touched[key] = lane
-            if not filtered:
+                lane = lanes[key] = Lane(key)
+            sizes = [r.size for r, f in group if not f]
+            if sizes:
                 if lane.count == 0:
                     lane.oldest = now
-                lane.count += 1
-                lane.nbytes += record.size
-            lane.entries.append((record, filtered))
-        for lane in touched.values():
+                lane.count += len(sizes)
+                lane.nbytes += sum(sizes)
+            lane.entries.extend(group)
             if lane.task is None:
                 lane.task = asyncio.create_task(self._lane_worker(lane), name=f"lane:{lane.key}")
             lane.wake.set()
@@ -323,14 +337,22 @@ class Pipeline(Sink):
         entries = lane.entries
         policy = self.policy
         if (
-            lane.count == len(entries) <= policy.batch_size
+            lane.count == len(entries)
             and lane.nbytes + EVENT_OVERHEAD + RECORD_OVERHEAD * lane.count <= policy.max_bytes
         ):
-            # Everything waiting fits in one batch (and nothing rides along): take it whole.
-            batch = list(entries)
-            entries.clear()
-            lane.count = 0
-            lane.nbytes = 0
+            # Nothing rides along and everything waiting fits in the payload limit: the batch
+            # is the first batch_size entries, without looking at each record's size.
+            if lane.count <= policy.batch_size:
+                batch = list(entries)
+                entries.clear()
+                lane.count = 0
+                lane.nbytes = 0
+                return batch
+            popleft = entries.popleft
+            batch = [popleft() for _ in range(policy.batch_size)]
+            lane.count -= len(batch)
+            lane.nbytes -= sum([r.size for r, _ in batch])
+            lane.oldest = time.monotonic()
             return batch
         n = policy.cut(None if f else r.size for r, f in entries)
         batch = [entries.popleft() for _ in range(n)]

@@ -208,7 +208,7 @@ class Delivery:
         """Invoke the function with ``records``; throttles and transport errors are retried
         here (without spending the retry budget) until the records expire."""
         attempt = 0
-        size = sum(r.size for r in records)
+        size = sum([r.size for r in records])
         while True:
             event = self.source.build_event(records)
             request_id = str(uuid.uuid4())
@@ -272,8 +272,11 @@ class Delivery:
 
     async def stream(self, batch: list[Entry]) -> None:
         """Deliver a stream batch in order; returns when every entry is acknowledged."""
-        finished: set[int] = {id(r) for r, filtered in batch if filtered}
-        work = [_Segment([r for r, filtered in batch if not filtered])]
+        sent = [r for r, filtered in batch if not filtered]
+        finished: set[int] = set()
+        if len(sent) < len(batch):
+            finished.update(id(r) for r, filtered in batch if filtered)
+        work = [_Segment(sent)]
         while work:
             await self._ack_prefix(batch, finished)
             segment = work[0]
@@ -303,7 +306,7 @@ class Delivery:
                     await self._succeed(segment.records, result, request_id, event)
                     if len(segment.records) == len(batch):
                         # The common case: the whole batch went through at the first try.
-                        await self.ack([r for r, _ in batch])
+                        await self.ack(segment.records)
                         batch.clear()
                         return
                     finished.update(id(r) for r in segment.records)
