@@ -336,24 +336,23 @@ class Pipeline(Sink):
     def _take(self, lane: Lane) -> list[Entry]:
         entries = lane.entries
         policy = self.policy
-        if (
-            lane.count == len(entries)
-            and lane.nbytes + EVENT_OVERHEAD + RECORD_OVERHEAD * lane.count <= policy.max_bytes
-        ):
-            # Nothing rides along and everything waiting fits in the payload limit: the batch
-            # is the first batch_size entries, without looking at each record's size.
+        if lane.nbytes + EVENT_OVERHEAD + RECORD_OVERHEAD * lane.count <= policy.max_bytes:
+            # Everything waiting fits in the payload limit: no record's size needs a look.
             if lane.count <= policy.batch_size:
+                # One batch takes it all (filtered entries ride along).
                 batch = list(entries)
                 entries.clear()
                 lane.count = 0
                 lane.nbytes = 0
                 return batch
-            popleft = entries.popleft
-            batch = [popleft() for _ in range(policy.batch_size)]
-            lane.count -= len(batch)
-            lane.nbytes -= sum([r.size for r, _ in batch])
-            lane.oldest = time.monotonic()
-            return batch
+            if lane.count == len(entries):
+                # Nothing rides along: the batch is the first batch_size entries.
+                popleft = entries.popleft
+                batch = [popleft() for _ in range(policy.batch_size)]
+                lane.count -= len(batch)
+                lane.nbytes -= sum([r.size for r, _ in batch])
+                lane.oldest = time.monotonic()
+                return batch
         n = policy.cut(None if f else r.size for r, f in entries)
         batch = [entries.popleft() for _ in range(n)]
         for record, filtered in batch:

@@ -304,9 +304,15 @@ class Delivery:
                 failed_from = self._partial(segment.records, result)
                 if failed_from is None:
                     await self._succeed(segment.records, result, request_id, event)
-                    if len(segment.records) == len(batch):
-                        # The common case: the whole batch went through at the first try.
-                        await self.ack(segment.records)
+                    if len(work) == 1:
+                        # Every entry still in the batch is now finished: a record not yet
+                        # finished is in exactly one segment, and this was the last one. The
+                        # common case: the whole batch went through at the first try.
+                        await self.ack(
+                            segment.records
+                            if len(segment.records) == len(batch)
+                            else [r for r, _ in batch]
+                        )
                         batch.clear()
                         return
                     finished.update(id(r) for r in segment.records)
