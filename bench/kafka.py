@@ -8,11 +8,16 @@ own consumer group from the start of the topic:
 * ``bare``: ``getmany(max_records=1000)`` + ``commit()`` after every fetch;
 * ``router``: a mapping (batch size 500, no batching window) delivering to an in-process
   python handler that only counts records, without a filter;
-* ``router+5``: the same with 5 filter patterns on ``value`` (about half the records match).
+* ``router+5``: the same with 5 filter patterns on ``value`` (3 in 4 records match).
 
 Each run is timed from its first delivered record until every offset is committed; rates are
 given per wall-clock second and per CPU-second of this process (steadier on a shared machine,
-where the broker and other work compete for the cores).
+where the broker and other work compete for the cores). ``--rounds`` repeats the three runs
+and gives the median ratios (single runs swing by a third on a shared virtual machine).
+``--async-handler`` adds runs with an async handler: a sync handler (the default, as most
+Lambda handlers are) is called on the invoker's threads, an async one on the event loop.
+``--pin CPU`` pins this process (not the broker) to one CPU: thread hand-offs then stay on
+one core, which is much cheaper on virtual machines (see docs/kafka.md, "Throughput").
 Targets: router >= 0.5 x bare, router with 5 patterns >= 0.3 x bare.
 """
 
@@ -22,6 +27,8 @@ import argparse
 import asyncio
 import contextlib
 import importlib.util
+import os
+import statistics
 import sys
 import time
 import types
@@ -65,6 +72,10 @@ class Counter:
         if not self.delivered.is_set() and self.loop is not None:
             self.loop.call_soon_threadsafe(self.delivered.set)
         return {}
+
+    async def handle_async(self, event: dict[str, object], context: object) -> dict[str, object]:
+        # The same, as an async handler: it runs on the event loop, without a thread hand-off.
+        return self.handle(event, context)
 
 
 COUNTER = Counter()
@@ -164,7 +175,12 @@ def committed_total(router: Router) -> int:
 
 
 async def through_router(
-    bootstrap: str, topic: str, records: int, patterns: list[str], batch_size: int
+    bootstrap: str,
+    topic: str,
+    records: int,
+    patterns: list[str],
+    batch_size: int,
+    handler: str = "handle",
 ) -> Rate:
     group = f"router-{uuid.uuid4().hex[:8]}"
     filters = ""
@@ -176,7 +192,7 @@ async def through_router(
 functions:
   count:
     invoker: python
-    handler: kafka_bench_handler:handle
+    handler: kafka_bench_handler:{handler}
 mappings:
   - name: bench
     function: count
@@ -210,6 +226,24 @@ async def main() -> None:
     parser.add_argument("--records", type=int, default=300_000)
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of (bare, router, router+5); ratios are medians over the rounds",
+    )
+    parser.add_argument(
+        "--async-handler",
+        action="store_true",
+        help="also run the router with an async handler (no hand-off to the invoker's threads)",
+    )
+    parser.add_argument(
+        "--pin",
+        type=int,
+        metavar="CPU",
+        help="pin this process (bare loop and router alike; not the broker) to one CPU, as "
+        "`taskset -c CPU router run` does",
+    )
+    parser.add_argument(
         "--default-gc",
         action="store_true",
         help="keep Python's default GC settings instead of those `router run` applies",
@@ -220,27 +254,49 @@ async def main() -> None:
         tune_gc()
     module = types.ModuleType("kafka_bench_handler")
     module.handle = COUNTER.handle  # type: ignore[attr-defined]
+    module.handle_async = COUNTER.handle_async  # type: ignore[attr-defined]
     sys.modules["kafka_bench_handler"] = module
+    runs: list[tuple[str, float | None, list[str], str]] = [
+        ("router, no filter", 0.5, [], "handle"),
+        ("router, 5 patterns", 0.3, PATTERNS, "handle"),
+    ]
+    if args.async_handler:
+        runs += [
+            ("router, no filter, async", None, [], "handle_async"),
+            ("router, 5 patterns, async", None, PATTERNS, "handle_async"),
+        ]
+    ratios: dict[str, list[Rate]] = {name: [] for name, *_ in runs}
     with contextlib.ExitStack() as stack:
         bootstrap = args.bootstrap or stack.enter_context(tansu())
+        if args.pin is not None:
+            os.sched_setaffinity(0, {args.pin})
+            print(f"pinned to CPU {args.pin}")
         print(f"producing {args.records:,} records to {bootstrap} ...")
         topic = await prepare(bootstrap, args.records)
-        rate_bare = await bare(bootstrap, topic, args.records)
-        show("bare aiokafka getmany+commit", rate_bare, rate_bare, None)
-        rate = await through_router(bootstrap, topic, args.records, [], args.batch_size)
-        show("router, no filter", rate, rate_bare, 0.5)
-        delivered = COUNTER.count
-        rate = await through_router(bootstrap, topic, args.records, PATTERNS, args.batch_size)
-        show("router, 5 patterns", rate, rate_bare, 0.3)
-        print(f"  ({COUNTER.count - delivered:,} of {args.records:,} records matched)")
+        for round_ in range(1, args.rounds + 1):
+            print(f"round {round_}")
+            base = await bare(bootstrap, topic, args.records)
+            show("bare aiokafka getmany+commit", base)
+            for name, _, patterns, handler in runs:
+                delivered = COUNTER.count
+                rate = await through_router(
+                    bootstrap, topic, args.records, patterns, args.batch_size, handler
+                )
+                ratio = (rate[0] / base[0], rate[1] / base[1])
+                ratios[name].append(ratio)
+                matched = COUNTER.count - delivered
+                note = f" ({matched:,} matched)" if patterns else ""
+                show(name, rate, f"  ratio wall {ratio[0]:.2f} cpu {ratio[1]:.2f}{note}")
+    print(f"median of {args.rounds} rounds")
+    for name, target, *_ in runs:
+        wall = statistics.median(r[0] for r in ratios[name])
+        cpu = statistics.median(r[1] for r in ratios[name])
+        goal = f" (target >= {target})" if target is not None else ""
+        print(f"  {name:30} ratio wall {wall:.2f} cpu {cpu:.2f}{goal}")
 
 
-def show(name: str, rate: Rate, base: Rate, target: float | None) -> None:
-    line = f"{name:30} {rate[0]:10,.0f} rec/s wall {rate[1]:10,.0f} rec/CPU-s"
-    if target is not None:
-        line += f"  ratio wall {rate[0] / base[0]:.2f} cpu {rate[1] / base[1]:.2f}"
-        line += f" (target >= {target})"
-    print(line)
+def show(name: str, rate: Rate, extra: str = "") -> None:
+    print(f"  {name:30} {rate[0]:10,.0f} rec/s wall {rate[1]:10,.0f} rec/CPU-s{extra}")
 
 
 if __name__ == "__main__":
