@@ -16,8 +16,8 @@ where the broker and other work compete for the cores). ``--rounds`` repeats the
 and gives the median ratios (single runs swing by a third on a shared virtual machine).
 ``--async-handler`` adds runs with an async handler: a sync handler (the default, as most
 Lambda handlers are) is called on the invoker's threads, an async one on the event loop.
-``--pin CPU`` pins this process (not the broker) to one CPU: thread hand-offs then stay on
-one core, which is much cheaper on virtual machines (see docs/kafka.md, "Throughput").
+``--pin CPU`` pins this process (not the broker) to one CPU, so that thread hand-offs stay
+on one core (see docs/kafka.md, "Throughput").
 Targets: router >= 0.5 x bare, router with 5 patterns >= 0.3 x bare.
 """
 
