@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any
 
 import pytest
@@ -97,3 +98,13 @@ def test_event_identifiers_and_lanes() -> None:
     assert "key" not in tombstone
     assert "value" not in tombstone
     assert event["records"]["orders-3"][0]["value"] == base64.b64encode(b"x").decode()
+
+
+def test_a_record_without_a_timestamp_arrives_when_fetched() -> None:
+    # Old message formats carry timestamp -1: such a record must not count as expired at
+    # once for maximum_record_age.
+    msg = message(0, b"{}")
+    msg.timestamp = -1
+    before = time.time()
+    (record,) = record_converter(1)("orders", 3, [msg])
+    assert before <= record.arrival <= time.time()
