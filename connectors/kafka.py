@@ -134,6 +134,8 @@ class KafkaSource(Source):
         settings = self.settings
         convert = self._convert
         offsets = self._offsets
+        heard = time.monotonic()  # when the cluster last answered
+        unreachable = False
         try:
             while True:
                 free = sink.free()
@@ -146,7 +148,18 @@ class KafkaSource(Source):
                 limit = min(settings.max_poll_records, free)
                 fetched = await consumer.getmany(timeout_ms=1000, max_records=limit)
                 if not fetched:
+                    if time.monotonic() - heard >= settings.probe_interval:
+                        problem = await self._probe(consumer)
+                        heard = time.monotonic()
+                        if problem is not None:
+                            unreachable = True
+                            sink.report(f"PROBLEM: {problem}")
+                        elif unreachable:
+                            unreachable = False
+                            sink.report("OK")
                     continue
+                heard = time.monotonic()
+                unreachable = False
                 out: list[Record] = []
                 for tp, messages in fetched.items():
                     tracker = offsets.get(tp)
@@ -165,6 +178,16 @@ class KafkaSource(Source):
                 await self._revoked(set(self._offsets))
             await self._close_consumer()
             raise SourceError(f"kafka {self._bootstrap}: {_describe(e)}") from e
+
+    async def _probe(self, consumer: AIOKafkaConsumer) -> str | None:
+        """Ask the cluster for its metadata; a description of the failure, or None."""
+        try:
+            async with asyncio.timeout(self.settings.request_timeout_ms / 1000):
+                await consumer.topics()
+        except (KafkaError, OSError, TimeoutError) as e:
+            logger.warning("kafka %s: cluster unreachable: %s", self._bootstrap, _describe(e))
+            return f"kafka {self._bootstrap}: cluster unreachable: {_describe(e)}"
+        return None
 
     def build_event(self, records: Sequence[Record]) -> dict[str, Any]:
         return build_event(self._bootstrap, records)
@@ -237,14 +260,22 @@ class KafkaSource(Source):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         try:
-            await self._commit(None)
+            await self._commit(None, timeout=self.settings.close_timeout)
             await self._mirror(force=True)
         finally:
             self._consumer = None
             self._offsets.clear()
             try:
-                await consumer.stop()
-            except (KafkaError, OSError) as e:
+                async with asyncio.timeout(self.settings.close_timeout):
+                    await consumer.stop()
+            except asyncio.CancelledError:
+                # With the broker gone, aiokafka's stop() lets the CancelledError of its own
+                # fetch task escape. Only a cancellation of this task goes on.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                logger.warning("kafka %s: closing the consumer was cut short", self._bootstrap)
+            except (KafkaError, OSError, TimeoutError) as e:
                 logger.warning("kafka %s: closing the consumer: %s", self._bootstrap, _describe(e))
 
     # -- commits ------------------------------------------------------------------------
@@ -262,9 +293,12 @@ class KafkaSource(Source):
             if interval:
                 await asyncio.sleep(interval)
 
-    async def _commit(self, partitions: Collection[TopicPartition] | None) -> bool:
+    async def _commit(
+        self, partitions: Collection[TopicPartition] | None, timeout: float | None = None
+    ) -> bool:
         """Commit the acknowledged prefix of ``partitions`` (all when None). False when a
-        retriable failure should be tried again later."""
+        retriable failure should be tried again later. ``timeout`` defaults to the request
+        timeout: with the coordinator gone the client would retry for ever."""
         consumer = self._consumer
         if consumer is None:
             return True
@@ -279,12 +313,13 @@ class KafkaSource(Source):
             if not pending:
                 return await self._commit_foreign(consumer)
             try:
-                await consumer.commit({tp: target for tp, (_, target) in pending.items()})
+                async with asyncio.timeout(timeout or self.settings.request_timeout_ms / 1000):
+                    await consumer.commit({tp: target for tp, (_, target) in pending.items()})
             except (CommitFailedError, IllegalStateError) as e:
                 # The group is rebalancing: the revoke callback commits for these partitions.
                 logger.info("kafka group %s: commit skipped: %s", self._group_id, _describe(e))
                 return True
-            except KafkaError as e:
+            except (KafkaError, TimeoutError) as e:
                 logger.warning("kafka group %s: commit failed: %s", self._group_id, _describe(e))
                 if self._sink is not None:
                     self._sink.report(f"PROBLEM: kafka offset commit failed: {_describe(e)}")

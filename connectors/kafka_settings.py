@@ -118,6 +118,13 @@ class KafkaSourceSettings(KafkaConnection):
     """Minimum seconds between two offset commits (commits are coalesced)."""
     checkpoint_interval: float = Field(default=1.0, ge=0)
     """Minimum seconds between two copies of the committed offsets into the store."""
+    close_timeout: float = Field(default=10.0, gt=0)
+    """Seconds the last offset commit, and then leaving the group, may each take when the
+    source stops; what could not be committed is delivered again after a restart."""
+    probe_interval: float = Field(default=10.0, gt=0)
+    """Seconds without fetched records after which the source asks the cluster for its
+    metadata: a broker that cannot be reached then shows as ``PROBLEM`` (the client itself
+    keeps retrying quietly)."""
 
     @field_validator("topics", mode="before")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from connectors.kafka import KafkaSource
 from connectors.kafka_records import key_slot
@@ -374,3 +376,39 @@ async def test_unreachable_broker_raises_source_error(sqlite_store: SQLStore) ->
     with pytest.raises(SourceError, match="cannot join group"):
         await source.run(RecordingSink())
     await source.aclose()
+
+
+async def test_a_broker_that_goes_away_shows_as_a_problem(sqlite_store: SQLStore) -> None:
+    # The client retries a lost broker quietly; the source probes the cluster when no
+    # records come and reports it, then closes in bounded time.
+    from tests.fixtures.kafka import tansu_broker
+    from tests.fixtures.procs import stop_process
+
+    with tansu_broker() as (broker, process):
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic("gone", 1, 1)])
+        finally:
+            await admin.close()
+        await produce(broker, "gone", [b"1"])
+        source = make_source(sqlite_store, broker, ["gone"], probe_interval=0.5, close_timeout=2)
+        sink = RecordingSink()
+        task = asyncio.create_task(source.run(sink))
+        try:
+            await sink.wait_count(1)
+            await source.ack(sink.records)
+            stop_process(process)
+            await wait_until(
+                lambda: any("cluster unreachable" in r for r in sink.reports),
+                what="PROBLEM report",
+            )
+            problem = next(r for r in sink.reports if "cluster unreachable" in r)
+            assert problem.startswith(f"PROBLEM: kafka {broker}: cluster unreachable")
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            started = time.monotonic()
+            await source.aclose()
+        assert time.monotonic() - started < 10
