@@ -271,8 +271,8 @@ class KafkaSource(Source):
             except asyncio.CancelledError:
                 # With the broker gone, aiokafka's stop() lets the CancelledError of its own
                 # fetch task escape. Only a cancellation of this task goes on.
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
                     raise
                 logger.warning("kafka %s: closing the consumer was cut short", self._bootstrap)
             except (KafkaError, OSError, TimeoutError) as e:
