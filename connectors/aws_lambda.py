@@ -79,13 +79,11 @@ class LambdaInvoker(Invoker):
     """Invokes a function with the AWS Lambda ``Invoke`` API (RequestResponse)."""
 
     Settings: ClassVar[type[PluginSettings]] = LambdaInvokerSettings
+    settings: LambdaInvokerSettings
 
     def __init__(self, function: FunctionConfig, context: InvokerContext) -> None:
         super().__init__(function, context)
-        settings = function.settings
-        if not isinstance(settings, LambdaInvokerSettings):
-            raise TypeError(f"expected LambdaInvokerSettings, got {type(settings).__name__}")
-        self.settings = settings
+        settings = self.settings
         self.function_name = settings.function_name or function.name
         self._session = make_session(settings)
         self._stack: AsyncExitStack | None = None

@@ -189,10 +189,19 @@ class Invoker(ABC):
     there); ``aclose`` is idempotent."""
 
     Settings: ClassVar[type[PluginSettings]]
+    settings: Any
+    """``function.settings``, checked to be an instance of ``Settings``; subclasses narrow
+    the annotation."""
 
     def __init__(self, function: FunctionConfig, context: InvokerContext) -> None:
+        if not isinstance(function.settings, self.Settings):
+            raise TypeError(
+                f"{type(self).__name__} needs {self.Settings.__name__} settings, "
+                f"got {type(function.settings).__name__}"
+            )
         self.function = function
         self.context = context
+        self.settings = function.settings
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Open connections or listeners."""

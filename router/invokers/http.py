@@ -107,13 +107,11 @@ class HttpInvoker(Invoker):
     """Invokes a function through a Lambda-compatible Invoke API endpoint."""
 
     Settings: ClassVar[type[PluginSettings]] = HttpInvokerSettings
+    settings: HttpInvokerSettings
 
     def __init__(self, function: FunctionConfig, context: InvokerContext) -> None:
         super().__init__(function, context)
-        settings = function.settings
-        if not isinstance(settings, HttpInvokerSettings):
-            raise TypeError(f"expected HttpInvokerSettings, got {type(settings).__name__}")
-        self.settings = settings
+        settings = self.settings
         name = quote(settings.function_name or function.name, safe="")
         self.endpoint = settings.url + INVOKE_PATH.format(name=name)
         self._params = {"Qualifier": settings.qualifier} if settings.qualifier else None

@@ -151,13 +151,10 @@ class PythonInvoker(Invoker):
     """Calls an in-process Python handler with a Lambda-like context."""
 
     Settings: ClassVar[type[PluginSettings]] = PythonInvokerSettings
+    settings: PythonInvokerSettings
 
     def __init__(self, function: FunctionConfig, context: InvokerContext) -> None:
         super().__init__(function, context)
-        settings = function.settings
-        if not isinstance(settings, PythonInvokerSettings):
-            raise TypeError(f"expected PythonInvokerSettings, got {type(settings).__name__}")
-        self.settings = settings
         self._handler: Handler | None = None
         self._is_async = False
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None

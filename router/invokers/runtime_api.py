@@ -148,13 +148,10 @@ class RuntimeApiInvoker(Invoker):
     """Hosts the Lambda Runtime API for one function; runtimes pull invocations from it."""
 
     Settings: ClassVar[type[PluginSettings]] = RuntimeApiInvokerSettings
+    settings: RuntimeApiInvokerSettings
 
     def __init__(self, function: FunctionConfig, context: InvokerContext) -> None:
         super().__init__(function, context)
-        settings = function.settings
-        if not isinstance(settings, RuntimeApiInvokerSettings):
-            raise TypeError(f"expected RuntimeApiInvokerSettings, got {type(settings).__name__}")
-        self.settings = settings
         self._arn = function_arn(function.name, function.arn)
         self._queue: collections.deque[_Pending] = collections.deque()
         self._waiters: collections.deque[_Waiter] = collections.deque()
