@@ -48,6 +48,7 @@ from router.pipeline.retry import (
     MalformedResponse,
     failed_identifiers,
     first_failed_index,
+    names_no_failure,
 )
 from router.secrets import redact
 
@@ -143,8 +144,6 @@ class Delivery:
 
     async def sleep(self, delay: float) -> None:
         """Wait ``delay`` seconds; raise Abandoned if the router stops meanwhile."""
-        if self.stopping.is_set():
-            raise Abandoned
         if await wait_event(self.stopping, delay):
             raise Abandoned
 
@@ -376,7 +375,7 @@ class Delivery:
     def _partial(self, records: Sequence[Record], result: InvokeResult) -> int | None:
         """Index of the first failed record per a partial batch response, or None if the
         whole batch succeeded (or partial responses are not enabled)."""
-        if not self.mapping.report_batch_item_failures:
+        if not self.mapping.report_batch_item_failures or names_no_failure(result.payload):
             return None
         identifiers = self.source.identifiers(records)
         try:
@@ -469,10 +468,11 @@ class Delivery:
                 failed = records[failed_from:]
             else:
                 identifiers = self.source.identifiers(records)
+                known = set(identifiers)
                 try:
-                    bad = failed_identifiers(result.payload, set(identifiers))
+                    bad = failed_identifiers(result.payload, known)
                 except MalformedResponse:
-                    bad = set(identifiers)
+                    bad = known
                 failed = [r for r, i in zip(records, identifiers, strict=True) if i in bad]
         else:
             failed = records

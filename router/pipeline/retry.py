@@ -27,6 +27,18 @@ class MalformedResponse(ValueError):
     """A partial batch response Lambda would treat as a failure of the whole batch."""
 
 
+def names_no_failure(response: Any) -> bool:
+    """True when a ``ReportBatchItemFailures`` response plainly says the whole batch
+    succeeded (null, empty, or no / an empty ``batchItemFailures`` list): the batch's item
+    identifiers are not needed to read it."""
+    if response is None or response == "" or response == {}:
+        return True
+    if not isinstance(response, dict):
+        return False
+    items = response.get("batchItemFailures")
+    return items is None or (isinstance(items, list) and not items)
+
+
 def failed_identifiers(response: Any, identifiers: Collection[str]) -> set[str]:
     """The ``itemIdentifier``s a ``ReportBatchItemFailures`` response marks as failed.
 
@@ -35,13 +47,11 @@ def failed_identifiers(response: Any, identifiers: Collection[str]) -> set[str]:
     not a list, or that holds an item without a non-empty string ``itemIdentifier`` that
     names a record of the batch raises :class:`MalformedResponse` (whole batch failed).
     """
-    if response is None or response == "" or response == {}:
+    if names_no_failure(response):
         return set()
     if not isinstance(response, dict):
         raise MalformedResponse(f"response is a {type(response).__name__}, not an object")
     items = response.get("batchItemFailures")
-    if items is None:
-        return set()
     if not isinstance(items, list):
         raise MalformedResponse("batchItemFailures is not a list")
     failed: set[str] = set()

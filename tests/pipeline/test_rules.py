@@ -9,7 +9,12 @@ import pytest
 from router.models import MAX_PAYLOAD_BYTES
 from router.pipeline import Backoff, BatchPolicy
 from router.pipeline.batcher import EVENT_OVERHEAD
-from router.pipeline.retry import MalformedResponse, failed_identifiers, first_failed_index
+from router.pipeline.retry import (
+    MalformedResponse,
+    failed_identifiers,
+    first_failed_index,
+    names_no_failure,
+)
 
 MB = 1024 * 1024
 
@@ -102,6 +107,8 @@ MALFORMED: list[Any] = [
 )
 def test_failed_identifiers(response: Any, failed: set[str]) -> None:
     assert failed_identifiers(response, set(BATCH)) == failed
+    # Whole-batch successes are recognised without the batch's identifiers.
+    assert names_no_failure(response) == (not failed)
 
 
 @pytest.mark.parametrize(
@@ -126,6 +133,7 @@ def test_kafka_object_identifier_not_in_the_batch_is_malformed() -> None:
 def test_malformed_response_fails_the_whole_batch(response: Any) -> None:
     with pytest.raises(MalformedResponse):
         failed_identifiers(response, set(BATCH))
+    assert not names_no_failure(response)
 
 
 @pytest.mark.parametrize(("failed", "index"), [({"a"}, 0), ({"c", "b"}, 1), ({"c"}, 2), (set(), 3)])
