@@ -26,6 +26,9 @@ from router.store.tables import alembic_version
 
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
 
+SCHEMA_LOCK_KEY = 0x726F75746572  # "router"
+"""PostgreSQL advisory lock held by an upgrade for its whole transaction."""
+
 
 def alembic_config(url: str | None = None) -> Config:
     """An Alembic config pointing at the installed migrations (no ini file)."""
@@ -100,7 +103,12 @@ async def current_revision(url: str) -> str | None:
 
 async def upgrade_async(url: str, revision: str = "head") -> str | None:
     """Migrate the store at ``url`` to ``revision``; returns the revision it is at after.
-    Idempotent: a store already at the head is left as it is."""
+    Idempotent: a store already at the head is left as it is.
+
+    On PostgreSQL the upgrade holds an advisory lock for its transaction, so replicas that
+    all run ``router db upgrade`` as they start take turns: the first migrates, the others
+    then find the schema current and change nothing (without the lock, two concurrent
+    ``CREATE TABLE`` fail one of the upgrades)."""
     url = normalize_url(url)
     config = alembic_config(url)
 
@@ -113,6 +121,9 @@ async def upgrade_async(url: str, revision: str = "head") -> str | None:
     try:
         with store_errors(url, backend_of(url), f"upgrading the schema to {revision}"):
             async with engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    lock = sa.text("SELECT pg_advisory_xact_lock(:key)")
+                    await conn.execute(lock, {"key": SCHEMA_LOCK_KEY})
                 await conn.run_sync(run)
             async with engine.connect() as conn:
                 return await read_revision(conn)

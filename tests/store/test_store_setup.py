@@ -12,13 +12,16 @@ import sqlalchemy as sa
 from router.errors import ConfigError, SchemaOutdatedError, StoreError
 from router.store import SQLStore, normalize_url
 from router.store.migrate import (
+    SCHEMA_LOCK_KEY,
     alembic_config,
     current_revision,
     head_revision,
     upgrade,
     upgrade_async,
 )
+from tests.fixtures.postgres import PG_HOST, PG_PORT, PG_USER
 from tests.fixtures.procs import free_port
+from tests.helpers import eventually, router_command
 from tests.store.helpers import collect_until, external_execute, make_row, primed_feed
 
 
@@ -118,6 +121,63 @@ async def test_start_refuses_an_old_or_unknown_revision(empty_url: str) -> None:
     with pytest.raises(SchemaOutdatedError, match="router db upgrade"):
         await SQLStore(empty_url).start()
     assert await upgrade_async(empty_url) == head_revision()  # and back up again
+
+
+async def _db_upgrade(url: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *router_command(),
+        "db",
+        "upgrade",
+        "--store",
+        url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def test_replicas_upgrading_one_postgres_store_at_once_take_turns(
+    empty_pg_url: str,
+) -> None:
+    """Replicas that each run `router db upgrade` as they start: while one holds the schema
+    lock the others wait for it, then find the schema current; all of them succeed."""
+    import asyncpg
+
+    database = empty_pg_url.rsplit("/", 1)[1]
+
+    async def connect() -> asyncpg.Connection:
+        return await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database=database)
+
+    holder, watcher = await connect(), await connect()
+    try:
+        # Stand in for an upgrade in progress: take the lock, then start the replicas.
+        transaction = holder.transaction()
+        await transaction.start()
+        await holder.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK_KEY)
+        upgrades = [asyncio.create_task(_db_upgrade(empty_pg_url)) for _ in range(3)]
+        try:
+
+            async def waiting() -> bool:
+                count = await watcher.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 "
+                    "AND wait_event_type = 'Lock' AND wait_event = 'advisory'",
+                    database,
+                )
+                return bool(count == len(upgrades))
+
+            await eventually(waiting, timeout=60, what="every upgrade waiting for the lock")
+        finally:
+            await transaction.rollback()
+            results = await asyncio.gather(*upgrades)
+    finally:
+        await holder.close()
+        await watcher.close()
+    for code, output in results:
+        assert code == 0, output
+        assert f"schema at revision {head_revision()}" in output
+    assert await current_revision(empty_pg_url) == head_revision()
 
 
 async def test_unreachable_postgres_is_a_temporary_error() -> None:
