@@ -302,7 +302,16 @@ class KafkaSource(Source):
         consumer = self._consumer
         if consumer is None:
             return True
-        async with self._commit_lock:
+        # One deadline for waiting on a commit already running (a revoke's, say) and for
+        # this one.
+        limit = timeout or self.settings.request_timeout_ms / 1000
+        deadline = asyncio.get_running_loop().time() + limit
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._commit_lock.acquire()
+        except TimeoutError as e:
+            return self._commit_failed(e)
+        try:
             pending: dict[TopicPartition, tuple[PartitionOffsets, int]] = {}
             for tp, tracker in self._offsets.items():
                 if partitions is not None and tp not in partitions:
@@ -311,25 +320,30 @@ class KafkaSource(Source):
                 if target is not None and tracker.dirty:
                     pending[tp] = (tracker, target)
             if not pending:
-                return await self._commit_foreign(consumer)
+                return await self._commit_foreign(consumer, deadline)
             try:
-                async with asyncio.timeout(timeout or self.settings.request_timeout_ms / 1000):
+                async with asyncio.timeout_at(deadline):
                     await consumer.commit({tp: target for tp, (_, target) in pending.items()})
             except (CommitFailedError, IllegalStateError) as e:
                 # The group is rebalancing: the revoke callback commits for these partitions.
                 logger.info("kafka group %s: commit skipped: %s", self._group_id, _describe(e))
                 return True
             except (KafkaError, TimeoutError) as e:
-                logger.warning("kafka group %s: commit failed: %s", self._group_id, _describe(e))
-                if self._sink is not None:
-                    self._sink.report(f"PROBLEM: kafka offset commit failed: {_describe(e)}")
-                return False
+                return self._commit_failed(e)
             for tp, (tracker, target) in pending.items():
                 tracker.committed = target
                 self._mirrored[(tp.topic, tp.partition)] = target
-            return await self._commit_foreign(consumer)
+            return await self._commit_foreign(consumer, deadline)
+        finally:
+            self._commit_lock.release()
 
-    async def _commit_foreign(self, consumer: AIOKafkaConsumer) -> bool:
+    def _commit_failed(self, error: Exception) -> bool:
+        logger.warning("kafka group %s: commit failed: %s", self._group_id, _describe(error))
+        if self._sink is not None:
+            self._sink.report(f"PROBLEM: kafka offset commit failed: {_describe(error)}")
+        return False
+
+    async def _commit_foreign(self, consumer: AIOKafkaConsumer, deadline: float) -> bool:
         """Commit reset offsets of partitions this member does not own. aiokafka's public
         ``commit`` refuses those, so this goes through the group coordinator directly."""
         if not self._foreign:
@@ -340,10 +354,11 @@ class KafkaSource(Source):
             return False
         offsets = dict(self._foreign)
         try:
-            await consumer._coordinator.commit_offsets(
-                assignment, {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()}
-            )
-        except KafkaError as e:
+            async with asyncio.timeout_at(deadline):
+                await consumer._coordinator.commit_offsets(
+                    assignment, {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()}
+                )
+        except (KafkaError, TimeoutError) as e:
             logger.warning("kafka group %s: committing a reset: %s", self._group_id, _describe(e))
             return False
         for tp, offset in offsets.items():

@@ -157,6 +157,29 @@ async def test_order_per_partition_and_acks_commit_only_the_acked_prefix(
     assert firsts == {0: 10, 2: 0}
 
 
+async def test_a_commit_waiting_behind_another_one_keeps_its_deadline(
+    sqlite_store: SQLStore, kafka_broker: str, make_topic: TopicFactory
+) -> None:
+    # A revoke's commit can hold the commit lock for a whole request timeout when the
+    # cluster misbehaves; the last commit at close must still end on time.
+    topic = await make_topic(1)
+    await produce(kafka_broker, topic, [b"1"])
+    source = make_source(sqlite_store, kafka_broker, [topic])
+    sink = RecordingSink()
+    async with running(source, sink):
+        records = await sink.wait_count(1)
+        await source._commit_lock.acquire()  # another commit in progress
+        try:
+            await source.ack(records)
+            started = time.monotonic()
+            assert await source._commit(None, timeout=0.3) is False
+            assert time.monotonic() - started < 5
+            assert "PROBLEM: kafka offset commit failed: TimeoutError" in sink.reports
+        finally:
+            source._commit_lock.release()
+        await wait_until(lambda: source._offsets[TopicPartition(topic, 0)].committed == 1)
+
+
 async def test_parallelization_factor_lanes_by_key(
     sqlite_store: SQLStore, kafka_broker: str, kafka_topic: str
 ) -> None:
@@ -380,7 +403,8 @@ async def test_unreachable_broker_raises_source_error(sqlite_store: SQLStore) ->
 
 async def test_a_broker_that_goes_away_shows_as_a_problem(sqlite_store: SQLStore) -> None:
     # The client retries a lost broker quietly; the source probes the cluster when no
-    # records come and reports it, then closes in bounded time.
+    # records come and reports it, reports OK once the cluster answers again, and closes in
+    # bounded time.
     from tests.fixtures.kafka import tansu_broker
     from tests.fixtures.procs import stop_process
 
@@ -405,6 +429,10 @@ async def test_a_broker_that_goes_away_shows_as_a_problem(sqlite_store: SQLStore
             )
             problem = next(r for r in sink.reports if "cluster unreachable" in r)
             assert problem.startswith(f"PROBLEM: kafka {broker}: cluster unreachable")
+            # A broker back at the same address (an empty one: tansu keeps nothing).
+            seen = len(sink.reports)
+            with tansu_broker(port=int(broker.rsplit(":", 1)[1])):
+                await wait_until(lambda: "OK" in sink.reports[seen:], what="OK report")
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
