@@ -12,7 +12,8 @@ own consumer group from the start of the topic:
 
 Each run is timed from its first delivered record until every offset is committed; rates are
 given per wall-clock second and per CPU-second of this process (steadier on a shared machine,
-where the broker and other work compete for the cores). ``--rounds`` repeats the three runs
+where the broker and other work compete for the cores). Every router run is paired with a
+bare run just before it, and its ratios are against that run. ``--rounds`` repeats the runs
 and gives the median ratios (single runs swing by a third on a shared virtual machine).
 ``--async-handler`` adds runs with an async handler: a sync handler (the default, as most
 Lambda handlers are) is called on the invoker's threads, an async one on the event loop.
@@ -229,7 +230,7 @@ async def main() -> None:
         "--rounds",
         type=int,
         default=3,
-        help="rounds of (bare, router, router+5); ratios are medians over the rounds",
+        help="rounds of (bare, router, bare, router+5); ratios are medians over the rounds",
     )
     parser.add_argument(
         "--async-handler",
@@ -275,9 +276,11 @@ async def main() -> None:
         topic = await prepare(bootstrap, args.records)
         for round_ in range(1, args.rounds + 1):
             print(f"round {round_}")
-            base = await bare(bootstrap, topic, args.records)
-            show("bare aiokafka getmany+commit", base)
             for name, _, patterns, handler in runs:
+                # Each router run is compared with a bare run just before it: the machine's
+                # speed drifts between runs, and the ratio of neighbours drifts least.
+                base = await bare(bootstrap, topic, args.records)
+                show("bare aiokafka getmany+commit", base)
                 delivered = COUNTER.count
                 rate = await through_router(
                     bootstrap, topic, args.records, patterns, args.batch_size, handler
