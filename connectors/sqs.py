@@ -179,9 +179,16 @@ class SQSQueue:
 
         Entries SQS rejects as the caller's fault (an expired receipt handle: the message was
         already received again elsewhere) are logged and dropped; anything else raises
-        SourceError and the caller retries (deleting twice is harmless)."""
-        for message_id, _ in entries:
+        SourceError and the caller retries (deleting twice is harmless).
+
+        A message listed more than once (a standard queue may deliver one message twice,
+        even into one batch) is deleted once, with its first receipt handle: SQS rejects a
+        whole batch that repeats a receipt handle or an ``Id``."""
+        unique: dict[str, str] = {}
+        for message_id, receipt in entries:
+            unique.setdefault(message_id, receipt)
             self._inflight.pop(message_id, None)
+        entries = list(unique.items())
         chunks = [entries[i : i + BATCH_LIMIT] for i in range(0, len(entries), BATCH_LIMIT)]
         results = await asyncio.gather(
             *(self._delete_chunk(c) for c in chunks), return_exceptions=True
@@ -477,6 +484,8 @@ class SQSSource(Source):
         if not records:
             return
         queue = self.queue
+        # The receipt handle of the latest receive is the one that deletes; a message seen
+        # twice in this batch is forgotten by its first record, and deleted once.
         entries = [(r.identifier, queue.forget(r.identifier) or r.position) for r in records]
         try:
             await queue.delete(entries)

@@ -184,6 +184,22 @@ async def test_released_messages_return_after_the_visibility_timeout(aws: Any) -
             assert await queue_counts(sqs, url) == (0, 0)
 
 
+async def test_a_message_delivered_twice_in_one_batch_is_deleted_once(aws: Any) -> None:
+    # A standard queue may hand one message to two receives; both copies can land in one
+    # batch. SQS rejects a DeleteMessageBatch that repeats a receipt handle, which would
+    # make the ack fail on every retry and the message come back forever.
+    async with aws.client("sqs") as sqs:
+        url = await make_queue(sqs, unique("twice"))
+        await sqs.send_message(QueueUrl=url, MessageBody="once")
+        source = make_source(url, aws.endpoint, wait_time_seconds=1)
+        sink = RecordingSink()
+        async with running(source, sink):
+            [record] = await sink.get(1)
+            await source.ack([record, record])
+            await sink.done(1)
+            assert await queue_counts(sqs, url) == (0, 0)
+
+
 async def test_visibility_is_extended_while_in_flight(aws: Any) -> None:
     async with aws.client("sqs") as sqs:
         url = await make_queue(sqs, unique("slow"), visibility=2)
