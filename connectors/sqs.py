@@ -182,8 +182,8 @@ class SQSQueue:
         SourceError and the caller retries (deleting twice is harmless).
 
         A message listed more than once (a standard queue may deliver one message twice,
-        even into one batch) is deleted once, with its first receipt handle: SQS rejects a
-        whole batch that repeats a receipt handle or an ``Id``."""
+        even into one batch) is deleted once, with its first receipt handle: a batch that
+        repeats a receipt handle can be rejected whole (``BatchEntryIdsNotDistinct``)."""
         unique: dict[str, str] = {}
         for message_id, receipt in entries:
             unique.setdefault(message_id, receipt)
