@@ -186,8 +186,8 @@ async def test_released_messages_return_after_the_visibility_timeout(aws: Any) -
 
 async def test_a_message_delivered_twice_in_one_batch_is_deleted_once(aws: Any) -> None:
     # A standard queue may hand one message to two receives; both copies can land in one
-    # batch. SQS rejects a DeleteMessageBatch that repeats a receipt handle, which would
-    # make the ack fail on every retry and the message come back forever.
+    # batch. A DeleteMessageBatch that repeats a receipt handle is rejected whole (moto does
+    # so), which would make the ack fail on every retry and the message come back forever.
     async with aws.client("sqs") as sqs:
         url = await make_queue(sqs, unique("twice"))
         await sqs.send_message(QueueUrl=url, MessageBody="once")
