@@ -370,7 +370,9 @@ class SQLStore:
             row = (await conn.execute(query)).first()
         if row is None:
             return {**dict.fromkeys(_STATS_COUNTERS, 0), "last_invoke_at": None, "updated_at": None}
-        values = dict(row._mapping)
+        # Plain str keys: SQLAlchemy's are ``quoted_name`` (a str subclass JSON encoders
+        # such as orjson refuse).
+        values = {str(key): value for key, value in row._mapping.items()}
         values.pop("mapping_uuid")
         return values
 

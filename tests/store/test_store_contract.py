@@ -265,6 +265,8 @@ async def test_stats_add_up_atomically(store: SQLStore) -> None:
         2,
     )
     assert stats["last_invoke_at"] == when
+    # Plain str keys, so that the stats serialise as JSON (`router mappings show`).
+    assert {type(key) for key in stats} == {str}
     await store.add_stats("u", StatsDelta(records_in=1))  # keeps the last invoke time
     assert (await store.get_stats("u"))["last_invoke_at"] == when
 
