@@ -214,7 +214,12 @@ async def apply_plan(plan: ApplyPlan, store: Store) -> None:
     """Write ``plan`` to the store: deletes, then updates, then creates."""
     for d in plan.deletes:
         await store.delete_mapping(d.row.uuid)
-        logger.info("deleted mapping %s", d.row.name)
+        logger.warning(
+            "deleted mapping %s (%s -> %s): it is no longer in the YAML",
+            d.row.name,
+            d.row.source_type,
+            d.row.function_name,
+        )
     for u in plan.updates:
         await store.update_mapping(u.row)
         if u.enabled is not None:

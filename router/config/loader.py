@@ -47,6 +47,15 @@ def _fmt(path: KeyPath) -> str:
 def _top_level(doc: YamlDocument, errors: list[ConfigError]) -> dict[str, Any]:
     data = doc.data
     if data is None:
+        # A file truncated while it is rewritten, or a volume mounted empty, must not delete
+        # every mapping; removing them all takes an explicit ``mappings: []``.
+        errors.append(
+            ConfigError(
+                "the file is empty (or holds only comments); nothing is applied. Declare "
+                "router:, functions: or mappings: (write mappings: [] to remove every mapping)",
+                Location(file=doc.filename, line=None),
+            )
+        )
         return {}
     if not isinstance(data, dict):
         errors.append(

@@ -68,10 +68,28 @@ def test_brief_example_is_accepted() -> None:
     assert str(config.locations["inbox"]) == "router.yaml:9: mappings[0].name"
 
 
-def test_empty_file_is_an_empty_config() -> None:
-    config = load_config_text("# nothing yet\n", "empty.yaml")
+@pytest.mark.parametrize("text", ["", "# nothing yet\n", "\n\n  \n# a\n---\n"])
+def test_empty_or_comment_only_file_is_an_error(text: str) -> None:
+    # Applying an empty file would delete every mapping (a file truncated while an editor
+    # rewrites it, a volume mounted empty).
+    assert errors_of(text, "empty.yaml") == [
+        "empty.yaml: the file is empty (or holds only comments); nothing is applied. Declare "
+        "router:, functions: or mappings: (write mappings: [] to remove every mapping)"
+    ]
+
+
+def test_an_explicit_empty_mapping_list_is_accepted() -> None:
+    config = load_config_text("mappings: []\n", "none.yaml")
     assert (dict(config.functions), config.mappings) == ({}, ())
     assert config.settings == RouterSettings()
+
+
+def test_an_empty_file_among_others_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(FUNCTIONS)
+    (tmp_path / "b.yaml").write_text("# emptied\n")
+    with pytest.raises(ConfigErrors) as info:
+        load_config(tmp_path)
+    assert str(info.value).startswith(f"{tmp_path / 'b.yaml'}: the file is empty")
 
 
 SNAKE = """\
