@@ -175,6 +175,19 @@ class Source(ABC):
         """Release connections. Idempotent."""
 
 
+@dataclass(frozen=True, slots=True)
+class SettingsProblem:
+    """Something wrong with a plug-in's settings that their shape does not show, found by
+    the plug-in's ``check`` hook (a handler that does not import, settings every call would
+    fail with)."""
+
+    path: tuple[str | int, ...]
+    """Keys under the plug-in's block, e.g. ``("handler",)`` or ``("headers",
+    "Authorization")``; ``()`` for the block itself."""
+    message: str
+    """What is wrong and how to fix it; never the value of a secret."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InvokerContext:
     store: Store
@@ -202,6 +215,15 @@ class Invoker(ABC):
         self.function = function
         self.context = context
         self.settings = function.settings
+
+    @classmethod
+    def check(cls, function: FunctionConfig) -> list[SettingsProblem]:
+        """Problems with ``function`` that validating its settings' shape cannot find: a
+        handler that does not import, settings the client library refuses on every call.
+        ``router validate`` reports them, and ``router run`` (at start and when the YAML
+        changes) applies nothing while there are any. Must not open connections or bind
+        ports: the function may be running already. Defaults to none."""
+        return []
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Open connections or listeners."""

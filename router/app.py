@@ -124,9 +124,16 @@ class Router:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
+    async def start_functions(self) -> None:
+        """Start the invokers of every function (handlers imported, listeners bound).
+        :meth:`start` does it too; ``router run`` calls this first, so that nothing is
+        applied to the store when a function cannot start."""
         for function in self.config.functions.values():
-            await self._start_invoker(function)
+            if function.name not in self.invokers:
+                await self._start_invoker(function)
+
+    async def start(self) -> None:
+        await self.start_functions()
         await self.reconcile()
         self._tasks.append(asyncio.create_task(self._watch_store(), name="watch-store"))
         self._tasks.append(asyncio.create_task(self._flush_loop(), name="flush-stats"))

@@ -26,12 +26,13 @@ from router.aio import wait_event
 from router.config import (
     RouterConfig,
     apply_plan,
+    check_functions,
     config_files,
     json_schema,
     load_config,
     plan_apply,
 )
-from router.errors import ConfigError, RouterError, SchemaOutdatedError
+from router.errors import ConfigError, ConfigErrors, RouterError, SchemaOutdatedError
 from router.secrets import redact
 
 logger = logging.getLogger("router")
@@ -47,13 +48,22 @@ def _config_path(args: argparse.Namespace) -> str:
     return str(args.config or os.environ.get("ROUTER_CONFIG") or DEFAULT_CONFIG)
 
 
-def _load(args: argparse.Namespace) -> RouterConfig:
+def _load(args: argparse.Namespace, *, check: bool = False) -> RouterConfig:
     path = _config_path(args)
     if not Path(path).exists():
         raise ConfigError(
             f"configuration {path!r} not found: pass --config FILE_OR_DIR or set ROUTER_CONFIG"
         )
-    return load_config(path)
+    return _load_checked(path) if check else load_config(path)
+
+
+def _load_checked(path: str) -> RouterConfig:
+    """The configuration as ``run`` needs it: valid, and every function loadable."""
+    config = load_config(path)
+    errors = check_functions(config)
+    if errors:
+        raise ConfigErrors(errors)
+    return config
 
 
 def _store_url(args: argparse.Namespace, config: RouterConfig | None) -> str:
@@ -93,12 +103,12 @@ async def _run(args: argparse.Namespace) -> int:
     from router.app import Router, tune_gc
     from router.ops import start_listener
 
-    config = _load(args)
+    config = _load(args, check=True)
     logs.setup(
         args.log_format or config.settings.log_format, args.log_level or config.settings.log_level
     )
     store = await _open_store(_store_url(args, config))
-    router: Router | None = None
+    router = Router(config, store, replica_id=args.replica_id)
     runner = None
     watcher: asyncio.Task[None] | None = None
     stop = asyncio.Event()
@@ -106,8 +116,12 @@ async def _run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
+        # Functions first: when one cannot start, nothing is written to the store.
+        try:
+            await router.start_functions()
+        except ConfigError as e:
+            raise config.relocate(e) from e
         await apply_plan(await plan_apply(config, store), store)
-        router = Router(config, store, replica_id=args.replica_id)
         await router.start()
         tune_gc()
         listen = args.http_listen or config.settings.http_listen
@@ -127,8 +141,7 @@ async def _run(args: argparse.Namespace) -> int:
         await stop.wait()
         logger.info("stopping: draining in-flight batches")
     finally:
-        if router is not None:
-            await router.stop()  # waits for a configuration change being applied
+        await router.stop()  # waits for a configuration change being applied
         if watcher is not None:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -163,7 +176,7 @@ async def _watch_config(path: str, router: Any, store: Any, ready: asyncio.Event
         if current == applied:
             continue
         try:
-            config = load_config(path)
+            config = await asyncio.to_thread(_load_checked, path)
         except ConfigError as e:
             applied = current  # rejected whole; looked at again when the files change
             logger.error("configuration rejected, running mappings unchanged:\n%s", e)
@@ -185,7 +198,7 @@ async def _watch_config(path: str, router: Any, store: Any, ready: asyncio.Event
 
 
 def _validate(args: argparse.Namespace) -> int:
-    config = _load(args)
+    config = _load(args, check=True)
     files = ", ".join(str(p) for p in config_files(_config_path(args)))
     print(f"{files}: OK ({len(config.functions)} functions, {len(config.mappings)} mappings)")
     return EXIT_OK

@@ -14,6 +14,7 @@ from router.config.apply import (
     apply_plan,
     plan_apply,
 )
+from router.config.checks import check_functions
 from router.config.convert import RouterSettings
 from router.config.jsonschema import json_schema
 from router.config.loader import RouterConfig, config_files, load_config, load_config_text
@@ -28,6 +29,7 @@ __all__ = [
     "RouterConfig",
     "RouterSettings",
     "apply_plan",
+    "check_functions",
     "config_files",
     "json_schema",
     "load_config",

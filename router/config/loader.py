@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from typing import Any
 
 from router.config.convert import RouterSettings, build_function, build_mapping
 from router.config.schema import RouterSettingsModel, validate_model
-from router.config.yaml_lines import KeyPath, YamlDocument, load_yaml
+from router.config.yaml_lines import KeyPath, YamlDocument, format_path, load_yaml
 from router.errors import ConfigError, ConfigErrors, Location
 from router.models import FunctionConfig, MappingConfig
 
@@ -28,6 +29,32 @@ class RouterConfig:
     """The files read, for the watcher."""
     locations: Mapping[str, Location] = field(default_factory=dict)
     """Where each mapping's ``name`` is written, by mapping name (for later errors)."""
+    function_files: Mapping[str, str] = field(default_factory=dict)
+    """The file that declares each function, by function name."""
+    key_lines: Mapping[str, Mapping[KeyPath, int]] = field(default_factory=dict)
+    """The line of every key, by file (see :class:`YamlDocument`)."""
+
+    def locate(self, file: str | None, path: KeyPath) -> Location:
+        """``FILE:LINE: key.path`` of ``path`` in ``file`` (the line of its nearest key)."""
+        if file is None:
+            return Location(path=format_path(path))
+        doc = YamlDocument(data=None, filename=file, lines=self.key_lines.get(file, {}))
+        return doc.location(path)
+
+    def locate_function(self, name: str, path: KeyPath = ()) -> Location:
+        """Where ``functions.NAME.<path>`` is written."""
+        return self.locate(self.function_files.get(name), ("functions", name, *path))
+
+    def relocate(self, error: ConfigError) -> ConfigError:
+        """``error`` with the file and line added when it names a function's key
+        (``functions.NAME.key``) but no file (invokers raise such errors at start)."""
+        where = error.location
+        parts = where.path.split(".")
+        if where.file is not None or len(parts) < 2 or parts[0] != "functions":
+            return error
+        if parts[1] not in self.function_files:
+            return error
+        return ConfigError(error.message, self.locate_function(parts[1], tuple(parts[2:])))
 
 
 def _locator(doc: YamlDocument) -> Any:
@@ -39,8 +66,6 @@ def _locator(doc: YamlDocument) -> Any:
 
 
 def _fmt(path: KeyPath) -> str:
-    from router.config.yaml_lines import format_path
-
     return format_path(path)
 
 
@@ -119,6 +144,7 @@ def _build(docs: Sequence[YamlDocument], errors: list[ConfigError]) -> RouterCon
 
     functions: dict[str, FunctionConfig] = {}
     function_at: dict[str, Location] = {}
+    function_files: dict[str, str] = {}
     declared: set[str] = set()
     for doc, top in tops:
         block = top.get("functions")
@@ -141,6 +167,7 @@ def _build(docs: Sequence[YamlDocument], errors: list[ConfigError]) -> RouterCon
                 )
                 continue
             function_at[name] = Location(file=doc.filename, line=doc.line(path))
+            function_files[str(name)] = doc.filename
             declared.add(str(name))
             function = build_function(name, raw, path, locate, errors)
             if function is not None:
@@ -189,6 +216,8 @@ def _build(docs: Sequence[YamlDocument], errors: list[ConfigError]) -> RouterCon
         settings=settings,
         files=tuple(doc.filename for doc in docs),
         locations=mapping_at,
+        function_files=function_files,
+        key_lines={doc.filename: doc.lines for doc in docs},
     )
 
 
@@ -254,10 +283,4 @@ def load_config(path: str | Path) -> RouterConfig:
     config = _build(docs, errors)
     if errors:
         raise ConfigErrors(_sorted(errors, [str(f) for f in files]))
-    return RouterConfig(
-        functions=config.functions,
-        mappings=config.mappings,
-        settings=config.settings,
-        files=tuple(str(f) for f in files),
-        locations=config.locations,
-    )
+    return dataclasses.replace(config, files=tuple(str(f) for f in files))

@@ -6,9 +6,11 @@ from typing import Any, ClassVar
 
 import aiohttp
 import orjson
+from pydantic import model_validator
 
 from router.abc import Destination
 from router.errors import DestinationError
+from router.invokers.http import auth_header_clash
 from router.models import PluginSettings
 from router.secrets import Secret, redact
 
@@ -17,6 +19,16 @@ class HttpDestinationSettings(PluginSettings):
     url: str
     headers: dict[str, Secret] = {}
     timeout: float = 10.0
+
+    @model_validator(mode="after")
+    def _credentials_once(self) -> HttpDestinationSettings:
+        header = auth_header_clash(self.url, self.headers)
+        if header is not None:
+            raise ValueError(
+                f"the url has credentials (user:password@) and the {header} header is set too; "
+                "the HTTP client refuses such requests: keep one of them"
+            )
+        return self
 
 
 class HttpDestination(Destination):

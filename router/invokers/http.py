@@ -23,15 +23,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import orjson
 from pydantic import ConfigDict, Field, field_validator
 
-from router.abc import Invoker, InvokerContext
+from router.abc import Invoker, InvokerContext, SettingsProblem
 from router.invokers.results import (
     decode_payload,
     describe_error,
@@ -75,6 +76,14 @@ class HttpInvokerSettings(PluginSettings):
         return value
 
 
+def auth_header_clash(url: str, headers: Mapping[str, object]) -> str | None:
+    """The ``Authorization`` header's key in ``headers`` (as written) when ``url`` also has
+    credentials: aiohttp refuses to send such a request."""
+    if "@" not in urlsplit(url).netloc:
+        return None
+    return next((key for key in headers if key.lower() == "authorization"), None)
+
+
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP date."""
     if not value:
@@ -108,6 +117,23 @@ class HttpInvoker(Invoker):
 
     Settings: ClassVar[type[PluginSettings]] = HttpInvokerSettings
     settings: HttpInvokerSettings
+
+    @classmethod
+    def check(cls, function: FunctionConfig) -> list[SettingsProblem]:
+        """aiohttp refuses every request that has both credentials in the URL and an
+        ``Authorization`` header."""
+        settings = function.settings
+        assert isinstance(settings, HttpInvokerSettings)
+        header = auth_header_clash(settings.url, settings.headers)
+        if header is None:
+            return []
+        return [
+            SettingsProblem(
+                ("headers", header),
+                "the url has credentials (user:password@) and an Authorization header is set "
+                "too; the HTTP client refuses such requests: keep one of them",
+            )
+        ]
 
     def __init__(self, function: FunctionConfig, context: InvokerContext) -> None:
         super().__init__(function, context)

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 from pydantic import ConfigDict, Field, field_validator
 
-from router.abc import Invoker, InvokerContext
+from router.abc import Invoker, InvokerContext, SettingsProblem
 from router.errors import ConfigError, Location
 from router.invokers.context import LambdaContext
 from router.invokers.results import (
@@ -94,6 +94,49 @@ class PythonInvokerSettings(PluginSettings):
     def _check_handler(cls, value: str) -> str:
         parse_handler(value)
         return value.strip()
+
+
+class HandlerError(Exception):
+    """The handler cannot be loaded; ``key`` is the setting at fault."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.message = message
+
+
+def load_handler(settings: PythonInvokerSettings) -> Handler:
+    """Import ``settings.handler`` (after putting ``settings.path`` in front of
+    ``sys.path``); raises :class:`HandlerError` saying what is wrong."""
+    spec = settings.handler
+    module_name, attr_path = parse_handler(spec)
+    if settings.path is not None:
+        directory = Path(settings.path).expanduser().resolve()
+        if not directory.is_dir():
+            raise HandlerError(
+                "path", f"{directory} is not a directory (handler {spec!r} is imported from it)"
+            )
+        if str(directory) not in sys.path:
+            sys.path.insert(0, str(directory))
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as e:
+        raise HandlerError(
+            "handler",
+            f"cannot import module {module_name!r} of handler {spec!r}: "
+            f"{type(e).__name__}: {e} (check the module name, 'path' and sys.path)",
+        ) from e
+    for part in attr_path.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise HandlerError(
+                "handler", f"handler {spec!r}: {module_name!r} has no attribute {attr_path!r}"
+            ) from None
+    if not callable(target):
+        raise HandlerError("handler", f"handler {spec!r} is not callable")
+    handler: Handler = target
+    return handler
 
 
 def _is_infrastructure(filename: str) -> bool:
@@ -179,40 +222,24 @@ class PythonInvoker(Invoker):
         today = datetime.now(UTC).strftime("%Y/%m/%d")
         self._log_stream = f"{today}/[$LATEST]{uuid.uuid4().hex}"
 
-    def _error(self, key: str, message: str) -> ConfigError:
-        where = Location(path=f"functions.{self.function.name}.{key}")
-        return ConfigError(message, where)
+    @classmethod
+    def check(cls, function: FunctionConfig) -> list[SettingsProblem]:
+        """Imports the handler exactly as :meth:`start` does (same ``path``, same
+        ``sys.path``), so that ``router validate`` fails where ``router run`` would."""
+        settings = function.settings
+        assert isinstance(settings, PythonInvokerSettings)
+        try:
+            load_handler(settings)
+        except HandlerError as e:
+            return [SettingsProblem((e.key,), e.message)]
+        return []
 
     def _import(self) -> Handler:
-        spec = self.settings.handler
-        module_name, attr_path = parse_handler(spec)
-        if self.settings.path is not None:
-            directory = Path(self.settings.path).expanduser().resolve()
-            if not directory.is_dir():
-                raise self._error(
-                    "path", f"{directory} is not a directory (handler {spec!r} is imported from it)"
-                )
-            if str(directory) not in sys.path:
-                sys.path.insert(0, str(directory))
         try:
-            target: Any = importlib.import_module(module_name)
-        except Exception as e:
-            raise self._error(
-                "handler",
-                f"cannot import module {module_name!r} of handler {spec!r}: "
-                f"{type(e).__name__}: {e} (check the module name, 'path' and sys.path)",
-            ) from e
-        for part in attr_path.split("."):
-            try:
-                target = getattr(target, part)
-            except AttributeError:
-                raise self._error(
-                    "handler", f"handler {spec!r}: {module_name!r} has no attribute {attr_path!r}"
-                ) from None
-        if not callable(target):
-            raise self._error("handler", f"handler {spec!r} is not callable")
-        handler: Handler = target
-        return handler
+            return load_handler(self.settings)
+        except HandlerError as e:
+            where = Location(path=f"functions.{self.function.name}.{e.key}")
+            raise ConfigError(e.message, where) from e.__cause__
 
     async def invoke(self, invocation: Invocation) -> InvokeResult:
         handler = self._handler

@@ -104,3 +104,26 @@ def test_json_schema_describes_every_type_and_alias() -> None:
     assert {"handler", "timeout"} <= set(python["properties"])
     dc = schema["$defs"]["DestinationConfigModel"]["properties"]
     assert {"on_failure", "OnFailure", "on_success", "OnSuccess"} <= set(dc)
+
+
+def test_http_destination_with_credentials_twice_is_refused() -> None:
+    lines = errors_of(
+        """\
+        functions:
+          echo: {invoker: python, handler: router.examples.hello:handler}
+        mappings:
+          - name: inbox
+            function: echo
+            source: {type: directory, path: ./inbox}
+            destination_config:
+              on_failure:
+                type: http
+                url: https://router:${HOOK_PASSWORD}@hooks.example.com/failed
+                headers: {Authorization: "${HOOK_TOKEN}"}
+        """
+    )
+    assert lines == [
+        "c.yaml:8: mappings[0].destination_config.on_failure: the url has credentials "
+        "(user:password@) and the Authorization header is set too; the HTTP client refuses "
+        "such requests: keep one of them"
+    ]

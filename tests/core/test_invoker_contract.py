@@ -25,3 +25,27 @@ def test_settings_of_another_type_are_refused() -> None:
     function = FunctionConfig(name="f", invoker="python", settings=PluginSettings())
     with pytest.raises(TypeError, match="PythonInvoker needs PythonInvokerSettings settings"):
         PythonInvoker(function, _context())
+
+
+def test_check_finds_what_start_would_fail_on() -> None:
+    from router.abc import SettingsProblem
+    from router.invokers.http import HttpInvoker, HttpInvokerSettings
+
+    fine = PythonInvokerSettings(handler="router.examples.hello:handler")
+    assert PythonInvoker.check(FunctionConfig(name="f", invoker="python", settings=fine)) == []
+    missing = PythonInvokerSettings(handler="router.examples.hello:nope")
+    assert PythonInvoker.check(FunctionConfig(name="f", invoker="python", settings=missing)) == [
+        SettingsProblem(
+            ("handler",),
+            "handler 'router.examples.hello:nope': 'router.examples.hello' has no attribute 'nope'",
+        )
+    ]
+    both = HttpInvokerSettings.model_validate(
+        {"url": "https://u:p@example.com", "headers": {"Authorization": "Bearer x"}}
+    )
+    (problem,) = HttpInvoker.check(FunctionConfig(name="f", invoker="http", settings=both))
+    assert problem.path == ("headers", "Authorization")
+    one = HttpInvokerSettings.model_validate(
+        {"url": "https://example.com", "headers": {"Authorization": "Bearer x"}}
+    )
+    assert HttpInvoker.check(FunctionConfig(name="f", invoker="http", settings=one)) == []

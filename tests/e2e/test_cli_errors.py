@@ -4,6 +4,9 @@ never a traceback; and `mappings show` on both stores."""
 from __future__ import annotations
 
 import json
+import os
+import socket
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -16,8 +19,6 @@ from tests.store.helpers import make_row
 def cli(
     *args: str, cwd: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    import os
-
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
         [*router_command(), *args], capture_output=True, text=True, cwd=cwd, env=full_env
@@ -38,3 +39,113 @@ async def test_mappings_show_with_stats(store: SQLStore, tmp_path: Path) -> None
     assert document["name"] == "orders"
     assert (document["stats"]["records_in"], document["stats"]["invoked"]) == (3, 2)
     assert document["stats"]["failed"] == 1
+
+
+BROKEN_HANDLER = """\
+functions:
+  fine:
+    invoker: python
+    handler: router.examples.hello:handler
+  broken:
+    invoker: python
+    handler: no_such_module:handle
+mappings:
+  - name: inbox
+    function: fine
+    source: {type: directory, path: ./inbox}
+"""
+
+
+def _rows(db: Path) -> list[str]:
+    if not db.exists():
+        return []
+    conn = sqlite3.connect(db)
+    try:
+        return [r[0] for r in conn.execute("SELECT name FROM event_source_mappings")]
+    finally:
+        conn.close()
+
+
+def test_validate_imports_python_handlers(tmp_path: Path) -> None:
+    config = tmp_path / "router.yaml"
+    config.write_text(BROKEN_HANDLER)
+    result = cli("validate", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"{config}:7: functions.broken.handler: cannot import module 'no_such_module' of "
+        "handler 'no_such_module:handle': ModuleNotFoundError: No module named "
+        "'no_such_module' (check the module name, 'path' and sys.path)"
+    ]
+    (tmp_path / "no_such_module.py").write_text("def handle(event, context):\n    return 1\n")
+    # Imported as `run` imports it: from the working directory the router runs in.
+    ok = cli("validate", "--config", str(config), cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
+    assert ok.returncode == 0, ok.stderr
+    missing = config.read_text().replace("no_such_module:handle", "no_such_module:other")
+    config.write_text(missing)
+    result = cli("validate", "--config", str(config), cwd=tmp_path, env={"PYTHONPATH": "."})
+    assert result.returncode == 2
+    assert f"{config}:7: functions.broken.handler: handler 'no_such_module:other': " in (
+        result.stderr
+    )
+
+
+def test_run_applies_nothing_when_a_function_cannot_load(tmp_path: Path) -> None:
+    config = tmp_path / "router.yaml"
+    config.write_text(BROKEN_HANDLER)
+    db = tmp_path / "router.db"
+    result = cli(
+        "run", "--config", str(config), "--store", f"sqlite:///{db}", "--http-listen", "off",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert f"{config}:7: functions.broken.handler: cannot import module" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert _rows(db) == []
+
+
+def test_validate_checks_invoker_settings(tmp_path: Path) -> None:
+    config = tmp_path / "router.yaml"
+    config.write_text(
+        "functions:\n"
+        "  remote:\n"
+        "    invoker: http\n"
+        "    url: http://router:${INVOKE_PASSWORD}@127.0.0.1:9000\n"
+        "    headers:\n"
+        "      authorization: ${INVOKE_TOKEN}\n"
+        "mappings: []\n"
+    )
+    result = cli("validate", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        f"{config}:6: functions.remote.headers.authorization: the url has credentials "
+        "(user:password@) and an Authorization header is set too"
+    )
+
+
+def test_a_function_that_cannot_start_applies_nothing(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "router.yaml"
+        config.write_text(
+            "functions:\n"
+            "  rt:\n"
+            "    invoker: runtime-api\n"
+            f"    listen: 127.0.0.1:{port}\n"
+            "mappings:\n"
+            "  - name: inbox\n"
+            "    function: rt\n"
+            "    source: {type: directory, path: ./inbox}\n"
+        )
+        db = tmp_path / "router.db"
+        result = cli(
+            "run", "--config", str(config), "--store", f"sqlite:///{db}", "--http-listen", "off",
+            cwd=tmp_path,
+        )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"{config}:4: functions.rt.listen: cannot listen on 127.0.0.1:{port} for the Lambda "
+        "Runtime API: Address already in use"
+    )
+    assert _rows(db) == []

@@ -1,0 +1,20 @@
+"""Checks of a loaded configuration that go beyond its shape: each invoker's ``check`` hook
+(a handler that does not import, settings every call would fail with)."""
+
+from __future__ import annotations
+
+from router import registry
+from router.config.loader import RouterConfig
+from router.errors import ConfigError
+
+
+def check_functions(config: RouterConfig) -> list[ConfigError]:
+    """One located error per problem the invokers' ``check`` hooks find, in file order."""
+    errors: list[ConfigError] = []
+    for function in config.functions.values():
+        cls = registry.load_invoker(function.invoker)
+        errors.extend(
+            ConfigError(problem.message, config.locate_function(function.name, problem.path))
+            for problem in cls.check(function)
+        )
+    return errors
