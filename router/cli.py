@@ -1,7 +1,8 @@
 """The ``router`` command.
 
-Exit codes: 0 success, 1 a runtime failure (store unreachable, outdated schema, failed
-replay), 2 bad input (configuration, patterns, arguments).
+Exit codes: 0 success, 1 a runtime failure (outdated schema, failed replay), 2 bad input or
+a setup the router cannot start with (configuration, patterns, arguments, a store it cannot
+open, a port in use, a missing extra).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,14 @@ from router.config import (
     load_config,
     plan_apply,
 )
-from router.errors import ConfigError, ConfigErrors, RouterError, SchemaOutdatedError
+from router.errors import (
+    ConfigError,
+    ConfigErrors,
+    MissingDependencyError,
+    RouterError,
+    SchemaOutdatedError,
+    StoreError,
+)
 from router.secrets import redact
 
 logger = logging.getLogger("router")
@@ -84,11 +92,67 @@ async def _open_store(url: str) -> Any:
     from router.store import normalize_url, open_store
     from router.store.migrate import upgrade_async
 
-    if normalize_url(url).startswith("sqlite"):
-        await upgrade_async(url)
-    store = open_store(url)
-    await store.start()
+    with _store_setup():
+        if normalize_url(url).startswith("sqlite"):
+            await upgrade_async(url)
+        store = open_store(url)
+        await store.start()
     return store
+
+
+@contextlib.contextmanager
+def _store_setup() -> Iterator[None]:
+    """A store that cannot be opened is a setup problem (exit 2) whose message says where
+    the URL comes from; an outdated schema keeps its own message (and exit 1)."""
+    try:
+        yield
+    except SchemaOutdatedError:
+        raise
+    except StoreError as e:
+        message = redact(str(e))
+        if "--store" not in message:
+            message += (
+                "; check that the store is reachable and the URL (from --store, "
+                "$ROUTER_STORE_URL or router.store)"
+            )
+        raise SetupError(message) from e
+
+
+class SetupError(RouterError):
+    """The router cannot start here (a store it cannot open, a port in use, a missing
+    extra): exit 2 with one line that says how to fix it."""
+
+
+def _listen_address(args: argparse.Namespace, config: RouterConfig) -> str:
+    """``--http-listen``, else ``$ROUTER_HTTP_LISTEN``, else ``router.http_listen``."""
+    if args.http_listen:
+        value, origin = args.http_listen, "--http-listen"
+    elif os.environ.get("ROUTER_HTTP_LISTEN"):
+        value, origin = os.environ["ROUTER_HTTP_LISTEN"], "$ROUTER_HTTP_LISTEN"
+    else:
+        return config.settings.http_listen
+    host, sep, port = value.rpartition(":")
+    if value != "off" and (not sep or not host or not port.isdigit() or int(port) > 65535):
+        raise SetupError(f"{origin} {value!r}: must be HOST:PORT (e.g. 127.0.0.1:9091) or off")
+    return str(value)
+
+
+async def _start_listener(router: Any, listen: str) -> Any:
+    from router.ops import start_listener
+
+    try:
+        runner = await start_listener(router, listen)
+    except OSError as e:
+        raise SetupError(
+            f"cannot listen on {listen} for /healthz, /readyz and /metrics: "
+            f"{os.strerror(e.errno) if e.errno else e}. Is another router running on this "
+            "host? Give each its own "
+            "port with --http-listen HOST:PORT, $ROUTER_HTTP_LISTEN or router.http_listen "
+            "(off: no listener)"
+        ) from e
+    for site in runner.sites:
+        logger.info("operations listener on %s", site.name)
+    return runner
 
 
 def _fail(message: str, code: int) -> int:
@@ -101,14 +165,14 @@ def _fail(message: str, code: int) -> int:
 
 async def _run(args: argparse.Namespace) -> int:
     from router.app import Router, tune_gc
-    from router.ops import start_listener
 
     config = _load(args, check=True)
+    listen = _listen_address(args, config)
     logs.setup(
         args.log_format or config.settings.log_format, args.log_level or config.settings.log_level
     )
     store = await _open_store(_store_url(args, config))
-    router = Router(config, store, replica_id=args.replica_id)
+    router: Router | None = None
     runner = None
     watcher: asyncio.Task[None] | None = None
     stop = asyncio.Event()
@@ -116,19 +180,18 @@ async def _run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        # Functions first: when one cannot start, nothing is written to the store.
+        router = Router(config, store, replica_id=args.replica_id)
+        # Functions and the listener first: when one of them cannot start, nothing has been
+        # written to the store.
         try:
             await router.start_functions()
         except ConfigError as e:
             raise config.relocate(e) from e
+        if listen != "off":
+            runner = await _start_listener(router, listen)
         await apply_plan(await plan_apply(config, store), store)
         await router.start()
         tune_gc()
-        listen = args.http_listen or config.settings.http_listen
-        if listen != "off":
-            runner = await start_listener(router, listen)
-            for site in runner.sites:
-                logger.info("operations listener on %s", site.name)
         watching = asyncio.Event()
         watcher = asyncio.create_task(_watch_config(_config_path(args), router, store, watching))
         await wait_event(watching, 10)
@@ -141,7 +204,8 @@ async def _run(args: argparse.Namespace) -> int:
         await stop.wait()
         logger.info("stopping: draining in-flight batches")
     finally:
-        await router.stop()  # waits for a configuration change being applied
+        if router is not None:
+            await router.stop()  # waits for a configuration change being applied
         if watcher is not None:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -285,7 +349,8 @@ async def _db_upgrade(args: argparse.Namespace) -> int:
     from router.store.migrate import upgrade_async
 
     url = _store_url(args, None)
-    revision = await upgrade_async(url)
+    with _store_setup():
+        revision = await upgrade_async(url)
     print(f"{display_url(url)}: schema at revision {revision}")
     return EXIT_OK
 
@@ -385,7 +450,11 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the router")
     common(p)
-    p.add_argument("--http-listen", help="HOST:PORT for /healthz, /readyz, /metrics ('off')")
+    p.add_argument(
+        "--http-listen",
+        help="HOST:PORT for /healthz, /readyz, /metrics, or 'off' (default: "
+        "$ROUTER_HTTP_LISTEN, the config's router.http_listen, or 127.0.0.1:9090)",
+    )
     p.add_argument(
         "--replica-id",
         help="this replica's id for leases and schedule fires (default: $ROUTER_REPLICA_ID "
@@ -454,6 +523,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(str(e), file=sys.stderr)
         return EXIT_BAD_INPUT
+    except (SetupError, MissingDependencyError) as e:
+        return _fail(redact(str(e)), EXIT_BAD_INPUT)
     except SchemaOutdatedError as e:
         return _fail(str(e), EXIT_FAILURE)
     except RouterError as e:

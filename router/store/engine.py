@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import re
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from sqlalchemy import event, exc, pool
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from router.errors import ConfigError, StoreError
+from router.errors import ConfigError, MissingDependencyError, StoreError
 from router.secrets import redact
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,28 @@ def display_url(url: str | URL) -> str:
     return redact(url)
 
 
+_DRIVERS = {"postgresql": ("asyncpg", "postgres")}
+"""Per backend: the driver library and the pip extra that brings it."""
+
+
+def check_driver(url: str) -> None:
+    """Raise :class:`MissingDependencyError` naming the extra when the driver of a store URL
+    is not installed (SQLAlchemy would fail later with a bare ModuleNotFoundError)."""
+    backend = make_url(url).get_backend_name()
+    if backend not in _DRIVERS:
+        return
+    library, extra = _DRIVERS[backend]
+    try:
+        importlib.import_module(library)
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] != library:
+            raise
+        raise MissingDependencyError(
+            f"the {backend} store ({display_url(url)}) needs the {library!r} library: "
+            f"pip install 'event-router[{extra}]'"
+        ) from e
+
+
 def check_sqlite_location(url: str) -> None:
     """Fail clearly (and before aiosqlite opens anything) if a SQLite file's folder is missing."""
     parsed = make_url(url)
@@ -90,6 +113,7 @@ def _orjson_dumps(value: Any) -> str:
 
 def make_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     """An async engine for a normalized store URL, with the SQLite pragmas set per connection."""
+    check_driver(url)
     check_sqlite_location(url)
     parsed = make_url(url)
     kwargs: dict[str, Any] = {
@@ -185,6 +209,7 @@ __all__ = [
     "PermanentStoreError",
     "TemporaryStoreError",
     "backend_of",
+    "check_driver",
     "display_url",
     "make_engine",
     "normalize_url",

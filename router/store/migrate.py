@@ -21,7 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 import migrations
 from router.errors import SchemaOutdatedError
-from router.store.engine import backend_of, check_sqlite_location, normalize_url, store_errors
+from router.store.engine import (
+    backend_of,
+    check_driver,
+    check_sqlite_location,
+    normalize_url,
+    store_errors,
+)
 from router.store.tables import alembic_version
 
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
@@ -91,6 +97,7 @@ def check_revision(revision: str | None, shown_url: str) -> None:
 async def current_revision(url: str) -> str | None:
     """The schema revision of the store at ``url`` (None: no schema yet)."""
     url = normalize_url(url)
+    check_driver(url)
     check_sqlite_location(url)
     engine = create_async_engine(url, poolclass=pool.NullPool)
     try:
@@ -116,6 +123,7 @@ async def upgrade_async(url: str, revision: str = "head") -> str | None:
         config.attributes["connection"] = sync_conn
         command.upgrade(config, revision)
 
+    check_driver(url)
     check_sqlite_location(url)
     engine = create_async_engine(url, poolclass=pool.NullPool)
     try:

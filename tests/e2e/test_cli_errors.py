@@ -149,3 +149,111 @@ def test_a_function_that_cannot_start_applies_nothing(tmp_path: Path) -> None:
         "Runtime API: Address already in use"
     )
     assert _rows(db) == []
+
+
+def _taken_port() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+FINE = """\
+functions:
+  fine:
+    invoker: python
+    handler: router.examples.hello:handler
+mappings:
+  - name: inbox
+    function: fine
+    source: {type: directory, path: ./inbox}
+"""
+
+
+def test_operations_port_in_use_says_how_to_choose_another(tmp_path: Path) -> None:
+    config = tmp_path / "router.yaml"
+    config.write_text(FINE)
+    db = tmp_path / "router.db"
+    with _taken_port() as taken:
+        port = taken.getsockname()[1]
+        result = cli(
+            "run", "--config", str(config), "--store", f"sqlite:///{db}", cwd=tmp_path,
+            env={"ROUTER_HTTP_LISTEN": f"127.0.0.1:{port}"},
+        )  # fmt: skip
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"router: cannot listen on 127.0.0.1:{port} for /healthz, /readyz and /metrics: "
+        "Address already in use. Is another router running on this host? Give each its own "
+        "port with --http-listen HOST:PORT, $ROUTER_HTTP_LISTEN or router.http_listen "
+        "(off: no listener)"
+    )
+    assert _rows(db) == []
+    bad = cli("run", "--config", str(config), "--http-listen", "9090", cwd=tmp_path)
+    assert bad.returncode == 2
+    assert bad.stderr == (
+        "router: --http-listen '9090': must be HOST:PORT (e.g. 127.0.0.1:9091) or off\n"
+    )
+
+
+def _without(tmp_path: Path, *libraries: str) -> dict[str, str]:
+    """An environment in which importing ``libraries`` fails as if they were not
+    installed."""
+    blocked = tmp_path / "blocked"
+    for library in libraries:
+        (blocked / library).mkdir(parents=True)
+        (blocked / library / "__init__.py").write_text(
+            f"raise ModuleNotFoundError(\"No module named '{library}'\", name='{library}')\n"
+        )
+    return {"PYTHONPATH": str(blocked)}
+
+
+def test_missing_extras_name_the_install_command(tmp_path: Path) -> None:
+    config = tmp_path / "router.yaml"
+    config.write_text(FINE)
+    env = _without(tmp_path, "asyncpg", "aiokafka")
+    url = f"postgresql://postgres@127.0.0.1:{_free_port()}/router"
+    for command in (["run", "--config", str(config)], ["db", "upgrade"]):
+        result = cli(*command, "--store", url, cwd=tmp_path, env=env)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr == (
+            f"router: the postgresql store ({url.replace('postgresql:', 'postgresql+asyncpg:')})"
+            " needs the 'asyncpg' library: pip install 'event-router[postgres]'\n"
+        )
+    config.write_text(
+        FINE.replace(
+            "source: {type: directory, path: ./inbox}",
+            "source: {type: kafka, bootstrap_servers: '127.0.0.1:9092', topics: [t]}",
+        )
+    )
+    result = cli("validate", "--config", str(config), cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"{config}:8: mappings[0].source.type: the source type 'kafka' needs the 'aiokafka' "
+        "library: pip install 'event-router[kafka]'\n"
+    )
+
+
+def test_an_unreachable_store_is_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "router.yaml"
+    config.write_text(FINE)
+    port = _free_port()
+    url = f"postgresql://router:hunter2@127.0.0.1:{port}/router"
+    for command in (["run", "--config", str(config)], ["mappings", "list"], ["db", "upgrade"]):
+        result = cli(*command, "--store", url, cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        (line,) = result.stderr.splitlines()
+        assert line.startswith(
+            f"router: store postgresql+asyncpg://router:***@127.0.0.1:{port}/router: "
+        )
+        assert line.endswith(
+            "; check that the store is reachable and the URL (from --store, "
+            "$ROUTER_STORE_URL or router.store)"
+        )
+        assert "hunter2" not in result.stderr
