@@ -12,8 +12,16 @@ since, including those that arrived while the router was down.
   folder) and names ending in ``.tmp``, ``.part`` or ``~`` are partially written files by
   convention and are ignored (``ignore_hidden: false`` delivers them too).
 * Several replicas on one store: only the holder of the lease ``directory:<mapping uuid>``
-  scans and watches; the others wait for it. A holder that cannot renew its lease stops
-  (SourceError) and the router restarts it, waiting for the lease again.
+  scans and watches; the others wait for it. A holder that finds its lease taken over (it was
+  paused or cut off for longer than ``lease_ttl``) raises LeaseLost; the supervisor starts
+  the source again, and it waits for the lease like any other replica.
+* A store that is down does not stop the folder being watched: lease renewals and checkpoint
+  writes are retried in place (the mapping shows ``PROBLEM: store unavailable while ...``),
+  files are still delivered, and their checkpoints are written once the store is back.
+* A file that cannot become an S3 event is rejected (``Sink.reject``: logged, counted, sent to
+  the on-failure destination) and skipped: a name that is not valid UTF-8 or whose UTF-8 form
+  is longer than S3's 1024 bytes (remembered, so it is rejected once, until it is renamed or
+  changed), or a file that cannot be read (tried again when the file changes).
 * Checkpoint rows of files that are gone from the folder are deleted at start and when the
   watcher reports the deletion, so a file dropped again later with the same name and
   timestamp is delivered again.
@@ -38,14 +46,18 @@ from pydantic import ConfigDict, Field
 
 from connectors.s3_events import encode_key, format_time, normalise
 from router.abc import Sink, Source, SourceContext, SourceTraits
-from router.errors import SourceError
+from router.errors import LeaseLost, SourceError, StoreError
 from router.models import PluginSettings, Record, SourceKind
+from router.supervisor import describe
 
 logger = logging.getLogger(__name__)
 
 PARTIAL_SUFFIXES = (".tmp", ".part", "~")
 CHECKPOINT_KEY_MAX = 512
 """Length of the store's checkpoint key column: longer object keys are stored hashed."""
+S3_KEY_MAX_BYTES = 1024
+REJECTED_ETAG = "rejected"
+"""The etag part of the checkpoint of a file that was rejected rather than delivered."""
 PRINCIPAL_ID = "ROUTER"
 
 
@@ -84,10 +96,34 @@ class FileVersion:
         return f"{self.mtime_ns}:{self.size}:{self.etag}"
 
 
+def printable(key: str) -> str:
+    """``key`` as text that any store and log can hold: bytes of a file name that are not
+    valid UTF-8 (kept by Python as surrogates) become ``\\xNN``."""
+    return key.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def checkpoint_key(key: str) -> str:
+    key = printable(key)
     if len(key) <= CHECKPOINT_KEY_MAX:
         return key
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def key_problem(key: str) -> str | None:
+    """Why ``key`` cannot be an S3 object key, or None."""
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        return (
+            "the file name is not valid UTF-8, so it cannot be an S3 object key; "
+            "rename the file (e.g. convmv -f latin1 -t utf8) to have it delivered"
+        )
+    if size > S3_KEY_MAX_BYTES:
+        return (
+            f"the object key is {size} bytes long in UTF-8, more than S3's "
+            f"{S3_KEY_MAX_BYTES}; move the file to a shorter path to have it delivered"
+        )
+    return None
 
 
 def _md5(path: Path) -> str:
@@ -111,6 +147,14 @@ def _stat(path: Path) -> tuple[int, int] | None:
     if not path.is_file():
         return None
     return st.st_mtime_ns, st.st_size
+
+
+def _undecodable_path(error: BaseException) -> bool:
+    """Whether ``error`` (alone or inside an ExceptionGroup) is watchfiles' refusal of a path
+    that is not valid UTF-8."""
+    if isinstance(error, BaseExceptionGroup):
+        return all(_undecodable_path(e) for e in error.exceptions)
+    return isinstance(error, RuntimeError) and "decode path" in str(error)
 
 
 def _delivered_version(checkpoint: str | None) -> tuple[int, int] | None:
@@ -161,28 +205,28 @@ class DirectorySource(Source):
         self._seen: dict[str, tuple[int, int]] = {}
         """Key -> (mtime_ns, size) delivered, acked or in flight: never announced twice."""
         self._settling: dict[str, asyncio.Task[None]] = {}
+        self._unreadable: dict[str, tuple[int, int]] = {}
+        """Key -> (mtime_ns, size) that could not be read: rejected once per version."""
         self._tasks: asyncio.TaskGroup | None = None
 
     # ------------------------------------------------------------------ contract
 
     async def run(self, sink: Sink) -> None:
-        store, me, ttl = self.context.store, self.context.replica_id, self.settings.lease_ttl
         await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
-        while not await store.acquire_lease(self._lease, me, ttl):
-            logger.debug("directory %s: another replica holds %s", self.root, self._lease)
-            await asyncio.sleep(ttl / 3)
+        await self._wait_for_lease(sink)
         stop = asyncio.Event()
         self._settling.clear()
         try:
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
-                tasks.create_task(self._keep_lease())
+                tasks.create_task(self._keep_lease(sink))
                 tasks.create_task(self._watch(sink, stop))
                 # The watch task registers its inotify watches on its first step, which runs
                 # before this one resumes: nothing created from here on goes unseen.
                 await asyncio.sleep(0)
                 try:
                     await self._scan(sink)
+                    sink.supervisor.working()
                     await asyncio.Event().wait()
                 finally:
                     stop.set()  # ends the watcher thread now rather than at its timeout
@@ -198,7 +242,11 @@ class DirectorySource(Source):
             for r in records
             if isinstance(r.position, FileVersion)
         }
-        await self.context.store.put_checkpoints(self._key, values)
+        try:
+            await self.context.store.put_checkpoints(self._key, values)
+        except StoreError as e:
+            names = ", ".join(f"{self.bucket}/{printable(r.position.key)}" for r in records)
+            raise SourceError(describe(e, f"writing the checkpoint of {names}")) from e
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):
@@ -238,12 +286,15 @@ class DirectorySource(Source):
 
     async def _scan(self, sink: Sink) -> None:
         store = self.context.store
-        done = await store.get_checkpoints(self._key)
+        done = await sink.supervisor.retry(
+            f"reading the checkpoints of {self.root}",
+            lambda: store.get_checkpoints(self._key),
+        )
         files = await asyncio.to_thread(self._list_files, self.root)
         present = {checkpoint_key(key) for key, *_ in files}
         gone = [k for k in done if k not in present]
         if gone:
-            await store.delete_checkpoints(self._key, gone)
+            self._forget(sink, gone)
         for key, _, mtime_ns, size in files:
             if _delivered_version(done.get(checkpoint_key(key))) == (mtime_ns, size):
                 self._seen[key] = (mtime_ns, size)
@@ -258,6 +309,29 @@ class DirectorySource(Source):
             self._settle(sink, key, path)
 
     async def _watch(self, sink: Sink, stop: asyncio.Event) -> None:
+        rescan = False
+        while not stop.is_set():
+            if rescan:
+                # Runs once the new watcher has registered its watches (its first step,
+                # before this task yields): what came in between is found by the scan.
+                assert self._tasks is not None
+                self._tasks.create_task(self._rescan(sink))
+            try:
+                await self._follow(sink, stop)
+                return
+            except Exception as e:
+                # watchfiles gives up on a whole batch of changes when one path in it is not
+                # valid UTF-8. Watch again and look at the folder, so the batch is not lost.
+                if not _undecodable_path(e):
+                    raise
+                logger.warning(
+                    "directory %s: the watcher met a file name that is not valid UTF-8; "
+                    "watching again and rescanning the folder",
+                    self.root,
+                )
+                rescan = True
+
+    async def _follow(self, sink: Sink, stop: asyncio.Event) -> None:
         from watchfiles import Change, awatch
 
         async for changes in awatch(
@@ -283,7 +357,23 @@ class DirectorySource(Source):
                 elif (key := self.key_of(path)) is not None:
                     self._settle(sink, key, path)
             if gone:
-                await self.context.store.delete_checkpoints(self._key, gone)
+                self._forget(sink, gone)
+
+    async def _rescan(self, sink: Sink) -> None:
+        files = await asyncio.to_thread(self._list_files, self.root)
+        for key, path, mtime_ns, size in sorted(files, key=lambda f: f[2]):
+            if self._seen.get(key) != (mtime_ns, size) and key not in self._settling:
+                self._settle(sink, key, path)
+
+    def _forget(self, sink: Sink, keys: list[str]) -> None:
+        """Delete the checkpoints of files that are gone, in the background: a store that is
+        down must not hold up the watcher."""
+        store = self.context.store
+        what = f"forgetting {len(keys)} deleted file(s) of {self.root}"
+        assert self._tasks is not None
+        self._tasks.create_task(
+            sink.supervisor.retry(what, lambda: store.delete_checkpoints(self._key, keys))
+        )
 
     # ------------------------------------------------------------------ announcing
 
@@ -314,10 +404,20 @@ class DirectorySource(Source):
                 if now != before:
                     before = now
                     continue
+            problem = key_problem(key)
+            if problem is not None:
+                await self._reject(sink, key, path, before, problem, remember=True)
+                return
             try:
                 etag = await asyncio.to_thread(_md5, path)
-            except OSError:
-                return  # deleted or unreadable while hashing
+            except FileNotFoundError:
+                return  # deleted while hashing
+            except OSError as e:
+                if self._unreadable.get(key) != before:
+                    self._unreadable[key] = before
+                    reason = f"cannot read the file: {e.strerror or e}"
+                    await self._reject(sink, key, path, before, reason, remember=False)
+                return
             after = _stat(path)
             if after != before:
                 before = after  # written to while hashing
@@ -325,8 +425,40 @@ class DirectorySource(Source):
             break
         mtime_ns, size = before
         self._seen[key] = before
+        self._unreadable.pop(key, None)
         version = FileVersion(key, mtime_ns, size, etag)
         await sink.put([self.record(version)])
+
+    async def _reject(
+        self,
+        sink: Sink,
+        key: str,
+        path: Path,
+        version: tuple[int, int],
+        reason: str,
+        *,
+        remember: bool,
+    ) -> None:
+        """Report a file that cannot become an event, and skip it. ``remember``: write its
+        checkpoint, so that it is not reported again until it changes or is renamed."""
+        mtime_ns, size = version
+        item = {
+            "bucket": self.bucket,
+            "key": printable(key),
+            "path": printable(str(path)),
+            "size": size,
+            "lastModified": format_time(datetime.fromtimestamp(mtime_ns / 1e9, UTC)),
+        }
+        await sink.reject(item, reason)
+        if not remember:
+            return
+        self._seen[key] = version
+        store, stored = self.context.store, checkpoint_key(key)
+        value = f"{mtime_ns}:{size}:{REJECTED_ETAG}"
+        await sink.supervisor.retry(
+            f"writing the checkpoint of {printable(key)}",
+            lambda: store.put_checkpoints(self._key, {stored: value}),
+        )
 
     def record(self, version: FileVersion) -> Record:
         owner = {"principalId": PRINCIPAL_ID}
@@ -362,11 +494,31 @@ class DirectorySource(Source):
 
     # ------------------------------------------------------------------ lease
 
-    async def _keep_lease(self) -> None:
+    async def _wait_for_lease(self, sink: Sink) -> None:
         store, me, ttl = self.context.store, self.context.replica_id, self.settings.lease_ttl
+        what = f"acquiring the lease {self._lease}"
+        waited = False
+        while not await sink.supervisor.retry(
+            what, lambda: store.acquire_lease(self._lease, me, ttl)
+        ):
+            if not waited:
+                logger.info(
+                    "directory %s: another replica holds %s; waiting for it", self.root, self._lease
+                )
+                waited = True
+            await asyncio.sleep(ttl / 3)
+        if waited:
+            logger.info("directory %s: took over the lease %s", self.root, self._lease)
+
+    async def _keep_lease(self, sink: Sink) -> None:
+        store, me, ttl = self.context.store, self.context.replica_id, self.settings.lease_ttl
+        what = f"renewing the lease {self._lease}"
         while True:
             await asyncio.sleep(ttl / 3)
-            if not await store.acquire_lease(self._lease, me, ttl):
-                raise SourceError(
-                    f"directory {self.root}: lost lease {self._lease} to another replica"
+            if not await sink.supervisor.retry(
+                what, lambda: store.acquire_lease(self._lease, me, ttl)
+            ):
+                raise LeaseLost(
+                    f"directory {self.root}: lease {self._lease} was taken over by another "
+                    "replica (this one could not renew it in time); waiting for it again"
                 )

@@ -22,6 +22,13 @@ Catch-up: at start, scheduled times after the last claimed fire that already pas
 delivered at once, oldest first, if they are within ``catch_up`` seconds; older ones are
 skipped and counted in the log. Waiting for the next fire is one sleep until its due time
 (re-checked against the wall clock, at most a minute at a time, so a clock step is noticed).
+
+Store outages: every store call is retried in place by the mapping's supervisor (the mapping
+shows ``PROBLEM: store unavailable while claiming the fire of ...``); the fire loop waits on
+the claim, and once the store answers it delivers the fire and then every fire that came due
+meanwhile, oldest first, skipping those older than ``catch_up`` (at least a minute). A claim
+whose answer was lost is asked again: the store answers True again to the replica that owns
+the row, so the fire is neither lost nor doubled.
 """
 
 from __future__ import annotations
@@ -41,7 +48,9 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from router.abc import Sink, Source, SourceContext, SourceTraits
 from router.cron import RateSchedule, Schedule, parse_schedule
+from router.errors import SourceError, StoreError
 from router.models import PluginSettings, Record, SourceKind
+from router.supervisor import describe
 
 logger = logging.getLogger(__name__)
 
@@ -225,7 +234,10 @@ class ScheduleSource(Source):
 
     async def run(self, sink: Sink) -> None:
         store, me, ttl = self.context.store, self.context.replica_id, self.settings.lease_ttl
-        while not await store.acquire_lease(self._lease_key, me, ttl):
+        what = f"acquiring the lease {self._lease_key}"
+        while not await sink.supervisor.retry(
+            what, lambda: store.acquire_lease(self._lease_key, me, ttl)
+        ):
             # Another replica is re-delivering the fires we left pending; it releases our
             # lease when done (or the lease simply expires).
             logger.info("schedule %s: waiting for lease %s", self._lane, self._lease_key)
@@ -249,8 +261,12 @@ class ScheduleSource(Source):
         store = self.context.store
         if self._delivered is None or latest > self._delivered:
             self._delivered = latest
-        await store.put_checkpoints(self._key, {DELIVERED_KEY: _iso(self._delivered)})
-        await store.delete_checkpoints(self._key, [PENDING_PREFIX + _iso(t) for t in times])
+        try:
+            await store.put_checkpoints(self._key, {DELIVERED_KEY: _iso(self._delivered)})
+            await store.delete_checkpoints(self._key, [PENDING_PREFIX + _iso(t) for t in times])
+        except StoreError as e:
+            fires = ", ".join(map(_iso, times))
+            raise SourceError(describe(e, f"recording the fire of {fires} as delivered")) from e
         self._inflight.difference_update(times)
         logger.debug("schedule %s: delivered %s", self._lane, ", ".join(map(_iso, times)))
 
@@ -281,19 +297,35 @@ class ScheduleSource(Source):
     async def _fire_loop(self, sink: Sink) -> None:
         now = self._clock()
         cursor = await self._catch_up(sink, now)
+        sink.supervisor.working()
+        late_limit = timedelta(seconds=max(self.settings.catch_up, MAX_SLEEP))
         while (scheduled := self.next_after(cursor)) is not None:
             due = scheduled + self.offset(scheduled)
             while (delay := (due - self._clock()).total_seconds()) > 0:
                 await self._sleep(min(delay, MAX_SLEEP))
-            await self._fire(sink, scheduled, due)
             cursor = scheduled
+            if self._clock() - due > late_limit:
+                # Held up (the store was down) for longer than the catch-up horizon.
+                logger.warning(
+                    "schedule %s: skipped the fire of %s, more than %ss late",
+                    self._lane,
+                    _iso(scheduled),
+                    int(late_limit.total_seconds()),
+                )
+                continue
+            await self._fire(sink, scheduled, due)
 
     async def _catch_up(self, sink: Sink, now: datetime) -> datetime:
-        store = self.context.store
-        checkpoints = await store.get_checkpoints(self._key)
+        store, retry = self.context.store, sink.supervisor.retry
+        checkpoints = await retry(
+            f"reading the checkpoints of schedule {self._lane}",
+            lambda: store.get_checkpoints(self._key),
+        )
         if DELIVERED_KEY in checkpoints:
             self._delivered = _parse_iso(checkpoints[DELIVERED_KEY])
-        last = await store.last_fire(self._key)
+        last = await retry(
+            f"reading the last fire of schedule {self._lane}", lambda: store.last_fire(self._key)
+        )
         if last is None:
             return now
         horizon = now - timedelta(seconds=self.settings.catch_up)
@@ -322,13 +354,19 @@ class ScheduleSource(Source):
         return now
 
     async def _fire(self, sink: Sink, scheduled: datetime, due: datetime) -> None:
-        store, me = self.context.store, self.context.replica_id
-        if not await store.claim_fire(self._key, scheduled, me):
+        store, me, retry = self.context.store, self.context.replica_id, sink.supervisor.retry
+        when = _iso(scheduled)
+        if not await retry(
+            f"claiming the fire of {when}", lambda: store.claim_fire(self._key, scheduled, me)
+        ):
             return  # another replica owns this scheduled time
         # In flight before the pending row exists, so the recovery task never mistakes it
         # for a fire left behind by an earlier life of this replica.
         self._inflight.add(scheduled)
-        await store.put_checkpoints(self._key, {PENDING_PREFIX + _iso(scheduled): me})
+        await retry(
+            f"recording the fire of {when} as pending",
+            lambda: store.put_checkpoints(self._key, {PENDING_PREFIX + when: me}),
+        )
         await sink.put([self.record(scheduled, due)])
 
     def record(self, scheduled: datetime, due: datetime) -> Record:
@@ -360,12 +398,17 @@ class ScheduleSource(Source):
 
     async def _keep_lease(self, sink: Sink) -> None:
         store, me, ttl = self.context.store, self.context.replica_id, self.settings.lease_ttl
+        retry = sink.supervisor.retry
+        renewing = f"renewing the lease {self._lease_key}"
+        recovering = f"re-delivering pending fires of schedule {self._lane}"
         while True:
-            if not await store.acquire_lease(self._lease_key, me, ttl):
+            if not await retry(renewing, lambda: store.acquire_lease(self._lease_key, me, ttl)):
                 logger.warning(
                     "schedule %s: lease %s is held by another replica", self._lane, self._lease_key
                 )
-            await self._recover(sink)
+            # Safe to run again after a failure half-way: fires already re-delivered are
+            # pending under this replica and in flight.
+            await retry(recovering, lambda: self._recover(sink))
             await asyncio.sleep(ttl / 3)
 
     async def _recover(self, sink: Sink) -> None:

@@ -24,7 +24,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from router.models import (
     FailedEvent,
@@ -38,6 +38,9 @@ from router.models import (
     SourceKind,
     StatsDelta,
 )
+
+if TYPE_CHECKING:
+    from router.supervisor import Supervisor
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,6 +95,18 @@ class Sink(Protocol):
     def report(self, result: str) -> None:
         """Set the mapping's ``last_processing_result`` (e.g. ``PROBLEM: broker unreachable``)."""
 
+    async def reject(self, item: Mapping[str, Any], reason: str) -> None:
+        """Something the source read cannot become a record (a file whose name is not valid
+        UTF-8, say). The router logs it at WARNING, counts it (``router_records_rejected_total``)
+        and, if the mapping has an on-failure destination, hands it ``item`` (a JSON-able
+        description: where it is, what it is) with ``reason``, waiting while that destination
+        is down. The source then skips the item: it never blocks what comes after it."""
+
+    supervisor: Supervisor
+    """The mapping's supervisor: ``await sink.supervisor.retry(what, operation)`` retries one
+    store or broker call in place, showing ``what`` failed; ``working()`` says the source runs
+    (again) after a failure."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SourceContext:
@@ -107,11 +122,15 @@ class SourceContext:
 class Source(ABC):
     """Reads records from one place for one mapping.
 
-    Lifecycle: constructed with validated settings, then ``run(sink)`` is started as a task.
-    ``run`` reads until cancelled. It raises :class:`router.errors.SourceError` (retriable)
-    when the broker cannot be reached; the router then reports the problem, waits with
-    backoff and calls ``run`` again. Other exceptions stop the mapping with ``PROBLEM``.
-    ``aclose`` is called once after ``run`` has ended; it is idempotent.
+    Lifecycle: constructed with validated settings, then ``run(sink)`` is started as a task
+    under the mapping's supervisor (:mod:`router.supervisor`). ``run`` reads until cancelled;
+    every task it needs (watchers, lease keepers, pollers) runs inside it, e.g. in a
+    ``TaskGroup``. When ``run`` raises, the supervisor reports the cause (an ExceptionGroup
+    by the exceptions inside it), waits with backoff and calls ``run`` again on the same
+    instance: for an outage (:class:`router.errors.SourceError`, ``StoreError``, ``OSError``,
+    a lost lease) and for an unexpected exception alike. Only a configuration error (a
+    ``RouterError`` that is not retriable and not a ``PlatformError``) stops the mapping.
+    ``aclose`` is called once after ``run`` has ended for good; it is idempotent.
     """
 
     Settings: ClassVar[type[PluginSettings]]
@@ -305,7 +324,8 @@ class Store(Protocol):
 
     # schedules: exactly one fire per (schedule, scheduled time) across replicas
     async def claim_fire(self, schedule_key: str, scheduled_time: datetime, owner: str) -> bool:
-        """Insert the fire row; True for the one caller whose insert won."""
+        """Insert the fire row; True for the one owner whose insert won, also when that owner
+        asks again (a retry after the answer to its insert was lost)."""
 
     async def last_fire(self, schedule_key: str) -> datetime | None: ...
 

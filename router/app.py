@@ -31,7 +31,7 @@ from router.abc import (
 )
 from router.aio import wait_event
 from router.config import RouterConfig, mapping_from_row
-from router.errors import ConfigError, RouterError
+from router.errors import ConfigError, RouterError, StoreError
 from router.models import (
     DestinationSpec,
     FunctionConfig,
@@ -43,10 +43,13 @@ from router.models import (
 )
 from router.pipeline import Backoff, Counters, Pipeline
 from router.secrets import redact
+from router.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 
 STATS_INTERVAL = 1.0
+FEED_BACKOFF = Backoff(base=0.5, cap=10.0)
+"""Retries of the change feed and of stats writes while the store is down."""
 
 
 def tune_gc() -> None:
@@ -115,6 +118,8 @@ class Router:
         self.retired: dict[str, tuple[str, Counters]] = {}
         """Counters of pipelines that stopped, so /metrics counters never go down."""
         self._status: dict[str, str] = {}
+        self._unflushed: dict[str, _Running] = {}
+        """Stopped pipelines whose last stats could not be written yet."""
         self._init_errors: dict[str, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._reconcile_lock = asyncio.Lock()
@@ -237,20 +242,20 @@ class Router:
     # ------------------------------------------------------------------ reconcile
 
     async def _watch_store(self) -> None:
-        backoff = Backoff(base=0.5, cap=10.0)
-        attempt = 0
-        while True:
-            try:
-                async for changed in self.store.changes():
-                    attempt = 0
-                    await self.reconcile(changed or None)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # noqa: BLE001 - the store may come back
-                attempt += 1
-                logger.warning("watching the store failed, retrying: %s", redact(str(e)))
-                await asyncio.sleep(backoff.delay(attempt))
+        """Follow the store's change feed. A failure (the store went away while a change was
+        being applied) starts a new feed, whose first answer is "reload everything": what
+        changed meanwhile is not missed."""
+        await Supervisor("change feed", backoff=FEED_BACKOFF).run(self._follow_changes)
+
+    async def _follow_changes(self) -> None:
+        feed = self.store.changes()
+        try:
+            async for changed in feed:
+                await self.reconcile(changed or None)
+        finally:
+            close = getattr(feed, "aclose", None)
+            if close is not None:
+                await close()
 
     async def reconcile(self, changed: set[str] | None = None) -> None:
         """Bring the running pipelines in line with the store's mapping rows: all of them,
@@ -270,6 +275,10 @@ class Router:
             for row in rows:
                 try:
                     await self._reconcile_one(row, changed)
+                except StoreError:
+                    # The store went away: the caller tries again (the change feed starts
+                    # over with a full reload), nothing to report on this mapping.
+                    raise
                 except Exception as e:
                     message = redact(str(e))
                     logger.exception("mapping %s: cannot start", row.name)
@@ -305,6 +314,9 @@ class Router:
         self.problems.pop(row.uuid, None)
         if running is not None:
             if running.config == config and not await self._reset_requested(row.uuid, changed):
+                if row.state != MappingState.ENABLED:
+                    # A reconcile cut off by a store outage left the state half-way.
+                    await self.store.set_mapping_status(row.uuid, state=MappingState.ENABLED)
                 return
             await self.store.set_mapping_status(row.uuid, state=MappingState.UPDATING)
             await self._stop_mapping(row.uuid)
@@ -394,7 +406,12 @@ class Router:
         for destination in running.destinations:
             with contextlib.suppress(Exception):
                 await destination.aclose()
-        await self._flush_one(uid, running)
+        try:
+            await self._flush_one(uid, running)
+        except RouterError as e:
+            # The store is down: the next flush writes these stats.
+            logger.info("mapping %s: stats kept until the store answers: %s", uid, e)
+            self._unflushed[uid] = running
         self._retire(uid, running)
         logger.info("mapping %s stopped", running.config.name)
 
@@ -411,6 +428,7 @@ class Router:
             "throttles",
             "destination_sends",
             "batch_sizes_sum",
+            "rejected",
         ):
             setattr(total, name, getattr(total, name) + getattr(now, name))
         total.latency_sum += now.latency_sum
@@ -427,14 +445,19 @@ class Router:
         self._wake.set()
 
     async def _flush_loop(self) -> None:
-        while True:
-            await wait_event(self._wake, STATS_INTERVAL)
-            await asyncio.sleep(0.05)  # let a burst of status changes settle into one write
-            self._wake.clear()
-            try:
-                await self._flush()
-            except RouterError as e:
-                logger.warning("cannot write stats to the store: %s", e)
+        """Write statuses and stats every second. While the store is down the writes wait
+        (counters keep counting, the newest status per mapping is kept) and are made when it
+        is back."""
+        supervisor = Supervisor("stats", backoff=FEED_BACKOFF)
+
+        async def flush_forever() -> None:
+            while True:
+                await wait_event(self._wake, STATS_INTERVAL)
+                await asyncio.sleep(0.05)  # let a burst of status changes settle into one write
+                self._wake.clear()
+                await supervisor.retry("writing mapping status and stats", self._flush)
+
+        await supervisor.run(flush_forever)
 
     async def _flush(self) -> None:
         statuses, self._status = self._status, {}
@@ -449,6 +472,9 @@ class Router:
                 self._status.setdefault(uid, result)
         for uid, running in list(self.running.items()):
             await self._flush_one(uid, running)
+        for uid, running in list(self._unflushed.items()):
+            await self._flush_one(uid, running)
+            del self._unflushed[uid]
 
     async def _flush_one(self, uid: str, running: _Running) -> None:
         now, before = running.pipeline.counters, running.flushed

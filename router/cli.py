@@ -359,6 +359,7 @@ async def _replay(args: argparse.Namespace) -> int:
     from router import registry
     from router.abc import Invoker, InvokerContext
     from router.models import Invocation, Outcome, function_arn
+    from router.pipeline.records import REJECTED
 
     config = _load(args)
     store = await _open_store(_store_url(args, config))
@@ -386,6 +387,14 @@ async def _replay(args: argparse.Namespace) -> int:
                 failures += 1
                 continue
             payload = event.payload
+            if event.condition == REJECTED:
+                reason = payload.get("responsePayload", {}).get("errorMessage", "")
+                print(
+                    f"failed event {event.id}: the source could not turn it into an event "
+                    f"({reason}); nothing to replay, skipped",
+                    file=sys.stderr,
+                )
+                continue
             request = payload.get("requestPayload", payload.get("payload"))
             if args.dry_run:
                 print(f"would replay failed event {event.id} to {function.name}")

@@ -72,8 +72,17 @@ class SourceError(PlatformError):
     """The source (broker, queue, folder) could not be read or acknowledged."""
 
 
+class LeaseLost(SourceError):
+    """Another replica took over a lease this replica held (it could not renew it in time:
+    paused, overloaded, cut off from the store). The work waits for the lease again."""
+
+
 class StoreError(PlatformError):
     """The SQL store could not be reached or a statement failed."""
+
+    detail: str | None = None
+    """The driver's own message (``[Errno 111] Connect call failed ...``), without the
+    store's URL and the operation that the full message names."""
 
 
 class SchemaOutdatedError(StoreError):

@@ -20,6 +20,7 @@ _COUNTERS = (
     ("throttles", "router_throttles_total", "Throttled or unreachable invocations"),
     ("destination_sends", "router_destination_sends_total", "Records sent to destinations"),
     ("batch_sizes_sum", "router_batch_records_total", "Records per batch, summed"),
+    ("rejected", "router_records_rejected_total", "Items the source could not turn into events"),
 )
 
 

@@ -10,17 +10,20 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Hashable, Sequence
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from typing import Any, Protocol
+
+import orjson
 
 from router.abc import Destination, Invoker, Sink, Source
 from router.aio import wait_event
-from router.errors import RouterError
 from router.models import FunctionConfig, MappingConfig, Record, SourceKind
 from router.pipeline.batcher import EVENT_OVERHEAD, RECORD_OVERHEAD, BatchPolicy
 from router.pipeline.delivery import Abandoned, Counters, Delivery
+from router.pipeline.records import rejected_record
 from router.pipeline.retry import Backoff
 from router.secrets import redact
+from router.supervisor import RESTART_BACKOFF, Supervisor
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +60,8 @@ class Lane:
 class Pipeline(Sink):
     """Runs one mapping: its source feeds lanes, lanes feed the function.
 
-    ``start()`` launches the source; ``stop(timeout)`` stops polling, finishes in-flight
+    ``start()`` launches the source under the mapping's :class:`Supervisor` (restarted after
+    every failure but a configuration error); ``stop(timeout)`` stops polling, finishes in-flight
     batches for up to ``timeout`` seconds (retry waits are abandoned: those records are not
     acknowledged and come back), then cancels what is left.
     """
@@ -75,6 +79,7 @@ class Pipeline(Sink):
         backoff: Backoff | None = None,
         report: Callable[[str], None] | None = None,
         capacity: int | None = None,
+        restart_backoff: Backoff | None = None,
     ) -> None:
         self.mapping = mapping
         self.source = source
@@ -101,7 +106,9 @@ class Pipeline(Sink):
         self._batch_tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._source_task: asyncio.Task[None] | None = None
-        self._source_backoff = Backoff(base=1.0, cap=30.0)
+        self.supervisor = Supervisor(
+            f"mapping {mapping.name}", self, backoff=restart_backoff or RESTART_BACKOFF
+        )
         self.counters = Counters()
         self.delivery = Delivery(
             mapping=mapping,
@@ -128,37 +135,7 @@ class Pipeline(Sink):
             )
 
     async def _run_source(self) -> None:
-        error_attempt = 0
-        while not self._stopping.is_set():
-            try:
-                await self.source.run(self)
-                return
-            except asyncio.CancelledError:
-                raise
-            except (RouterError, OSError, TimeoutError) as e:
-                # A connection that drops outside the source's own error handling is an
-                # outage like any other: retried, never a reason to stop the mapping.
-                if isinstance(e, RouterError) and not e.retriable:
-                    self.report(f"PROBLEM: {redact(str(e))}")
-                    logger.error(
-                        "mapping %s: source stopped: %s", self.mapping.name, redact(str(e))
-                    )
-                    return
-                error_attempt += 1
-                self.report(f"PROBLEM: {redact(str(e))}")
-                logger.warning(
-                    "mapping %s: source error (attempt %d), retrying: %s",
-                    self.mapping.name,
-                    error_attempt,
-                    redact(str(e)),
-                )
-            except Exception as e:
-                # Not a broker outage (a bug, bad settings): running again would fail the
-                # same way, so the mapping stops with PROBLEM as the Source contract says.
-                self.report(f"PROBLEM: {type(e).__name__}: {redact(str(e))}")
-                logger.exception("mapping %s: source failed", self.mapping.name)
-                return
-            await wait_event(self._stopping, self._source_backoff.delay(error_attempt))
+        await self.supervisor.run(lambda: self.source.run(self), stopping=self._stopping)
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Stop polling, let in-flight batches finish (up to ``timeout``), then cancel."""
@@ -205,6 +182,23 @@ class Pipeline(Sink):
             self.status = result
             if self._report_cb is not None:
                 self._report_cb(result)
+
+    async def reject(self, item: Mapping[str, Any], reason: str) -> None:
+        self.counters.rejected += 1
+        logger.warning(
+            "mapping %s: skipped what the source could not turn into an event (%s): %s",
+            self.mapping.name,
+            reason,
+            redact(orjson.dumps(dict(item), default=str).decode()),
+        )
+        destination = self.delivery.on_failure
+        if destination is None:
+            return
+        record = rejected_record(function_arn=self.delivery.arn, reason=reason, item=item)
+        with contextlib.suppress(Abandoned):
+            # Abandoned: the router stops while the destination is down; a source that starts
+            # again finds the item again and rejects it again.
+            await self.delivery.send(destination, record, "on-failure")
 
     def free(self) -> int:
         return max(0, self._capacity - self._held)

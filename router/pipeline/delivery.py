@@ -76,6 +76,8 @@ class Counters:
     retries: int = 0
     throttles: int = 0
     destination_sends: int = 0
+    rejected: int = 0
+    """Items the source could not turn into events (skipped, see ``Sink.reject``)."""
     last_invoke: datetime | None = None
     latency_sum: float = 0.0
     latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))

@@ -8,6 +8,8 @@ async-destination format with ``requestPayload`` and ``responsePayload``.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -84,4 +86,31 @@ def async_record(
         "requestPayload": request_payload,
         "responseContext": _response_context(result),
         "responsePayload": None if result is None else result.payload,
+    }
+
+
+REJECTED = "RecordRejected"
+
+
+def rejected_record(*, function_arn: str, reason: str, item: Mapping[str, Any]) -> dict[str, Any]:
+    """Something a source read but could not turn into an event (a file whose name cannot
+    be an S3 key), in the asynchronous destination format: condition ``RecordRejected``,
+    ``requestPayload`` describes the item, ``responsePayload`` says why. The function was
+    never invoked (``approximateInvokeCount`` 0)."""
+    return {
+        "version": "1.0",
+        "timestamp": iso_now(),
+        "requestContext": {
+            "requestId": str(uuid.uuid4()),
+            "functionArn": function_arn,
+            "condition": REJECTED,
+            "approximateInvokeCount": 0,
+        },
+        "requestPayload": dict(item),
+        "responseContext": {
+            "statusCode": 0,
+            "executedVersion": "$LATEST",
+            "functionError": REJECTED,
+        },
+        "responsePayload": {"errorType": REJECTED, "errorMessage": reason},
     }

@@ -180,7 +180,10 @@ def is_retriable(error: BaseException, backend: str) -> bool:
 def wrap_error(error: BaseException, *, url: str, backend: str, action: str) -> StoreError:
     """A StoreError for ``error`` that names the store (password redacted) and what failed."""
     cls = TemporaryStoreError if is_retriable(error, backend) else PermanentStoreError
-    return cls(f"store {display_url(url)}: {action} failed: {_driver_message(error)}")
+    detail = _driver_message(error)
+    wrapped = cls(f"store {display_url(url)}: {action} failed: {detail}")
+    wrapped.detail = detail
+    return wrapped
 
 
 @contextlib.contextmanager

@@ -87,8 +87,14 @@ class SQLStore:
                 "updated_at": ins.excluded.updated_at,
             },
         )
-        self._claim_fire = dialect_insert(t.schedule_fires).on_conflict_do_nothing(
-            index_elements=[t.schedule_fires.c.schedule_key, t.schedule_fires.c.scheduled_time]
+        fires = t.schedule_fires
+        ins = dialect_insert(fires)
+        # The owner asking again (its first answer was lost with the connection) wins again;
+        # anyone else finds the row taken.
+        self._claim_fire = ins.on_conflict_do_update(
+            index_elements=[fires.c.schedule_key, fires.c.scheduled_time],
+            set_={"owner": ins.excluded.owner},
+            where=fires.c.owner == ins.excluded.owner,
         )
         self._dialect_insert = dialect_insert
 

@@ -12,17 +12,18 @@ import time
 from collections.abc import Collection, Hashable, Sequence
 
 from router.models import Record
+from tests.sources.fakes import SupervisedSink
 
 
-class RecordingSink:
+class RecordingSink(SupervisedSink):
     def __init__(self, capacity: int = 1000) -> None:
+        super().__init__()
         self.capacity = capacity
         self.held = 0
         """Records put and not yet ``done``: what the pipeline would still be holding."""
         self.records: list[Record] = []
         self.puts = 0
         self.max_held = 0
-        self.results: list[str] = []
         self._queue: asyncio.Queue[Record] = asyncio.Queue()
         self._room = asyncio.Condition()
 
@@ -44,9 +45,6 @@ class RecordingSink:
 
     async def revoke(self, lanes: Collection[Hashable], timeout: float) -> None:
         return None
-
-    def report(self, result: str) -> None:
-        self.results.append(result)
 
     async def done(self, count: int) -> None:
         """The pipeline finished with ``count`` records (acked or released)."""

@@ -8,12 +8,14 @@ import time
 from collections.abc import Callable, Collection, Hashable, Sequence
 
 from router.models import Record
+from tests.sources.fakes import SupervisedSink
 
 
-class RecordingSink:
+class RecordingSink(SupervisedSink):
     """Holds up to ``capacity`` unacknowledged records (``put`` waits beyond that)."""
 
     def __init__(self, capacity: int = 10_000) -> None:
+        super().__init__()
         self.capacity = capacity
         self.records: list[Record] = []
         self.held = 0
@@ -47,6 +49,7 @@ class RecordingSink:
             self._changed.notify_all()
 
     def report(self, result: str) -> None:
+        super().report(result)
         self.reports.append(result)
 
     def release(self, n: int) -> None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
-from router.errors import SourceError
+import pytest
+
+from router.errors import ConfigError, Location, SourceError, StoreError
 from router.models import InvokeResult, SourceKind
 from router.pipeline import Backoff
 from tests.pipeline.conftest import MakeHarness
@@ -214,7 +217,7 @@ class FlakySource(FakeSource):
 async def test_a_retriable_source_error_is_reported_and_run_again(make: MakeHarness) -> None:
     source = FlakySource()
     h = make(STREAM, source=source)
-    h.pipeline._source_backoff = Backoff(base=0.001, cap=0.001)
+    h.pipeline.supervisor.backoff = Backoff(base=0.001, cap=0.001)
     h.pipeline.start()
     await until(lambda: source.runs == 2, what="second run")
     assert h.reports[0] == "PROBLEM: broker unreachable"
@@ -223,18 +226,75 @@ async def test_a_retriable_source_error_is_reported_and_run_again(make: MakeHarn
     await h.check()
 
 
-async def test_a_fatal_source_error_stops_the_mapping_with_problem(make: MakeHarness) -> None:
-    class Broken(FakeSource):
+async def test_a_configuration_error_stops_the_mapping_and_says_so(make: MakeHarness) -> None:
+    class Misconfigured(FakeSource):
         async def run(self, sink: Any) -> None:
-            raise ValueError("bad settings")
+            raise ConfigError("unknown topic setting", Location(file="router.yaml", line=7))
 
-    h = make(STREAM, source=Broken(STREAM))
-    h.pipeline._source_backoff = Backoff(base=0.001, cap=0.001)
+    h = make(STREAM, source=Misconfigured(STREAM))
+    h.pipeline.supervisor.backoff = Backoff(base=0.001, cap=0.001)
     h.pipeline.start()
-    await until(lambda: bool(h.reports), what="a report")
     assert h.pipeline._source_task is not None
     await asyncio.wait_for(h.pipeline._source_task, 5)
-    assert h.reports == ["PROBLEM: ValueError: bad settings"]
+    assert h.reports == [
+        "PROBLEM: router.yaml:7: unknown topic setting (mapping stopped: fix its configuration)"
+    ]
+    await h.pipeline.stop(timeout=1)
+    await h.check()
+
+
+async def test_an_unexpected_exception_is_retried_and_logged_with_its_traceback(
+    make: MakeHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Buggy(FakeSource):
+        runs = 0
+
+        async def run(self, sink: Any) -> None:
+            Buggy.runs += 1
+            if Buggy.runs <= 2:
+                raise ValueError("bad settings")
+            sink.supervisor.working()
+            await super().run(sink)
+
+    source = Buggy(STREAM)
+    h = make(STREAM, source=source)
+    h.pipeline.supervisor.backoff = Backoff(base=0.001, cap=0.001)
+    with caplog.at_level(logging.ERROR, logger="router.supervisor"):
+        h.pipeline.start()
+        await until(lambda: source.running, what="third run")
+    problem = "PROBLEM: internal error: ValueError: bad settings (retrying; see the router log)"
+    assert h.reports == [problem, "No records processed"]
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    # Rate-limited: the second failure, moments after the first, is not logged again.
+    assert len(errors) == 1
+    assert errors[0].exc_info is not None and "ValueError: bad settings" in caplog.text
+    source.feed(records(1))
+    await h.drain()
+    await h.pipeline.stop(timeout=1)
+    await h.check()
+
+
+async def test_an_exception_group_is_retried_and_shows_its_real_cause(make: MakeHarness) -> None:
+    class Grouped(FakeSource):
+        runs = 0
+
+        async def run(self, sink: Any) -> None:
+            Grouped.runs += 1
+            if Grouped.runs == 1:
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(self._fail())
+                    await asyncio.Event().wait()
+            await super().run(sink)
+
+        async def _fail(self) -> None:
+            raise StoreError("store postgresql://db: writing checkpoints of m failed: gone")
+
+    source = Grouped(STREAM)
+    h = make(STREAM, source=source)
+    h.pipeline.supervisor.backoff = Backoff(base=0.001, cap=0.001)
+    h.pipeline.start()
+    await until(lambda: source.running, what="second run")
+    assert h.reports == ["PROBLEM: store postgresql://db: writing checkpoints of m failed: gone"]
     await h.pipeline.stop(timeout=1)
     await h.check()
 
@@ -304,7 +364,7 @@ async def test_a_dropped_connection_from_the_source_is_retried(make: MakeHarness
             await asyncio.Event().wait()
 
     h = make(STREAM, source=Flaky(STREAM))
-    h.pipeline._source_backoff = Backoff(base=0.001, cap=0.001)
+    h.pipeline.supervisor.backoff = Backoff(base=0.001, cap=0.001)
     h.pipeline.start()
     await until(lambda: Flaky.calls == 2, what="run() called again")
     assert h.reports == ["PROBLEM: connection reset by peer"]

@@ -7,8 +7,31 @@ import asyncio
 import time
 from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
+from router.backoff import Backoff
 from router.models import Record
+from router.supervisor import Supervisor
+
+FAST_RESTART = Backoff(base=0.01, cap=0.05)
+
+
+class SupervisedSink:
+    """The parts of ``router.abc.Sink`` every recording sink shares: a real supervisor (fast
+    backoff) reporting into ``results``, and ``reject`` kept in ``rejected``."""
+
+    def __init__(self) -> None:
+        self.status = "No records processed"
+        self.results: list[str] = []
+        self.rejected: list[tuple[dict[str, Any], str]] = []
+        self.supervisor = Supervisor("test mapping", self, backoff=FAST_RESTART)
+
+    def report(self, result: str) -> None:
+        self.status = result
+        self.results.append(result)
+
+    async def reject(self, item: Mapping[str, Any], reason: str) -> None:
+        self.rejected.append((dict(item), reason))
 
 
 class MemoryStore:
@@ -38,7 +61,7 @@ class MemoryStore:
     async def claim_fire(self, schedule_key: str, scheduled_time: datetime, owner: str) -> bool:
         await asyncio.sleep(0)
         if (schedule_key, scheduled_time) in self.fires:
-            return False
+            return self.fires[(schedule_key, scheduled_time)] == owner
         self.fires[(schedule_key, scheduled_time)] = owner
         return True
 
@@ -60,12 +83,12 @@ class MemoryStore:
             del self.leases[key]
 
 
-class RecordingSink:
+class RecordingSink(SupervisedSink):
     """Keeps every record put; ``wait_for(n)`` waits until ``n`` records arrived."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.records: list[Record] = []
-        self.results: list[str] = []
         self._changed = asyncio.Condition()
 
     async def put(self, records: Sequence[Record]) -> None:
@@ -81,9 +104,6 @@ class RecordingSink:
 
     async def revoke(self, lanes: Collection[Hashable], timeout: float) -> None:
         return None
-
-    def report(self, result: str) -> None:
-        self.results.append(result)
 
     async def wait_for(self, count: int, timeout: float = 10.0) -> list[Record]:
         async with asyncio.timeout(timeout), self._changed:

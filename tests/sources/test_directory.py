@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import re
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from connectors.directory import DirectorySettings, DirectorySource, FileVersion
 from connectors.s3_events import encode_key
@@ -320,3 +323,136 @@ def test_settings() -> None:
     assert settings.settle == pytest.approx(0.2)
     with pytest.raises(ValueError, match="Extra inputs"):
         DirectorySettings.model_validate({"path": "inbox", "glob": "*.csv"})
+
+
+@contextlib.asynccontextmanager
+async def supervised(source: DirectorySource, sink: RecordingSink) -> AsyncIterator[None]:
+    """``source.run`` under the sink's supervisor, as the pipeline runs it."""
+    task = asyncio.create_task(sink.supervisor.run(lambda: source.run(sink)))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await source.aclose()
+
+
+async def test_a_file_name_that_is_not_utf8_is_rejected_once_and_blocks_nothing(
+    store: SQLStore, inbox: Path, mapping_uuid: str
+) -> None:
+    bad = os.fsdecode(bytes(inbox) + b"/caf\xe9.csv")  # Latin-1, as an old Windows share
+    Path(bad).write_text("1")
+    (inbox / "after.csv").write_text("2")
+    source = make_source(store, mapping_uuid, path=str(inbox))
+    sink = RecordingSink()
+    async with running(source, sink):
+        (record,) = await sink.wait_for(1)
+        await source.ack([record])
+        (inbox / "later.csv").write_text("3")
+        await sink.wait_for(2)
+        Path(os.fsdecode(bytes(inbox) + b"/\xff\xfe.csv")).write_text("4")  # while running
+        await until(lambda: _count(sink.rejected, 2))
+        remembered = {"caf\\xe9.csv", "\\xff\\xfe.csv"}
+        await until(lambda: _has_checkpoints(store, mapping_uuid, remembered))
+    assert keys(sink.records) == ["after.csv", "later.csv"]
+    (item, reason), (second, _) = sink.rejected
+    assert item["key"] == "caf\\xe9.csv"
+    assert item["path"] == f"{inbox}/caf\\xe9.csv"
+    assert item["bucket"] == "inbox" and item["size"] == 1
+    assert "not valid UTF-8" in reason and "rename" in reason
+    assert second["key"] == "\\xff\\xfe.csv"
+    assert sink.results == []  # nothing failed: the mapping is fine
+
+    # Remembered: a restart neither rejects it again nor delivers it.
+    again = make_source(store, mapping_uuid, path=str(inbox))
+    sink2 = RecordingSink()
+    async with running(again, sink2):
+        (inbox / "marker.csv").write_text("5")
+        await sink2.wait_for(1)
+        await asyncio.sleep(0.3)
+    assert sorted(keys(sink2.records)) == ["later.csv", "marker.csv"]  # later.csv: never acked
+    assert sink2.rejected == []
+
+
+async def test_a_key_longer_than_s3_allows_is_rejected(
+    sqlite_store: SQLStore, inbox: Path, mapping_uuid: str
+) -> None:
+    deep = inbox
+    for i in range(5):
+        deep = deep / (f"{i}" * 240)
+    deep.mkdir(parents=True)
+    (deep / "file.txt").write_text("x")  # a 1213-byte key
+    (inbox / "short.txt").write_text("y")
+    source = make_source(sqlite_store, mapping_uuid, path=str(inbox))
+    sink = RecordingSink()
+    async with running(source, sink):
+        await sink.wait_for(1)
+        await until(lambda: _count(sink.rejected, 1))
+    assert keys(sink.records) == ["short.txt"]
+    assert "1213 bytes long" in sink.rejected[0][1]
+
+
+async def test_an_unreadable_file_is_rejected_and_delivered_once_it_can_be_read(
+    sqlite_store: SQLStore, inbox: Path, mapping_uuid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import connectors.directory as directory
+
+    readable = asyncio.Event()
+    real_md5 = directory._md5
+
+    def md5(path: Path) -> str:
+        if path.name == "locked.txt" and not readable.is_set():
+            raise PermissionError(13, "Permission denied")
+        return real_md5(path)
+
+    monkeypatch.setattr(directory, "_md5", md5)
+    (inbox / "locked.txt").write_text("secret")
+    source = make_source(sqlite_store, mapping_uuid, path=str(inbox))
+    sink = RecordingSink()
+    async with running(source, sink):
+        await until(lambda: _count(sink.rejected, 1))
+        (inbox / "open.txt").write_text("o")
+        await sink.wait_for(1)
+        readable.set()  # the operator fixed the permissions and touched the file
+        os.utime(inbox / "locked.txt")
+        await sink.wait_for(2)
+    assert keys(sink.records) == ["open.txt", "locked.txt"]
+    assert sink.rejected[0][1] == "cannot read the file: Permission denied"
+
+
+async def test_a_lost_lease_is_waited_for_and_taken_back(
+    sqlite_store: SQLStore, inbox: Path, mapping_uuid: str
+) -> None:
+    source = make_source(sqlite_store, mapping_uuid, "a", path=str(inbox), lease_ttl=1)
+    sink = RecordingSink()
+    lease = f"directory:{mapping_uuid}"
+    async with supervised(source, sink):
+        (inbox / "one.txt").write_text("1")
+        await source.ack(await sink.wait_for(1))
+        # Another replica took the lease while this one could not renew it (paused, say).
+        async with sqlite_store.engine.begin() as conn:
+            await conn.execute(
+                sa.text("UPDATE leases SET owner = 'b', expires_at = :later WHERE key = :key"),
+                {"later": datetime.now(UTC) + timedelta(hours=1), "key": lease},
+            )
+        await until(lambda: _any(sink.results, "was taken over by another replica"))
+        (inbox / "two.txt").write_text("2")  # b's to deliver: a waits
+        await asyncio.sleep(1.0)
+        assert keys(sink.records) == ["one.txt"]
+        await sqlite_store.release_lease(lease, "b")  # b stopped
+        await sink.wait_for(2, timeout=10)
+    assert keys(sink.records) == ["one.txt", "two.txt"]
+    assert sink.results[0].startswith("PROBLEM: directory ")
+
+
+async def _count(items: list[Any], n: int) -> bool:
+    return len(items) >= n
+
+
+async def _any(results: list[str], text: str) -> bool:
+    return any(text in r for r in results)
+
+
+async def _has_checkpoints(store: Store, mapping_uuid: str, wanted: set[str]) -> bool:
+    return wanted <= set(await store.get_checkpoints(mapping_uuid))

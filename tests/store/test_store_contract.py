@@ -164,6 +164,10 @@ async def test_claim_fire_once_and_last_fire(store: SQLStore) -> None:
     assert await store.last_fire("s") is None
     assert await store.claim_fire("s", t1, "a") is True
     assert await store.claim_fire("s", t1, "b") is False
+    # The owner asking again (the answer to its insert was lost with the connection) is told
+    # the fire is its own; nobody else is.
+    assert await store.claim_fire("s", t1, "a") is True
+    assert await store.claim_fire("s", t1, "b") is False
     # The same instant in another zone is the same fire.
     same = t1.astimezone(timezone(timedelta(hours=-5)))
     assert await store.claim_fire("s", same, "b") is False
