@@ -80,13 +80,15 @@ class KafkaConnection(PluginSettings):
         if self.security_protocol in ("SSL", "SASL_SSL"):
             from aiokafka.helpers import create_ssl_context
 
-            kwargs["ssl_context"] = create_ssl_context(
+            context = create_ssl_context(
                 cafile=self.ssl_cafile,
                 certfile=self.ssl_certfile,
                 keyfile=self.ssl_keyfile,
                 password=self.ssl_password.reveal() if self.ssl_password else None,
-                check_hostname=self.ssl_check_hostname,
             )
+            # aiokafka's helper takes no check_hostname (it raised TypeError): set it here.
+            context.check_hostname = self.ssl_check_hostname
+            kwargs["ssl_context"] = context
         return kwargs
 
 

@@ -302,7 +302,7 @@ class Router:
                 )
             return
         try:
-            config = mapping_from_row(row, self.config.functions)
+            config = mapping_from_row(row, self.config.functions, resolve=True)
         except ConfigError as e:
             if running is not None:
                 await self._stop_mapping(row.uuid)

@@ -41,7 +41,7 @@ from router.errors import (
     SchemaOutdatedError,
     StoreError,
 )
-from router.secrets import redact
+from router.secrets import SecretError, redact, redact_value
 
 logger = logging.getLogger("router")
 
@@ -66,8 +66,9 @@ def _load(args: argparse.Namespace, *, check: bool = False) -> RouterConfig:
 
 
 def _load_checked(path: str) -> RouterConfig:
-    """The configuration as ``run`` needs it: valid, and every function loadable."""
-    config = load_config(path)
+    """The configuration as ``run`` needs it: valid, every secret reference readable, every
+    function loadable."""
+    config = load_config(path, resolve=True)
     errors = check_functions(config)
     if errors:
         raise ConfigErrors(errors)
@@ -82,7 +83,10 @@ def _store_url(args: argparse.Namespace, config: RouterConfig | None) -> str:
     if os.environ.get("ROUTER_STORE_URL"):
         return os.environ["ROUTER_STORE_URL"]
     if config is not None and config.settings.store:
-        return config.settings.store
+        try:
+            return config.settings.store.reveal()
+        except SecretError as e:
+            raise SecretError(f"router.store: {e.message}") from None
     return DEFAULT_URL
 
 
@@ -287,20 +291,6 @@ def _optional_config(args: argparse.Namespace) -> RouterConfig | None:
     return load_config(path) if Path(path).exists() else None
 
 
-SECRET_WORDS = ("password", "secret", "token", "key", "credential")
-
-
-def _redact_config(value: Any, key: str = "") -> Any:
-    if isinstance(value, dict):
-        return {k: _redact_config(v, k) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact_config(v, key) for v in value]
-    lowered = key.lower()
-    if value and any(word in lowered for word in SECRET_WORDS) and lowered != "key_path":
-        return "***"
-    return redact(value) if isinstance(value, str) else value
-
-
 async def _mappings(args: argparse.Namespace) -> int:
     config = _optional_config(args)
     store = await _open_store(_store_url(args, config))
@@ -329,7 +319,7 @@ async def _mappings(args: argparse.Namespace) -> int:
                 k: (v.isoformat() if hasattr(v, "isoformat") else v)
                 for k, v in dataclasses.asdict(row).items()
             }
-            shown = _redact_config(shown)
+            shown = redact_value(shown)
             shown["stats"] = {
                 k: (v.isoformat() if hasattr(v, "isoformat") else v)
                 for k, v in (await store.get_stats(row.uuid)).items()
@@ -361,7 +351,7 @@ async def _replay(args: argparse.Namespace) -> int:
     from router.models import Invocation, Outcome, function_arn
     from router.pipeline.records import REJECTED
 
-    config = _load(args)
+    config = _load(args, check=True)
     store = await _open_store(_store_url(args, config))
     invokers: dict[str, Invoker] = {}
     failures = 0

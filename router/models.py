@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import os
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -145,8 +145,9 @@ class SourceSpec:
 class DestinationSpec:
     type: str
     settings: PluginSettings
-    target: str = ""
-    """What the user wrote (an ARN, a URL, ``table``), for messages and diffs."""
+    target: str = field(default="", repr=False)
+    """What the user wrote (an ARN, a URL, ``table``), for messages and diffs; kept out of
+    ``repr`` (a URL in it may hold a password where plaintext secrets are allowed)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -26,7 +26,7 @@ from router.config.loader import RouterConfig
 from router.config.rows import CONFIG_COLUMNS, row_from_mapping, split_config_hash
 from router.errors import ConfigError, ConfigErrors, Location
 from router.models import MappingConfig, MappingRow, Origin
-from router.secrets import Secret, redact
+from router.secrets import Secret, redact, redact_value
 
 logger = logging.getLogger(__name__)
 
@@ -115,8 +115,8 @@ def _show(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, str):
-        return repr(value)
-    return redact(str(value))
+        return repr(redact(value))
+    return redact(str(redact_value(value)))
 
 
 def _secret_keys(mapping: MappingConfig) -> set[str]:

@@ -36,6 +36,7 @@ from router.models import (
     SourceKind,
     SourceSpec,
 )
+from router.secrets import SecretUrl
 
 MAX_PATTERN_CHARS = 4096
 
@@ -44,8 +45,10 @@ MAX_PATTERN_CHARS = 4096
 class RouterSettings:
     """The optional top-level ``router:`` block, defaults applied."""
 
-    store: str | None = None
+    store: SecretUrl | None = None
     """SQLAlchemy URL of the store; None lets the caller pick its default."""
+    allow_plaintext_secrets: bool = False
+    """Secrets written in place are accepted (and stored as written)."""
     http_listen: str = "127.0.0.1:9090"
     log_format: str = "console"
     log_level: str = "INFO"

@@ -101,7 +101,10 @@ def _from_target(
     except ValidationError as e:
         for item in e.errors():
             where = ".".join(str(p) for p in item["loc"])
-            message = item["msg"][:1].lower() + item["msg"][1:]
+            if item["type"] == "value_error" and "error" in (item.get("ctx") or {}):
+                message = str(item["ctx"]["error"])
+            else:
+                message = item["msg"][:1].lower() + item["msg"][1:]
             errors.append(
                 ConfigError(f"{where}: {message}" if where else message, locate(path, False))
             )

@@ -14,6 +14,7 @@ from router.config.schema import RouterSettingsModel, validate_model
 from router.config.yaml_lines import KeyPath, YamlDocument, format_path, load_yaml
 from router.errors import ConfigError, ConfigErrors, Location
 from router.models import FunctionConfig, MappingConfig
+from router.secrets import secret_policy
 
 TOP_LEVEL_KEYS = ("router", "functions", "mappings")
 
@@ -105,8 +106,25 @@ def _top_level(doc: YamlDocument, errors: list[ConfigError]) -> dict[str, Any]:
     return out
 
 
-def _build(docs: Sequence[YamlDocument], errors: list[ConfigError]) -> RouterConfig:
+def _build(
+    docs: Sequence[YamlDocument], errors: list[ConfigError], *, resolve: bool
+) -> RouterConfig:
+    """Validate the documents; secrets under the policy the ``router:`` block asks for, and
+    resolved when ``resolve`` (to run)."""
     tops = [(doc, _top_level(doc, errors)) for doc in docs]
+    allow = any(
+        isinstance(top.get("router"), dict) and top["router"].get("allow_plaintext_secrets") is True
+        for _doc, top in tops
+    )
+    with secret_policy(allow_plaintext=allow, resolve=resolve):
+        return _build_checked(docs, tops, errors)
+
+
+def _build_checked(
+    docs: Sequence[YamlDocument],
+    tops: list[tuple[YamlDocument, dict[str, Any]]],
+    errors: list[ConfigError],
+) -> RouterConfig:
 
     # router: settings, merged key by key across files.
     merged: dict[str, Any] = {}
@@ -221,14 +239,17 @@ def _build(docs: Sequence[YamlDocument], errors: list[ConfigError]) -> RouterCon
     )
 
 
-def load_config_text(text: str, filename: str = "<string>") -> RouterConfig:
-    """Validate one YAML text; raises :class:`ConfigErrors` listing every problem found."""
+def load_config_text(
+    text: str, filename: str = "<string>", *, resolve: bool = False
+) -> RouterConfig:
+    """Validate one YAML text; raises :class:`ConfigErrors` listing every problem found.
+    ``resolve`` also resolves every secret reference (see :func:`load_config`)."""
     errors: list[ConfigError] = []
     try:
         doc = load_yaml(text, filename)
     except ConfigErrors as e:
         raise ConfigErrors(e.errors) from None
-    config = _build([doc], errors)
+    config = _build([doc], errors, resolve=resolve)
     if errors:
         raise ConfigErrors(_sorted(errors, [filename]))
     return config
@@ -257,9 +278,13 @@ def config_files(path: str | Path) -> list[Path]:
     return [p]
 
 
-def load_config(path: str | Path) -> RouterConfig:
+def load_config(path: str | Path, *, resolve: bool = False) -> RouterConfig:
     """Load a YAML file or a directory of YAML files (merged; names must be unique across
-    files). Raises :class:`ConfigErrors` listing every problem of every file."""
+    files). Raises :class:`ConfigErrors` listing every problem of every file.
+
+    ``resolve`` reads every secret reference (environment variables, files) as ``router
+    run`` needs them, and reports one that cannot be read at its key; without it only their
+    form is checked (``router apply`` stores references, never values)."""
     p = Path(path)
     if not p.exists():
         raise ConfigErrors([ConfigError("no such file or directory", Location(file=str(path)))])
@@ -280,7 +305,7 @@ def load_config(path: str | Path) -> RouterConfig:
             docs.append(load_yaml(text, str(f)))
         except ConfigErrors as e:
             errors.extend(e.errors)
-    config = _build(docs, errors)
+    config = _build(docs, errors, resolve=resolve)
     if errors:
         raise ConfigErrors(_sorted(errors, [str(f) for f in files]))
     return dataclasses.replace(config, files=tuple(str(f) for f in files))

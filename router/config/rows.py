@@ -20,6 +20,7 @@ from router.config.schema import REPORT_BATCH_ITEM_FAILURES, Locate
 from router.config.yaml_lines import KeyPath, format_path
 from router.errors import ConfigError, ConfigErrors, Location
 from router.models import FunctionConfig, MappingConfig, MappingRow
+from router.secrets import secret_policy
 
 _COLUMN_OF = {"function": "function_name", "maximum_concurrency": "maximum_concurrency"}
 
@@ -61,9 +62,14 @@ def mapping_from_row(
     functions: Mapping[str, FunctionConfig] | None = None,
     *,
     settings: RouterSettings | None = None,
+    resolve: bool = False,
 ) -> MappingConfig:
     """Validate a stored row with the same rules as YAML; raises :class:`ConfigErrors` whose
-    paths name the column, e.g. ``event_source_mappings[name=orders].batch_size``."""
+    paths name the column, e.g. ``event_source_mappings[name=orders].batch_size``.
+
+    ``resolve`` reads the row's secret references (the row is about to run); one that cannot
+    be read is an error at its column. A secret an operator wrote in place in SQL is
+    accepted: it is in the store already."""
     locate = _row_locator(row.name)
     errors: list[ConfigError] = []
     source_config = row.source_config if isinstance(row.source_config, dict) else None
@@ -94,15 +100,16 @@ def mapping_from_row(
         if column in {"maximum_record_age"} and isinstance(value, float) and value.is_integer():
             value = int(value)
         raw[column] = value
-    mapping = build_mapping(
-        raw,
-        (),
-        locate,
-        errors,
-        functions=functions,
-        settings=settings or RouterSettings(),
-        lenient=True,
-    )
+    with secret_policy(allow_plaintext=True, resolve=resolve):
+        mapping = build_mapping(
+            raw,
+            (),
+            locate,
+            errors,
+            functions=functions,
+            settings=settings or RouterSettings(),
+            lenient=True,
+        )
     if errors or mapping is None:
         raise ConfigErrors(errors)
     return replace(mapping, uuid=row.uuid, origin=row.origin)

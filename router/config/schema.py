@@ -19,6 +19,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from router.config.yaml_lines import KeyPath
 from router.errors import ConfigError, Location
+from router.secrets import SecretUrl
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -43,8 +44,15 @@ class StrictModel(BaseModel):
 class RouterSettingsModel(StrictModel):
     """The optional top-level ``router:`` block."""
 
-    store: str | None = Field(
-        None, description="SQLAlchemy URL of the store (default: sqlite+aiosqlite:///router.db)"
+    store: SecretUrl | None = Field(
+        None,
+        description="SQLAlchemy URL of the store (default: sqlite+aiosqlite:///router.db); "
+        "a password in it as ${NAME}, or the whole URL as ${NAME} or {file: PATH}",
+    )
+    allow_plaintext_secrets: bool = Field(
+        False,
+        description="Accept secrets written in place (they are then stored as written) "
+        "instead of ${NAME} / {file: PATH} references",
     )
     http_listen: str = Field(
         "127.0.0.1:9090", description="HOST:PORT of the /metrics, /healthz, /readyz listener"

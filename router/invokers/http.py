@@ -42,7 +42,7 @@ from router.invokers.results import (
     transport_error,
 )
 from router.models import FunctionConfig, Invocation, InvokeResult, Outcome, PluginSettings
-from router.secrets import Secret, redact
+from router.secrets import Secret, SecretUrl, plain_headers, redact
 
 logger = logging.getLogger(__name__)
 
@@ -55,31 +55,44 @@ class HttpInvokerSettings(PluginSettings):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    url: str
-    """Base URL of the Invoke API, e.g. ``http://127.0.0.1:9000`` (the emulator's port)."""
+    url: SecretUrl
+    """Base URL of the Invoke API, e.g. ``http://127.0.0.1:9000`` (the emulator's port); a
+    password in it is written as a reference (``https://user:${PASSWORD}@host``)."""
     function_name: str | None = None
     """The name (or ARN) the endpoint knows the function by; defaults to our function name.
     The Runtime Interface Emulator accepts ``function``."""
     qualifier: str | None = None
     """Version or alias, sent as ``?Qualifier=``."""
     headers: dict[str, Secret] = Field(default_factory=dict)
-    """Extra request headers (e.g. ``Authorization``); values are kept out of logs."""
+    """Extra request headers (e.g. ``Authorization``); values are kept out of logs, and those
+    of credential headers are references in a YAML file."""
     max_connections: int = Field(default=100, ge=1, le=10_000)
     connect_timeout: float = Field(default=10.0, gt=0, le=900)
 
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _plain_headers(cls, value: Any) -> Any:
+        return plain_headers(value)
+
     @field_validator("url")
     @classmethod
-    def _check_url(cls, value: str) -> str:
-        value = value.strip().rstrip("/")
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("url must start with http:// or https://")
+    def _check_url(cls, value: SecretUrl) -> SecretUrl:
+        check_http_url(value)
         return value
 
 
-def auth_header_clash(url: str, headers: Mapping[str, object]) -> str | None:
+def check_http_url(url: SecretUrl) -> None:
+    """Raise ValueError unless ``url`` is an http(s) URL (checked once a whole-URL reference
+    is resolved)."""
+    text = url.text
+    if text is not None and not text.strip().startswith(("http://", "https://")):
+        raise ValueError("url must start with http:// or https://")
+
+
+def auth_header_clash(url: SecretUrl, headers: Mapping[str, object]) -> str | None:
     """The ``Authorization`` header's key in ``headers`` (as written) when ``url`` also has
     credentials: aiohttp refuses to send such a request."""
-    if "@" not in urlsplit(url).netloc:
+    if "@" not in urlsplit(url.text or "").netloc:
         return None
     return next((key for key in headers if key.lower() == "authorization"), None)
 
@@ -139,7 +152,7 @@ class HttpInvoker(Invoker):
         super().__init__(function, context)
         settings = self.settings
         name = quote(settings.function_name or function.name, safe="")
-        self.endpoint = settings.url + INVOKE_PATH.format(name=name)
+        self.endpoint = settings.url.reveal().strip().rstrip("/") + INVOKE_PATH.format(name=name)
         self._params = {"Qualifier": settings.qualifier} if settings.qualifier else None
         self._headers = {
             "Content-Type": "application/json",

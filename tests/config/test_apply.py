@@ -182,10 +182,35 @@ async def test_sql_edit_of_a_yaml_mapping_stays_until_yaml_changes(store: Store)
     assert (await by_name(store))["orders"].batch_size == 1
 
 
+def plaintext_config(*mappings: str) -> RouterConfig:
+    text = (
+        "router: {allow_plaintext_secrets: true}\n"
+        + HEAD
+        + "".join(
+            textwrap.indent(textwrap.dedent(m), "    ").replace("    ", "  - ", 1) for m in mappings
+        )
+    )
+    return load_config_text(text, "router.yaml")
+
+
 async def test_secrets_do_not_show_in_the_diff(store: Store) -> None:
+    # Written in place, which router.allow_plaintext_secrets allows: then stored as written.
     with_secret = ORDERS.replace("[orders]}", "[orders], sasl_password: hunter2}")
-    await sync(config(with_secret), store)
-    plan = await plan_apply(config(with_secret.replace("hunter2", "hunter3")), store)
+    await sync(plaintext_config(with_secret), store)
+    plan = await plan_apply(plaintext_config(with_secret.replace("hunter2", "hunter3")), store)
     assert plan.render() == "~ update orders: source.sasl_password *** -> ***"
     await apply_plan(plan, store)
     assert (await by_name(store))["orders"].source_config["sasl_password"] == "hunter3"
+
+
+async def test_the_store_keeps_references(store: Store) -> None:
+    with_secret = ORDERS.replace("[orders]}", "[orders], sasl_password: '${KAFKA_PASSWORD}'}")
+    await sync(config(with_secret), store)
+    row = (await by_name(store))["orders"]
+    assert row.source_config["sasl_password"] == "${KAFKA_PASSWORD}"
+    in_a_file = with_secret.replace("'${KAFKA_PASSWORD}'", "{file: /run/secrets/kafka}")
+    plan = await plan_apply(config(in_a_file), store)
+    assert plan.render() == "~ update orders: source.sasl_password *** -> ***"
+    await apply_plan(plan, store)
+    row = (await by_name(store))["orders"]
+    assert row.source_config["sasl_password"] == {"file": "/run/secrets/kafka"}

@@ -11,6 +11,7 @@ import pytest
 
 from router.config import RouterSettings, load_config, load_config_text
 from router.errors import ConfigError, ConfigErrors
+from router.secrets import SecretUrl
 
 pytestmark = pytest.mark.usefixtures("test_plugins")
 
@@ -54,7 +55,7 @@ def one_mapping(body: str) -> str:
 
 def test_brief_example_is_accepted() -> None:
     config = load_config_text(BRIEF_EXAMPLE, "router.yaml")
-    assert config.settings == RouterSettings(store="sqlite+aiosqlite:///router.db")
+    assert config.settings == RouterSettings(store=SecretUrl("sqlite+aiosqlite:///router.db"))
     assert config.files == ("router.yaml",)
     echo = config.functions["echo"]
     assert (echo.name, echo.invoker, echo.timeout) == ("echo", "python", 3.0)

@@ -35,6 +35,8 @@ def test_brief_example_with_the_real_directory_source_and_python_invoker() -> No
 
 
 KAFKA = textwrap.dedent("""\
+    router:
+      allow_plaintext_secrets: true   # the password below is written in place
     functions:
       echo:
         invoker: python

@@ -114,7 +114,8 @@ def test_validate_checks_invoker_settings(tmp_path: Path) -> None:
         "      authorization: ${INVOKE_TOKEN}\n"
         "mappings: []\n"
     )
-    result = cli("validate", "--config", str(config), cwd=tmp_path)
+    env = {"INVOKE_PASSWORD": "pw", "INVOKE_TOKEN": "Bearer t"}
+    result = cli("validate", "--config", str(config), cwd=tmp_path, env=env)
     assert result.returncode == 2
     assert result.stderr.startswith(
         f"{config}:6: functions.remote.headers.authorization: the url has credentials "

@@ -14,6 +14,8 @@ from router.store import SQLStore
 from tests.helpers import eventually, router_command, run_router
 
 CONFIG = """\
+router:
+  allow_plaintext_secrets: true   # the destination's password is written in place
 functions:
   fn:
     invoker: python

@@ -109,7 +109,7 @@ async def make() -> AsyncIterator[Factory]:
     made: list[HttpInvoker] = []
 
     async def factory(url: str, name: str, timeout: float = 3.0, **settings: Any) -> HttpInvoker:
-        config = HttpInvokerSettings(url=url, **settings)
+        config = HttpInvokerSettings.model_validate({"url": url, **settings})
         invoker = HttpInvoker(function(name, "http", config, timeout), InitErrors().context())
         await invoker.start()
         made.append(invoker)
@@ -224,4 +224,4 @@ def test_retry_after_forms() -> None:
 
 def test_url_must_be_http() -> None:
     with pytest.raises(ValueError, match="http"):
-        HttpInvokerSettings(url="ftp://x")
+        HttpInvokerSettings.model_validate({"url": "ftp://x"})

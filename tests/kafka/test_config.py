@@ -3,10 +3,14 @@ places, and ``kafka://TOPIC`` destinations on the source's cluster."""
 
 from __future__ import annotations
 
+import pytest
+
 from connectors.kafka import KafkaDestinationSettings, KafkaSource, KafkaSourceSettings
 from router.config import load_config_text
 
 YAML = """
+router:
+  allow_plaintext_secrets: true   # the password below is written in place
 functions:
   echo:
     invoker: python
@@ -47,3 +51,24 @@ def test_issue_example_loads_with_aws_defaults() -> None:
     assert destination.bootstrap_servers == ["127.0.0.1:9092"]
     assert destination.sasl_plain_username == "router"
     assert "s3cret" not in repr(mapping)
+
+
+def test_sasl_ssl_client_settings_with_referenced_secrets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KAFKA_PASSWORD", "from-the-environment")
+    settings = KafkaSourceSettings.model_validate(
+        {
+            "bootstrap_servers": "b1:9096",
+            "topics": ["orders"],
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_plain_username": "router",
+            "sasl_plain_password": "${KAFKA_PASSWORD}",
+            "ssl_check_hostname": False,
+        }
+    )
+    kwargs = settings.client_kwargs()
+    assert kwargs["sasl_plain_password"] == "from-the-environment"
+    assert kwargs["ssl_context"].check_hostname is False
+    assert settings.model_dump(mode="json")["sasl_plain_password"] == "${KAFKA_PASSWORD}"
