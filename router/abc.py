@@ -208,6 +208,19 @@ class SettingsProblem:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MetricFamily:
+    """One Prometheus metric family a plug-in exposes on ``/metrics``."""
+
+    name: str
+    type: str
+    """``counter``, ``gauge`` or ``histogram``."""
+    help: str
+    samples: Sequence[tuple[str, Mapping[str, str], float]] = ()
+    """``(sample name, labels, value)``; a histogram's samples are its ``_bucket`` (with an
+    ``le`` label), ``_sum`` and ``_count``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class InvokerContext:
     store: Store
     report_init_error: Callable[[str], None]
@@ -253,6 +266,12 @@ class Invoker(ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Close connections or listeners. Idempotent."""
+
+    def metrics(self) -> Sequence[MetricFamily]:
+        """The invoker's own metrics (execution environments, cold starts, durations), each
+        sample labelled with the function. Called for every ``/metrics`` request; must not
+        block. None by default."""
+        return ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

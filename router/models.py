@@ -92,9 +92,22 @@ class Invocation:
     event: Any
     request_id: str
     deadline: float
-    """Epoch seconds by which the function must answer (timeout enforced by the invoker)."""
+    """Epoch seconds by which the function must answer (timeout enforced by the invoker).
+    An invoker that queues invocations for runtimes (``runtime-api``) does not use it: as on
+    Lambda, the function's timeout starts when a runtime takes the invocation."""
     invoked_function_arn: str = ""
     trace_id: str = ""
+    """The X-Ray trace header (``Root=1-...;Parent=...;Sampled=1``, what the Invoke API
+    receives as ``X-Amzn-Trace-Id``); runtimes get it as ``Lambda-Runtime-Trace-Id``."""
+    client_context: str = ""
+    """The client context as JSON text: the Invoke API's ``X-Amz-Client-Context`` header,
+    base64-decoded (AWS allows 3,583 bytes before encoding). Runtimes get it as
+    ``Lambda-Runtime-Client-Context``; handlers see it as ``context.client_context``."""
+    cognito_identity_id: str = ""
+    """The caller's Amazon Cognito identity, when it has one; with
+    ``cognito_identity_pool_id`` runtimes get it as ``Lambda-Runtime-Cognito-Identity``
+    (``context.identity`` in a handler)."""
+    cognito_identity_pool_id: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

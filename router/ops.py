@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from aiohttp import web
 
+from router.abc import MetricFamily
 from router.app import Router
 from router.pipeline import Counters
 from router.pipeline.delivery import LATENCY_BUCKETS
@@ -51,7 +52,28 @@ def render_metrics(router: Router) -> str:
     for running in router.running.values():
         held = running.pipeline.held
         lines.append(f'router_buffered_records{{mapping="{_label(running.config.name)}"}} {held}')
+    lines.extend(_families(family for i in router.invokers.values() for family in i.metrics()))
     return "\n".join(lines) + "\n"
+
+
+def _families(families: Iterable[MetricFamily]) -> list[str]:
+    """Plug-in metrics; families of one name (one per function) are rendered together."""
+    merged: dict[str, list[MetricFamily]] = {}
+    for family in families:
+        merged.setdefault(family.name, []).append(family)
+    lines: list[str] = []
+    for name, parts in merged.items():
+        lines.append(f"# HELP {name} {parts[0].help}")
+        lines.append(f"# TYPE {name} {parts[0].type}")
+        for part in parts:
+            for sample, labels, value in part.samples:
+                text = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
+                lines.append(f"{sample}{{{text}}} {_number(value)}")
+    return lines
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def _histogram(metric: str, name: str, parts: Iterable[Counters]) -> list[str]:

@@ -2,146 +2,161 @@
 
 Real Lambda does not push events into functions: the runtime in each execution environment
 pulls them from the Runtime API (``AWS_LAMBDA_RUNTIME_API``). Serving that API here lets any
-unmodified Lambda runtime (``awslambdaric``, an official Lambda base image, a custom
-``bootstrap``) run beside the router as its workers::
+unmodified Lambda runtime (``awslambdaric``, the Node.js runtime interface client, an
+official Lambda base image, a custom ``bootstrap``) run the function. Two ways::
 
     functions:
-      fn:
+      managed:                     # the router runs the execution environments
         invoker: runtime-api
-        listen: 127.0.0.1:9001     # where runtimes connect (AWS_LAMBDA_RUNTIME_API)
-        timeout: 10                # seconds, enforced
+        timeout: 2
+        reserved_concurrency: 2
+        provisioned_concurrency: 1
+        runtime:
+          command: ["python", "-m", "awslambdaric", "app.handler"]
+          idle_timeout: 300
+      external:                    # runtimes you start yourself connect here
+        invoker: runtime-api
+        listen: 127.0.0.1:9001
 
-Endpoints (API version 2018-06-01), with the status codes and error bodies AWS uses:
+Managed environments are described in :mod:`router.invokers.runtime.pool`; the protocol
+(routes, status codes, headers, bodies, as AWS's Runtime Interface Emulator answers them)
+in :mod:`router.invokers.runtime.protocol`.
 
-* ``GET  /runtime/invocation/next`` long-polls until an invocation is available.
-* ``POST /runtime/invocation/{id}/response`` -> 202; unknown, finished or timed-out id -> 400
-  ``InvalidRequestID``; a body over ``max_payload_bytes`` -> 413 ``RequestEntityTooLarge`` and
-  the invocation fails with ``Function.ResponseSizeTooLarge``.
-* ``POST /runtime/invocation/{id}/error`` -> 202; the invocation is a function error.
-* ``POST /runtime/init/error`` -> 202; the error is reported (the mapping's
-  ``last_processing_result``) and the oldest queued invocation fails with it, as the
-  invocation that started a failed environment does on AWS.
-
-Concurrency is the number of runtimes waiting on ``/next``. Invocations wait in a bounded
-queue while every runtime is busy; when the queue is full ``invoke`` returns THROTTLED at
-once. The deadline is enforced: an invocation that is still queued, or whose runtime is slow
-or died, is a TIMEOUT when its deadline passes, and a response that arrives later is
-rejected. Like AWS (which resets a timed-out environment), ``awslambdaric`` exits when its
-late response is rejected: run runtimes under a supervisor that restarts them.
+Either way an invocation waits until a runtime takes it on ``/next`` (at most
+``queue_timeout`` seconds, then it is throttled: it never ran), and the function's timeout
+counts from that moment. A timed-out invocation is a TIMEOUT; a managed environment is then
+killed, an external runtime gets ``400 InvalidRequestID`` for its late answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
-import socket
-import time
-from dataclasses import dataclass, field
+import weakref
 from typing import Any, ClassVar
 
 import orjson
 from aiohttp import web
-from pydantic import ConfigDict, Field, field_validator
 
-from router.abc import Invoker, InvokerContext
-from router.errors import ConfigError, Location
+from router.abc import Invoker, InvokerContext, MetricFamily
 from router.invokers.results import (
-    decode_payload,
-    describe_error,
-    error_payload,
     function_error,
-    response_too_large,
-    success,
     throttled,
     timeout_result,
     transport_error,
 )
-from router.models import (
-    MAX_PAYLOAD_BYTES,
-    FunctionConfig,
-    Invocation,
-    InvokeResult,
-    PluginSettings,
-    function_arn,
+from router.invokers.runtime.dispatch import Call, Dispatcher, Session
+from router.invokers.runtime.metrics import FunctionMetrics
+from router.invokers.runtime.pool import EnvironmentPool
+from router.invokers.runtime.server import Host, RuntimeServer, bind, describe
+from router.invokers.runtime.settings import (
+    RuntimeApiInvokerSettings,
+    RuntimeSettings,
+    parse_listen,
 )
+from router.models import FunctionConfig, Invocation, InvokeResult, Outcome, PluginSettings
+from router.models import function_arn as local_arn
+
+__all__ = [
+    "RuntimeApiInvoker",
+    "RuntimeApiInvokerSettings",
+    "RuntimeSettings",
+    "parse_listen",
+]
 
 logger = logging.getLogger(__name__)
 
-API = "/2018-06-01/runtime"
-_CHUNK = 256 * 1024
+_ANSWERED_KEPT = 1024
+"""Answered request ids remembered per function for runtimes started outside the router, so
+that a second answer gets 403 (as the RIE) rather than 400."""
 
 
-def parse_listen(value: str) -> tuple[str, int]:
-    """``host:port`` (``[v6]:port`` for IPv6) -> (host, port). Port 0 picks a free port."""
-    host, sep, port_text = value.strip().rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"listen {value!r} must be host:port, e.g. 127.0.0.1:9001")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ValueError(f"listen {value!r}: port {port_text!r} is not a number") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"listen {value!r}: port must be between 0 and 65535")
-    return host, port
+class _External(Host):
+    """Runtimes started outside the router share one listener. Each connection is taken to
+    be one runtime: runtime clients keep theirs open (awslambdaric, the Node.js client)."""
 
+    def __init__(self, invoker: RuntimeApiInvoker) -> None:
+        self.invoker = invoker
+        self._dispatcher = Dispatcher(lifo=False)
+        self._sessions: weakref.WeakKeyDictionary[Any, Session] = weakref.WeakKeyDictionary()
+        self._answered: collections.OrderedDict[str, Call] = collections.OrderedDict()
 
-class RuntimeApiInvokerSettings(PluginSettings):
-    """YAML keys of ``invoker: runtime-api``."""
+    @property
+    def dispatcher(self) -> Dispatcher:
+        return self._dispatcher
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    @property
+    def timeout(self) -> float:
+        return self.invoker.function.timeout
 
-    listen: str = "127.0.0.1:9001"
-    """Address the Runtime API binds (exactly this host); runtimes get it as
-    ``AWS_LAMBDA_RUNTIME_API``. Port 0 picks a free port."""
-    queue_size: int = Field(default=100, ge=0, le=1_000_000)
-    """Invocations that may wait for a free runtime; beyond that, invocations are throttled."""
-    max_payload_bytes: int = Field(default=MAX_PAYLOAD_BYTES, ge=1, le=1 << 30)
-    """Largest response (and request) a runtime may post, as Lambda's 6 MB limit."""
+    @property
+    def max_payload(self) -> int:
+        return self.invoker.settings.max_payload_bytes
 
-    @field_validator("listen")
-    @classmethod
-    def _check_listen(cls, value: str) -> str:
-        parse_listen(value)
-        return value.strip()
+    @property
+    def function_arn(self) -> str:
+        return self.invoker.arn
 
+    def session_for(self, request: web.BaseRequest) -> Session:
+        transport = request.transport
+        if transport is None:
+            return Session()
+        session = self._sessions.get(transport)
+        if session is None:
+            session = self._sessions[transport] = Session()
+        return session
 
-@dataclass(slots=True, eq=False)
-class _Pending:
-    """An invocation from ``invoke`` until its result is known."""
+    def session_of(self, request_id: str) -> Session | None:
+        call = self.invoker.inflight.get(request_id) or self._answered.get(request_id)
+        return call.session if call is not None else None
 
-    invocation: Invocation
-    body: bytes
-    result: asyncio.Future[InvokeResult]
-    handed_out: bool = False
-    headers: dict[str, str] = field(default_factory=dict)
+    def on_hand(self, call: Call) -> None:
+        self.invoker.metrics_.queue_wait.observe(call.taken_at - call.queued_at)
 
+    def on_answer(self, call: Call) -> None:
+        self._answered[call.request_id] = call
+        while len(self._answered) > _ANSWERED_KEPT:
+            self._answered.popitem(last=False)
 
-@dataclass(slots=True, eq=False)
-class _Waiter:
-    """A runtime long-polling ``/next`` (compared by identity)."""
+    def on_release(self, session: Session, call: Call) -> None:
+        self._answered.pop(call.request_id, None)
 
-    future: asyncio.Future[_Pending]
-    request: web.Request
+    def on_rejected(self, request_id: str) -> None:
+        self.invoker.rejected_responses += 1
+        logger.info(
+            "function %s: rejected a runtime's answer for unknown, finished or timed-out "
+            "request %s",
+            self.invoker.function.name,
+            request_id,
+        )
 
+    def on_init_error(self, session: Session, payload: Any, error_type: str) -> None:
+        invoker = self.invoker
+        invoker.init_errors += 1
+        invoker.metrics_.init_errors += 1
+        message = describe(payload, error_type)
+        logger.warning(
+            "function %s: a runtime failed to initialise: %s", invoker.function.name, message
+        )
+        invoker.context.report_init_error(f"function initialisation failed: {message}")
+        # On AWS the invocation that started a failed environment fails with the init error.
+        call = self._dispatcher.pop_queued()
+        if call is not None:
+            call.finish(function_error(payload, detail=message))
 
-def _error_response(status: int, error_type: str, message: str) -> web.Response:
-    body = orjson.dumps({"errorMessage": message, "errorType": error_type})
-    return web.Response(status=status, body=body, content_type="application/json")
-
-
-_ACCEPTED = orjson.dumps({"status": "OK"})
-
-
-def _accepted() -> web.Response:
-    return web.Response(status=202, body=_ACCEPTED, content_type="application/json")
-
-
-def _invalid_request_id() -> web.Response:
-    return _error_response(400, "InvalidRequestID", "Invalid request ID")
+    def admit(self, call: Call) -> InvokeResult | None:
+        if self._dispatcher.offer(call):
+            return None
+        queued = len(self._dispatcher.queue)
+        if queued < self.invoker.settings.queue_limit():
+            self._dispatcher.enqueue(call)
+            return None
+        self.invoker.metrics_.throttles += 1
+        return throttled(
+            f"all runtimes of {self.invoker.function.name} are busy and {queued} "
+            "invocations are queued"
+        )
 
 
 class RuntimeApiInvoker(Invoker):
@@ -152,13 +167,26 @@ class RuntimeApiInvoker(Invoker):
 
     def __init__(self, function: FunctionConfig, context: InvokerContext) -> None:
         super().__init__(function, context)
-        self._arn = function_arn(function.name, function.arn)
-        self._queue: collections.deque[_Pending] = collections.deque()
-        self._waiters: collections.deque[_Waiter] = collections.deque()
-        self._pending: dict[str, _Pending] = {}
-        self._idle_changed = asyncio.Condition()
-        self._runner: web.AppRunner | None = None
-        self._address = ""
+        self.arn = local_arn(function.name, function.arn)
+        self.metrics_ = FunctionMetrics(function.name)
+        self.inflight: dict[str, Call] = {}
+        """Invocations from ``invoke`` until it returns, by request id."""
+        runtime = self.settings.runtime
+        if self.settings.queue_timeout is not None:
+            self._queue_timeout = self.settings.queue_timeout
+        elif runtime is not None:
+            # Long enough for an environment's init: its own limit ends a slow one.
+            self._queue_timeout = runtime.init_timeout + function.timeout
+        else:
+            self._queue_timeout = function.timeout
+        self.pool: EnvironmentPool | None = None
+        self._external: _External | None = None
+        if runtime is not None:
+            self.pool = EnvironmentPool(function, self.settings, context, self.metrics_)
+        else:
+            self._external = _External(self)
+        self._server: RuntimeServer | None = None
+        self._started = False
         self.rejected_responses = 0
         """Responses and errors refused with 400 (unknown, finished or timed-out request)."""
         self.init_errors = 0
@@ -166,297 +194,146 @@ class RuntimeApiInvoker(Invoker):
     # -- lifecycle -------------------------------------------------------------------------
 
     @property
+    def dispatcher(self) -> Dispatcher:
+        if self.pool is not None:
+            return self.pool.dispatcher
+        assert self._external is not None
+        return self._external.dispatcher
+
+    @property
     def address(self) -> str:
-        """``host:port`` the API listens on (after :meth:`start`): the runtimes'
-        ``AWS_LAMBDA_RUNTIME_API``."""
-        if not self._address:
-            raise RuntimeError("RuntimeApiInvoker.address is known after start()")
-        return self._address
+        """``host:port`` the shared API listens on (runtimes started outside the router;
+        after :meth:`start`): their ``AWS_LAMBDA_RUNTIME_API``."""
+        if self._server is None or not self._server.address:
+            raise RuntimeError("RuntimeApiInvoker.address is known after start(), without runtime")
+        return self._server.address
 
     @property
     def idle_runtimes(self) -> int:
         """Runtimes waiting on ``/next`` right now."""
-        return sum(1 for waiter in self._waiters if not waiter.future.done())
+        return self.dispatcher.idle
 
     @property
     def queued(self) -> int:
         """Invocations waiting for a runtime."""
-        return len(self._queue)
+        return len(self.dispatcher.queue)
 
     async def wait_idle(self, count: int = 1) -> None:
         """Wait until at least ``count`` runtimes wait on ``/next`` (readiness checks)."""
-        async with self._idle_changed:
-            await self._idle_changed.wait_for(lambda: self.idle_runtimes >= count)
+        await self.dispatcher.wait_idle(count)
 
     async def start(self) -> None:
-        if self._runner is not None:
+        if self._started:
             return
-        host, port = parse_listen(self.settings.listen)
-        app = web.Application()
-        app.router.add_get(f"{API}/invocation/next", self._next)
-        app.router.add_post(f"{API}/invocation/{{request_id}}/response", self._response)
-        app.router.add_post(f"{API}/invocation/{{request_id}}/error", self._error)
-        app.router.add_post(f"{API}/init/error", self._init_error)
-        # handler_cancellation: a runtime that disconnects while long-polling /next stops
-        # counting as idle at once.
-        runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=0.5,
-            handler_cancellation=True,
-        )  # fmt: skip
-        await runner.setup()
-        try:
-            sock = self._bind(host, port)
-            site = web.SockSite(runner, sock)
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        bound_host, bound_port = sock.getsockname()[:2]
-        self._address = (
-            f"[{bound_host}]:{bound_port}" if ":" in bound_host else f"{bound_host}:{bound_port}"
-        )
-        self._runner = runner
+        if self.pool is not None:
+            await self.pool.start()
+            self._started = True
+            return
+        assert self._external is not None
+        host, port = parse_listen(self.settings.listen_address)
+        sock = bind(host, port, f"functions.{self.function.name}.listen")
+        server = RuntimeServer(self._external)
+        await server.start(sock)
+        self._server = server
+        self._started = True
         logger.info(
-            "function %s: Lambda Runtime API listening on %s", self.function.name, self._address
+            "function %s: Lambda Runtime API listening on %s", self.function.name, server.address
         )
-
-    def _bind(self, host: str, port: int) -> socket.socket:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
-            sock.listen(128)
-            sock.setblocking(False)
-        except OSError as e:
-            sock.close()
-            raise ConfigError(
-                f"cannot listen on {host}:{port} for the Lambda Runtime API: {e.strerror or e}",
-                Location(path=f"functions.{self.function.name}.listen"),
-            ) from e
-        return sock
 
     async def aclose(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is None:
+        if not self._started:
             return
-        for waiter in self._waiters:
-            if not waiter.future.done():
-                waiter.future.cancel()
-        self._waiters.clear()
-        for pending in list(self._pending.values()):
-            if not pending.result.done():
-                pending.result.set_result(transport_error("the router is shutting down"))
-        self._pending.clear()
-        self._queue.clear()
-        await runner.cleanup()
+        self._started = False
+        for call in list(self.inflight.values()):
+            call.finish(transport_error("the router is shutting down"))
+        self.dispatcher.cancel_all()
+        if self.pool is not None:
+            await self.pool.aclose()
+        server, self._server = self._server, None
+        if server is not None:
+            await server.aclose()
+
+    def metrics(self) -> list[MetricFamily]:
+        counts = self.pool.counts() if self.pool is not None else None
+        return self.metrics_.families(counts)
 
     # -- invoke ----------------------------------------------------------------------------
 
     async def invoke(self, invocation: Invocation) -> InvokeResult:
-        if self._runner is None:
+        if not self._started:
             raise RuntimeError("RuntimeApiInvoker.invoke() called before start()")
-        remaining = invocation.deadline - time.time()
-        if remaining <= 0:
-            return timeout_result(invocation.request_id, self.function.timeout)
         body = orjson.dumps(invocation.event)
-        if len(body) > self.settings.max_payload_bytes:
+        limit = self.settings.max_payload_bytes
+        if len(body) > limit:
             return transport_error(
                 f"RequestTooLargeException: request payload of {len(body)} bytes exceeds "
-                f"{self.settings.max_payload_bytes} bytes",
+                f"{limit} bytes",
                 status_code=413,
             )
-        pending = _Pending(
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        call = Call(
             invocation=invocation,
             body=body,
-            result=asyncio.get_running_loop().create_future(),
-            headers=self._next_headers(invocation),
+            result=loop.create_future(),
+            queued_at=now,
+            queue_deadline=now + self._queue_timeout,
         )
-        if not self._hand_to_waiter(pending):
-            if len(self._queue) >= self.settings.queue_size:
-                return throttled(
-                    f"all runtimes of {self.function.name} are busy and "
-                    f"{len(self._queue)} invocations are queued",
-                )
-            self._queue.append(pending)
-        self._pending[invocation.request_id] = pending
-        timer = asyncio.timeout(remaining)
+        request_id = invocation.request_id
+        timer = asyncio.timeout_at(call.queue_deadline)
+        call.timer = timer
+        self.inflight[request_id] = call
         try:
             async with timer:
-                return await asyncio.shield(pending.result)
+                refused = self._admit(call)
+                if refused is not None:
+                    return refused
+                result = await asyncio.shield(call.result)
         except TimeoutError:
             if not timer.expired():
                 raise
-            if pending.result.done():  # answered on the very edge of the deadline
-                return pending.result.result()
-            return timeout_result(invocation.request_id, self.function.timeout)
+            result = self._expired(call)
         finally:
-            # Whatever happened (result, timeout, cancellation), the id is no longer valid:
-            # a late /response is rejected with InvalidRequestID.
-            self._pending.pop(invocation.request_id, None)
-            if not pending.handed_out:
-                with contextlib.suppress(ValueError):
-                    self._queue.remove(pending)
+            # Whatever happened (result, timeout, cancellation), the id is no longer valid
+            # for an answer: a late /response is rejected with InvalidRequestID.
+            self.inflight.pop(request_id, None)
+            if not call.taken_at:
+                self.dispatcher.withdraw(call)
+        if call.taken_at:
+            self._finished(call, result)
+        return result
 
-    def _next_headers(self, invocation: Invocation) -> dict[str, str]:
-        headers = {
-            "Lambda-Runtime-Aws-Request-Id": invocation.request_id,
-            "Lambda-Runtime-Deadline-Ms": str(int(invocation.deadline * 1000)),
-            "Lambda-Runtime-Invoked-Function-Arn": invocation.invoked_function_arn or self._arn,
-        }
-        if invocation.trace_id:
-            headers["Lambda-Runtime-Trace-Id"] = invocation.trace_id
-        return headers
+    def _admit(self, call: Call) -> InvokeResult | None:
+        if self.pool is not None:
+            return self.pool.admit(call)
+        assert self._external is not None
+        return self._external.admit(call)
 
-    def _hand_to_waiter(self, pending: _Pending) -> bool:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if waiter.future.done():
-                continue
-            transport = waiter.request.transport
-            if transport is None or transport.is_closing():
-                waiter.future.cancel()
-                continue
-            pending.handed_out = True
-            waiter.future.set_result(pending)
-            return True
-        return False
-
-    def _take_queued(self) -> _Pending | None:
-        while self._queue:
-            pending = self._queue.popleft()
-            if not pending.result.done():
-                pending.handed_out = True
-                return pending
-        return None
-
-    def _requeue(self, pending: _Pending) -> None:
-        """A runtime vanished before it received ``pending``: give it to another one."""
-        if pending.result.done() or pending.invocation.request_id not in self._pending:
-            return
-        pending.handed_out = False
-        if not self._hand_to_waiter(pending):
-            self._queue.appendleft(pending)
-
-    # -- Runtime API handlers -------------------------------------------------------------
-
-    async def _next(self, request: web.Request) -> web.StreamResponse:
-        pending = self._take_queued()
-        if pending is None:
-            future: asyncio.Future[_Pending] = asyncio.get_running_loop().create_future()
-            waiter = _Waiter(future, request)
-            self._waiters.append(waiter)
-            await self._notify_idle()
-            try:
-                pending = await future
-            except asyncio.CancelledError:
-                # The runtime disconnected (or the router stops). If an invocation was
-                # handed over in the same instant, it goes to another runtime.
-                if future.done() and not future.cancelled():
-                    self._requeue(future.result())
-                raise
-            finally:
-                if not future.done():
-                    future.cancel()
-                # A runtime that gave up polling must not linger in the deque.
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(waiter)
-                await self._notify_idle()
-        response = web.Response(body=pending.body, headers=pending.headers)
-        response.content_type = "application/json"
-        try:
-            await response.prepare(request)
-            await response.write_eof()
-        except (asyncio.CancelledError, ConnectionError):
-            self._requeue(pending)
-            raise
-        return response
-
-    async def _notify_idle(self) -> None:
-        async with self._idle_changed:
-            self._idle_changed.notify_all()
-
-    def _running(self, request: web.Request) -> _Pending | None:
-        pending = self._pending.get(request.match_info["request_id"])
-        if pending is None or not pending.handed_out or pending.result.done():
-            self.rejected_responses += 1
-            logger.info(
-                "function %s: rejected a runtime's answer for unknown, finished or timed-out "
-                "request %s",
-                self.function.name,
-                request.match_info["request_id"],
+    def _expired(self, call: Call) -> InvokeResult:
+        if call.result.done():  # answered on the very edge of the deadline
+            return call.result.result()
+        if not call.taken_at:
+            self.metrics_.throttles += 1
+            self.metrics_.queue_wait.observe(self._queue_timeout)
+            result = throttled(
+                f"no runtime of {self.function.name} took the invocation within "
+                f"queue_timeout ({self._queue_timeout:g} s)"
             )
-            return None
-        return pending
+            call.finish(result)
+            return result
+        result = timeout_result(call.request_id, self.function.timeout)
+        call.finish(result)
+        if self.pool is not None:
+            self.pool.timed_out(call)
+        return result
 
-    async def _read_limited(self, request: web.Request) -> bytes | None:
-        """The request body, or None when it exceeds ``max_payload_bytes``."""
-        limit = self.settings.max_payload_bytes
-        if request.content_length is not None and request.content_length > limit:
-            return None
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.content.iter_chunked(_CHUNK):
-            size += len(chunk)
-            if size > limit:
-                return None
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def _too_large(self, pending: _Pending, size: int | None) -> web.Response:
-        limit = self.settings.max_payload_bytes
-        pending.result.set_result(response_too_large(size or limit + 1, limit))
-        return _error_response(
-            413, "RequestEntityTooLarge", f"Exceeded maximum allowed payload size ({limit} bytes)."
-        )
-
-    async def _response(self, request: web.Request) -> web.Response:
-        pending = self._running(request)
-        if pending is None:
-            return _invalid_request_id()
-        body = await self._read_limited(request)
-        if pending.result.done():  # timed out while the body was arriving
-            self.rejected_responses += 1
-            return _invalid_request_id()
-        if body is None:
-            return self._too_large(pending, request.content_length)
-        pending.result.set_result(success(decode_payload(body)))
-        return _accepted()
-
-    async def _error(self, request: web.Request) -> web.Response:
-        pending = self._running(request)
-        if pending is None:
-            return _invalid_request_id()
-        body = await self._read_limited(request)
-        if pending.result.done():
-            self.rejected_responses += 1
-            return _invalid_request_id()
-        if body is None:
-            return self._too_large(pending, request.content_length)
-        payload = self._error_payload(request, body)
-        pending.result.set_result(function_error(payload))
-        return _accepted()
-
-    @staticmethod
-    def _error_payload(request: web.Request, body: bytes) -> Any:
-        payload = decode_payload(body)
-        if isinstance(payload, dict):
-            return payload
-        # Runtimes may post anything (or nothing); keep Lambda's error object shape.
-        error_type = request.headers.get("Lambda-Runtime-Function-Error-Type", "Runtime.Unknown")
-        return error_payload("" if payload is None else str(payload), error_type)
-
-    async def _init_error(self, request: web.Request) -> web.Response:
-        body = await self._read_limited(request) or b""
-        payload = self._error_payload(request, body)
-        self.init_errors += 1
-        message = describe_error(payload)
-        logger.warning(
-            "function %s: a runtime failed to initialise: %s", self.function.name, message
-        )
-        self.context.report_init_error(f"function initialisation failed: {message}")
-        # On AWS the invocation that started a failed environment fails with the init error.
-        pending = self._take_queued()
-        if pending is not None:
-            pending.result.set_result(function_error(payload))
-        return _accepted()
+    def _finished(self, call: Call, result: InvokeResult) -> None:
+        if result.outcome is Outcome.TIMEOUT:
+            duration = self.function.timeout
+        else:
+            end = call.finished_at or asyncio.get_running_loop().time()
+            duration = max(0.0, end - call.taken_at)
+        self.metrics_.invocations[result.outcome.value] += 1
+        self.metrics_.duration.observe(duration)
+        if self.pool is not None:
+            self.pool.report(call, result, duration)

@@ -1,0 +1,262 @@
+"""One managed execution environment: the function's runtime in its own process group,
+with its own Runtime API listener, so the router knows which process took which invocation.
+
+The environment answers the protocol through its :class:`~.dispatch.Session`; everything
+that concerns the function as a whole (scaling, init errors, reports) goes to its
+:class:`~.pool.EnvironmentPool`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import signal
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from router.invokers.runtime import logs
+from router.invokers.runtime.dispatch import Call, Dispatcher, Session
+from router.invokers.runtime.protocol import State
+from router.invokers.runtime.server import Host, RuntimeServer, bind
+
+if TYPE_CHECKING:
+    from router.invokers.runtime.pool import EnvironmentPool
+
+logger = logging.getLogger(__name__)
+
+STOP_GRACE = 2.0
+"""Seconds a stopped environment gets between SIGTERM and SIGKILL (Lambda's shutdown phase
+allows 2 s)."""
+_MIB = 1024 * 1024
+
+
+class ProcessMemory:
+    """Peak resident memory of a process and its descendants, from ``/proc`` (Linux).
+
+    ``VmHWM`` is each process's own high-water mark; their sum bounds the tree's peak. The
+    list of descendants is refreshed at most once a second."""
+
+    __slots__ = ("_pids", "_refreshed", "peak", "root")
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self._pids: list[int] = [root]
+        self._refreshed = 0.0
+        self.peak = 0
+
+    def sample(self) -> int:
+        """Peak bytes so far (never lower than an earlier sample)."""
+        now = time.monotonic()
+        if now - self._refreshed >= 1.0:
+            self._pids = [self.root, *_descendants(self.root)]
+            self._refreshed = now
+        total = 0
+        for pid in self._pids:
+            total += _high_water_mark(pid)
+        self.peak = max(self.peak, total)
+        return self.peak
+
+
+def _high_water_mark(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children", "rb") as f:
+                    children = [int(c) for c in f.read().split()]
+            except (OSError, ValueError):
+                continue
+            found.extend(children)
+            todo.extend(children)
+    return found
+
+
+class Environment(Host):
+    """A process group running the runtime, its listener and its session."""
+
+    def __init__(self, pool: EnvironmentPool, number: int, *, provisioned: bool) -> None:
+        self.pool = pool
+        self.number = number
+        self.provisioned = provisioned
+        self.name = f"{pool.function}#{number}"
+        self.session = Session(owner=self)
+        self.server = RuntimeServer(self)
+        self.process: asyncio.subprocess.Process | None = None
+        self.memory: ProcessMemory | None = None
+        loop = asyncio.get_running_loop()
+        self.created = loop.time()
+        self.init_duration: float | None = None
+        """Seconds from start to the first ``/next``, once known."""
+        self.cold = not provisioned
+        """The next invocation is this environment's first, after an on-demand init."""
+        self.retired = ""
+        """Why the pool gave up this environment (empty while it serves)."""
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.init_timer = loop.call_later(pool.runtime.init_timeout, pool.init_timed_out, self)
+        day = datetime.now(UTC).strftime("%Y/%m/%d")
+        self.log_stream = f"{day}/[$LATEST]{uuid.uuid4().hex}"
+        self.ready = asyncio.Event()
+        """Set when the init ended (the first ``/next``, or the init failed)."""
+        self.task = asyncio.create_task(self._run(), name=f"environment {self.name}")
+
+    def __repr__(self) -> str:
+        return f"<Environment {self.name} {self.session.state}>"
+
+    # -- Host ------------------------------------------------------------------------------
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        return self.pool.dispatcher
+
+    @property
+    def timeout(self) -> float:
+        return self.pool.timeout
+
+    @property
+    def max_payload(self) -> int:
+        return self.pool.settings.max_payload_bytes
+
+    @property
+    def function_arn(self) -> str:
+        return self.pool.arn
+
+    def session_for(self, request: web.BaseRequest) -> Session:
+        return self.session
+
+    def session_of(self, request_id: str) -> Session | None:
+        return self.session
+
+    def on_ready(self, session: Session) -> None:
+        self.pool.environment_ready(self)
+
+    def on_idle(self, session: Session) -> None:
+        if not self.provisioned and self.idle_timer is None:
+            idle_timeout = self.pool.runtime.idle_timeout
+            self.idle_timer = asyncio.get_running_loop().call_later(
+                idle_timeout, self.pool.idle_expired, self
+            )
+
+    def on_busy(self, session: Session) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+
+    def on_hand(self, call: Call) -> None:
+        self.pool.handed(self, call)
+
+    def on_rejected(self, request_id: str) -> None:
+        self.pool.rejected(self, request_id)
+
+    def on_init_error(self, session: Session, payload: Any, error_type: str) -> None:
+        self.pool.init_failed(self, payload, error_type)
+
+    # -- process ---------------------------------------------------------------------------
+
+    def label(self) -> str:
+        """Log prefix: the function, and the request id of the invocation in progress."""
+        current = self.session.current
+        if current is not None and self.session.state is not State.READY:
+            return f"{self.pool.function} {current.request_id}"
+        return self.pool.function
+
+    def sample_memory(self) -> int:
+        """Max Memory Used so far, in MB (rounded up)."""
+        if self.memory is None:
+            return 0
+        if self.process is not None and self.process.returncode is None:
+            self.memory.sample()
+        return math.ceil(self.memory.peak / _MIB)
+
+    async def _run(self) -> None:
+        pool = self.pool
+        code: int | None = None
+        failure = ""
+        pump: asyncio.Task[None] | None = None
+        try:
+            await self.server.start(bind("127.0.0.1", 0, pool.key_path))
+            self.process = await asyncio.create_subprocess_exec(
+                *pool.runtime.command,
+                env=pool.variables(self),
+                cwd=pool.cwd,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+                limit=logs.LINE_LIMIT,
+            )
+            self.memory = ProcessMemory(self.process.pid)
+            assert self.process.stdout is not None
+            pump = asyncio.create_task(logs.pump(self.process.stdout, self.label))
+            code = await self.process.wait()
+        except OSError as e:
+            failure = f"cannot start {pool.runtime.command[0]!r}: {e.strerror or e}"
+        except Exception as e:  # noqa: BLE001 - any failure to start is an init failure
+            failure = f"{type(e).__name__}: {e}"
+        finally:
+            self.kill()
+            if pump is not None:
+                # Another process of the group may still hold the pipe: give the output a
+                # moment to end, then stop reading.
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    async with asyncio.timeout(0.5):
+                        await asyncio.shield(pump)
+                pump.cancel()
+            self.init_timer.cancel()
+            self.on_busy(self.session)
+            await self.server.aclose()
+            self.ready.set()
+            pool.exited(self, code, failure)
+
+    def signal(self, number: int) -> None:
+        """Signal the whole process group (children of the runtime included)."""
+        process = self.process
+        if process is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, number)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds; returns once the environment's
+        process has exited and its listener is closed."""
+        if self.process is None and not self.task.done():
+            # Not spawned yet: nothing to signal before the spawn, so cancel it.
+            self.task.cancel()
+        self.signal(signal.SIGTERM if grace > 0 else signal.SIGKILL)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await asyncio.shield(self.task)
+        self.kill()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
+def task_root(cwd: str | None) -> Path:
+    return Path(cwd).expanduser().resolve() if cwd else Path.cwd()
