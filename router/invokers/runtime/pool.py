@@ -121,6 +121,8 @@ class EnvironmentPool:
         self.cwd = Path.cwd()
         self._numbers = itertools.count(1)
         self._stopping: set[asyncio.Task[None]] = set()
+        self._all: set[Environment] = set()
+        """Every environment whose process may still run (retired ones included)."""
         self._provisioned_failures = 0
         self._provisioned_retry: asyncio.TimerHandle | None = None
         self._variables: dict[str, str] = {}
@@ -165,6 +167,10 @@ class EnvironmentPool:
         await asyncio.gather(
             *(env.stop() for env in environments), *self._stopping, return_exceptions=True
         )
+        # Environments killed earlier (timeouts) may still be reaping their process.
+        for env in list(self._all):
+            env.kill()
+        await asyncio.gather(*(env.task for env in list(self._all)), return_exceptions=True)
 
     def _check_command(self) -> None:
         program = self.runtime.command[0]
@@ -268,6 +274,8 @@ class EnvironmentPool:
     def _spawn(self, *, provisioned: bool) -> Environment:
         env = Environment(self, next(self._numbers), provisioned=provisioned)
         self.environments.append(env)
+        self._all.add(env)
+        env.task.add_done_callback(lambda _: self._all.discard(env))
         return env
 
     def _retire(self, env: Environment, reason: str) -> bool:
