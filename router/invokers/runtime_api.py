@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 import orjson
 from aiohttp import web
 
-from router.abc import Invoker, InvokerContext, MetricFamily
+from router.abc import Invoker, InvokerContext, MetricFamily, SettingsProblem
 from router.invokers.results import (
     function_error,
     throttled,
@@ -48,7 +48,7 @@ from router.invokers.results import (
 )
 from router.invokers.runtime.dispatch import Call, Dispatcher, Session
 from router.invokers.runtime.metrics import FunctionMetrics
-from router.invokers.runtime.pool import EnvironmentPool
+from router.invokers.runtime.pool import EnvironmentPool, runtime_problems
 from router.invokers.runtime.server import Host, RuntimeServer, bind, describe
 from router.invokers.runtime.settings import (
     RuntimeApiInvokerSettings,
@@ -192,6 +192,19 @@ class RuntimeApiInvoker(Invoker):
         self.init_errors = 0
 
     # -- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    def check(cls, function: FunctionConfig) -> list[SettingsProblem]:
+        """A managed function's working directory and command, checked as :meth:`start`
+        checks them."""
+        settings = function.settings
+        assert isinstance(settings, RuntimeApiInvokerSettings)
+        if settings.runtime is None:
+            return []
+        return [
+            SettingsProblem(("runtime", key), message)
+            for key, message in runtime_problems(settings.runtime)
+        ]
 
     @property
     def dispatcher(self) -> Dispatcher:

@@ -427,3 +427,21 @@ async def test_a_missing_working_directory_is_a_config_error(
 def test_bad_settings(settings: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         RuntimeApiInvokerSettings(**settings)
+
+
+def test_validate_reports_a_missing_command_and_working_directory(tmp_path: Path) -> None:
+    def problems(runtime: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+        settings = RuntimeApiInvokerSettings(runtime=RuntimeSettings(**runtime))
+        found = RuntimeApiInvoker.check(function("fn", "runtime-api", settings))
+        return [(p.path, p.message) for p in found]
+
+    [(path, message)] = problems({"command": ["no-such-runtime"]})
+    assert path == ("runtime", "command")
+    assert "'no-such-runtime' is not found on the environment's PATH" in message
+    [(path, message)] = problems({"command": ["python"], "cwd": str(tmp_path / "gone")})
+    assert path == ("runtime", "cwd")
+    assert problems({"command": ["python", "-m", "awslambdaric", "app.handler"]}) == []
+    assert problems({"command": ["./bootstrap"], "cwd": str(tmp_path)})[0][0] == (
+        "runtime",
+        "command",
+    )

@@ -95,6 +95,37 @@ def exit_status(code: int | None) -> str:
     return f"exit status {code}"
 
 
+def default_path() -> str:
+    """An environment's PATH: the router's, with the directory of the router's Python first
+    (so ``python`` is the interpreter the router runs on, where awslambdaric is installed)."""
+    return os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", os.defpath)])
+
+
+def runtime_problems(runtime: RuntimeSettings) -> list[tuple[str, str]]:
+    """(key under ``runtime``, message) for a working directory or a command that cannot
+    work. Touches nothing but the file system."""
+    cwd = task_root(runtime.cwd)
+    if not cwd.is_dir():
+        return [("cwd", f"{cwd} is not a directory (the runtime's working directory)")]
+    program = runtime.command[0]
+    if "/" in program:
+        path = cwd / program
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            return [("command", f"{program!r} is not an executable file (from {cwd})")]
+        return []
+    env_path = runtime.env.get("PATH")
+    search = env_path.reveal() if env_path is not None else default_path()
+    if shutil.which(program, path=search) is None:
+        return [
+            (
+                "command",
+                f"{program!r} is not found on the environment's PATH ({search}); give a "
+                "path, or set runtime.env.PATH",
+            )
+        ]
+    return []
+
+
 class EnvironmentPool:
     """Starts, reuses, recycles and stops the environments of one function."""
 
@@ -134,14 +165,10 @@ class EnvironmentPool:
         """Check the command and the working directory, then start the provisioned
         environments and wait (up to ``init_timeout``) until they are initialised. An init
         that fails is reported and retried; it does not fail the start."""
+        for key, message in runtime_problems(self.runtime):
+            raise ConfigError(message, Location(path=f"{self.key_path}.{key}"))
         self.cwd = task_root(self.runtime.cwd)
-        if not self.cwd.is_dir():
-            raise ConfigError(
-                f"{self.cwd} is not a directory (the runtime's working directory)",
-                Location(path=f"{self.key_path}.cwd"),
-            )
         self._variables = self._base_variables()
-        self._check_command()
         for _ in range(self.settings.provisioned_concurrency):
             self._spawn(provisioned=True)
         waiting = [env.ready.wait() for env in self.environments]
@@ -172,30 +199,13 @@ class EnvironmentPool:
             env.kill()
         await asyncio.gather(*(env.task for env in list(self._all)), return_exceptions=True)
 
-    def _check_command(self) -> None:
-        program = self.runtime.command[0]
-        where = Location(path=f"{self.key_path}.command")
-        if "/" in program:
-            path = self.cwd / program
-            if not (path.is_file() and os.access(path, os.X_OK)):
-                raise ConfigError(f"{program!r} is not an executable file (from {self.cwd})", where)
-            return
-        search = self._variables.get("PATH", os.defpath)
-        if shutil.which(program, path=search) is None:
-            raise ConfigError(
-                f"{program!r} is not found on the environment's PATH ({search}); give a path, "
-                "or set runtime.env.PATH",
-                where,
-            )
-
     def _base_variables(self) -> dict[str, str]:
         """The variables every environment of the function gets (Lambda's, then the
         function's own)."""
         region = self.arn.split(":")[3] if self.arn.count(":") >= 6 else ""
         region = region or "us-east-1"
-        here = os.path.dirname(sys.executable)
         variables = {
-            "PATH": os.pathsep.join([here, os.environ.get("PATH", os.defpath)]),
+            "PATH": default_path(),
             "LANG": "C.UTF-8",
             "TZ": ":UTC",
             "AWS_LAMBDA_FUNCTION_NAME": self.function,
