@@ -11,6 +11,8 @@ import logging
 import time
 from typing import Any
 
+import orjson
+
 logger = logging.getLogger(__name__)
 
 
@@ -28,6 +30,53 @@ class CognitoIdentity:
             f"CognitoIdentity([cognito_identity_id={self.cognito_identity_id},"
             f"cognito_identity_pool_id={self.cognito_identity_pool_id}])"
         )
+
+
+_CLIENT_FIELDS = (
+    "installation_id",
+    "app_title",
+    "app_version_name",
+    "app_version_code",
+    "app_package_name",
+)
+
+
+class Client:
+    """``context.client_context.client``: the mobile app that invoked the function."""
+
+    __slots__ = _CLIENT_FIELDS
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        for name in _CLIENT_FIELDS:
+            setattr(self, name, fields.get(name))
+
+
+class ClientContext:
+    """``context.client_context``: what the caller sent as ``X-Amz-Client-Context``, with
+    the attributes Lambda's Python runtime gives it (``client``, ``custom``, ``env``)."""
+
+    __slots__ = ("client", "custom", "env")
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        client = fields.get("client")
+        self.client = Client(client) if isinstance(client, dict) else None
+        self.custom = fields.get("custom")
+        self.env = fields.get("env")
+
+    @classmethod
+    def parse(cls, text: str) -> ClientContext | None:
+        """From the JSON text an invocation carries; None when there is none. Text that is
+        not a JSON object is ignored (logged), as a runtime cannot use it either."""
+        if not text:
+            return None
+        try:
+            fields = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            fields = None
+        if not isinstance(fields, dict):
+            logger.warning("ignoring a client context that is not a JSON object: %.100s", text)
+            return None
+        return cls(fields)
 
 
 class LambdaContext:

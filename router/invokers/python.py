@@ -33,7 +33,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from router.abc import Invoker, InvokerContext, SettingsProblem
 from router.errors import ConfigError, Location
-from router.invokers.context import LambdaContext
+from router.invokers.context import ClientContext, CognitoIdentity, LambdaContext
 from router.invokers.results import (
     MarshalError,
     decode_payload,
@@ -256,6 +256,10 @@ class PythonInvoker(Invoker):
             deadline=invocation.deadline,
             memory_limit_in_mb=self.settings.memory_size,
             log_stream_name=self._log_stream,
+            client_context=ClientContext.parse(invocation.client_context),
+            identity=CognitoIdentity(
+                invocation.cognito_identity_id or None, invocation.cognito_identity_pool_id or None
+            ),
         )
         timer = asyncio.timeout(remaining)
         try:

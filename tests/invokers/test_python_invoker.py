@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 from router.errors import ConfigError
 from router.invokers.python import PythonInvoker, PythonInvokerSettings, parse_handler
-from router.models import MAX_PAYLOAD_BYTES, Outcome
+from router.models import MAX_PAYLOAD_BYTES, Invocation, Outcome
 from tests.invokers.helpers import EXAMPLES, HANDLERS, InitErrors, function, invocation
 
 Factory = Callable[..., PythonInvoker]
@@ -78,6 +79,28 @@ async def test_sync_handler_gets_event_and_context(make: Factory) -> None:
     assert "[$LATEST]" in out["log_stream_name"]
     assert 0 < out["remaining_ms"] <= 3000
     assert out["has_identity"] is True
+
+
+async def test_client_context_and_identity_reach_the_handler(make: Factory) -> None:
+    invoker = await started(make, "environment_handlers:env_info")
+    call = Invocation(
+        function="fn",
+        event={},
+        request_id="r",
+        deadline=time.time() + 3,
+        client_context='{"custom": {"tenant": "t1"}, "client": {"app_title": "shop"}, "env": {}}',
+        cognito_identity_id="us-east-1:abc",
+        cognito_identity_pool_id="us-east-1:pool",
+    )
+    out = (await invoker.invoke(call)).payload
+    assert out["custom"] == {"tenant": "t1"}
+    assert (out["cognito_identity_id"], out["cognito_identity_pool_id"]) == (
+        "us-east-1:abc",
+        "us-east-1:pool",
+    )
+    plain = (await invoker.invoke(invocation({}))).payload
+    assert plain["custom"] is None
+    assert plain["cognito_identity_id"] is None
 
 
 async def test_aws_dotted_handler_form_and_example_module(make: Factory) -> None:
