@@ -37,7 +37,6 @@ import weakref
 from typing import Any, ClassVar
 
 import orjson
-from aiohttp import web
 
 from router.abc import Invoker, InvokerContext, MetricFamily, SettingsProblem
 from router.invokers.results import (
@@ -47,6 +46,7 @@ from router.invokers.results import (
     transport_error,
 )
 from router.invokers.runtime.dispatch import Call, Dispatcher, Session
+from router.invokers.runtime.http import Connection
 from router.invokers.runtime.metrics import FunctionMetrics
 from router.invokers.runtime.pool import EnvironmentPool, runtime_problems
 from router.invokers.runtime.server import Host, RuntimeServer, bind, describe
@@ -79,7 +79,7 @@ class _External(Host):
     def __init__(self, invoker: RuntimeApiInvoker) -> None:
         self.invoker = invoker
         self._dispatcher = Dispatcher(lifo=False)
-        self._sessions: weakref.WeakKeyDictionary[Any, Session] = weakref.WeakKeyDictionary()
+        self._sessions: weakref.WeakKeyDictionary[Connection, Session] = weakref.WeakKeyDictionary()
         self._answered: collections.OrderedDict[str, Call] = collections.OrderedDict()
 
     @property
@@ -98,13 +98,10 @@ class _External(Host):
     def function_arn(self) -> str:
         return self.invoker.arn
 
-    def session_for(self, request: web.BaseRequest) -> Session:
-        transport = request.transport
-        if transport is None:
-            return Session()
-        session = self._sessions.get(transport)
+    def session_for(self, connection: Connection) -> Session:
+        session = self._sessions.get(connection)
         if session is None:
-            session = self._sessions[transport] = Session()
+            session = self._sessions[connection] = Session()
         return session
 
     def session_of(self, request_id: str) -> Session | None:
@@ -291,24 +288,22 @@ class RuntimeApiInvoker(Invoker):
             result=loop.create_future(),
             queued_at=now,
             queue_deadline=now + self._queue_timeout,
+            expire=self._expired,
         )
         request_id = invocation.request_id
-        timer = asyncio.timeout_at(call.queue_deadline)
-        call.timer = timer
         self.inflight[request_id] = call
         try:
-            async with timer:
-                refused = self._admit(call)
-                if refused is not None:
-                    return refused
-                result = await asyncio.shield(call.result)
-        except TimeoutError:
-            if not timer.expired():
-                raise
-            result = self._expired(call)
+            call.arm(call.queue_deadline)
+            refused = self._admit(call)
+            if refused is not None:
+                return refused
+            # The timer ends the call (throttled or timed out) by setting its result.
+            result = await call.result
         finally:
             # Whatever happened (result, timeout, cancellation), the id is no longer valid
             # for an answer: a late /response is rejected with InvalidRequestID.
+            if call.timer is not None:
+                call.timer.cancel()
             self.inflight.pop(request_id, None)
             if not call.taken_at:
                 self.dispatcher.withdraw(call)
@@ -322,23 +317,24 @@ class RuntimeApiInvoker(Invoker):
         assert self._external is not None
         return self._external.admit(call)
 
-    def _expired(self, call: Call) -> InvokeResult:
-        if call.result.done():  # answered on the very edge of the deadline
-            return call.result.result()
+    def _expired(self, call: Call) -> None:
+        """The call's timer ran out (a loop callback)."""
+        if call.result.done():
+            return
         if not call.taken_at:
             self.metrics_.throttles += 1
             self.metrics_.queue_wait.observe(self._queue_timeout)
-            result = throttled(
-                f"no runtime of {self.function.name} took the invocation within "
-                f"queue_timeout ({self._queue_timeout:g} s)"
+            self.dispatcher.withdraw(call)
+            call.finish(
+                throttled(
+                    f"no runtime of {self.function.name} took the invocation within "
+                    f"queue_timeout ({self._queue_timeout:g} s)"
+                )
             )
-            call.finish(result)
-            return result
-        result = timeout_result(call.request_id, self.function.timeout)
-        call.finish(result)
+            return
+        call.finish(timeout_result(call.request_id, self.function.timeout))
         if self.pool is not None:
             self.pool.timed_out(call)
-        return result
 
     def _finished(self, call: Call, result: InvokeResult) -> None:
         if result.outcome is Outcome.TIMEOUT:

@@ -13,14 +13,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any
 
 from router.invokers.runtime import protocol
 from router.invokers.runtime.protocol import State
 from router.models import Invocation, InvokeResult
+
+if TYPE_CHECKING:
+    from router.invokers.runtime.http import Connection
 
 
 @dataclass(slots=True, eq=False)
@@ -34,9 +36,12 @@ class Call:
     """Loop time when ``invoke`` was called."""
     queue_deadline: float
     """Loop time by which a runtime must have taken the invocation."""
-    timer: asyncio.Timeout | None = None
-    """The ``invoke`` task's timer: the queue deadline first, the function's deadline once a
-    runtime took the invocation."""
+    expire: Callable[[Call], None] | None = None
+    """Called when the timer runs out: it ends the invocation (throttled while queued, a
+    timeout once taken)."""
+    timer: asyncio.TimerHandle | None = None
+    """Runs out at the queue deadline first, at the function's deadline once a runtime
+    took the invocation."""
     session: Session | None = None
     taken_at: float = 0.0
     """Loop time when a runtime took the invocation (0: still waiting)."""
@@ -57,10 +62,15 @@ class Call:
 
     @property
     def available(self) -> bool:
-        """Still waiting for a runtime: not answered, not given up by ``invoke``."""
-        if self.result.done():
-            return False
-        return self.timer is None or not self.timer.expired()
+        """Not answered, timed out or given up yet."""
+        return not self.result.done()
+
+    def arm(self, when: float) -> None:
+        """(Re)start the timer to run out at loop time ``when``."""
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.expire is not None and not self.result.done():
+            self.timer = asyncio.get_running_loop().call_at(when, self.expire, self)
 
     def finish(self, result: InvokeResult) -> bool:
         """Set the result unless one is already set; True if this one was set."""
@@ -85,58 +95,60 @@ class Session:
 
 @dataclass(slots=True, eq=False)
 class _Taker:
-    future: asyncio.Future[Call | None]
+    """A runtime waiting on ``/next``: ``deliver`` sends it an invocation (None: it is
+    told to stop waiting)."""
+
     session: Session
-    request: web.BaseRequest
+    connection: Connection
+    deliver: Callable[[Call | None], None]
 
 
 class Dispatcher:
     """Hands invocations to runtimes waiting on ``/next``, or queues them.
 
-    ``lifo``: the runtime that became free last gets the next invocation (managed
-    environments: the others stay idle and can be stopped); otherwise first come, first
-    served.
+    Everything here is synchronous: an invocation offered to a waiting runtime is written to
+    its connection before ``offer`` returns. ``lifo``: the runtime that became free last
+    gets the next invocation (managed environments: the others stay idle and can be
+    stopped); otherwise first come, first served.
     """
 
     def __init__(self, *, lifo: bool) -> None:
         self.queue: collections.deque[Call] = collections.deque()
         self._takers: collections.deque[_Taker] = collections.deque()
         self._lifo = lifo
-        self._changed = asyncio.Condition()
+        self._idle_waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     @property
     def idle(self) -> int:
         """Runtimes waiting on ``/next`` right now."""
-        return sum(1 for taker in self._takers if not taker.future.done())
+        return len(self._takers)
 
     def idle_sessions(self) -> list[Session]:
-        return [taker.session for taker in self._takers if not taker.future.done()]
+        return [taker.session for taker in self._takers]
 
     async def wait_idle(self, count: int) -> None:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.idle >= count)
+        if self.idle >= count:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._idle_waiters.append((count, future))
+        try:
+            await future
+        finally:
+            with contextlib.suppress(ValueError):
+                self._idle_waiters.remove((count, future))
 
     def offer(self, call: Call) -> bool:
         """Give ``call`` to a waiting runtime; False when none waits."""
         while self._takers:
             taker = self._takers.pop() if self._lifo else self._takers.popleft()
-            if taker.future.done():
+            if taker.connection.closed:
                 continue
-            transport = taker.request.transport
-            if transport is None or transport.is_closing():
-                taker.future.cancel()
-                continue
-            taker.future.set_result(call)
+            taker.deliver(call)
             return True
         return False
 
     def enqueue(self, call: Call) -> None:
         self.queue.append(call)
-
-    def give_back(self, call: Call) -> None:
-        """A runtime vanished before it received ``call``: another one gets it first."""
-        if call.available and not self.offer(call):
-            self.queue.appendleft(call)
 
     def withdraw(self, call: Call) -> None:
         with contextlib.suppress(ValueError):
@@ -150,51 +162,37 @@ class Dispatcher:
                 return call
         return None
 
-    def retract(self, session: Session) -> bool:
-        """Stop ``session`` waiting on ``/next`` (its ``take`` returns None). False when it
-        was not waiting, e.g. an invocation was handed to it in this very moment."""
+    def wait(
+        self, session: Session, connection: Connection, deliver: Callable[[Call | None], None]
+    ) -> None:
+        """``session`` waits on ``/next`` over ``connection``."""
+        self._takers.append(_Taker(session, connection, deliver))
+        if self._idle_waiters:
+            idle = self.idle
+            for count, future in self._idle_waiters:
+                if idle >= count and not future.done():
+                    future.set_result(None)
+
+    def remove(self, session: Session) -> bool:
+        """``session`` stopped waiting (its connection closed). False if it was not."""
         for taker in self._takers:
-            if taker.session is session and not taker.future.done():
-                taker.future.set_result(None)
+            if taker.session is session:
+                self._takers.remove(taker)
                 return True
         return False
 
-    async def take(self, session: Session, request: web.BaseRequest) -> Call | None:
-        """The next invocation for ``session``: a queued one at once, or the next one
-        offered. None when the session was retracted."""
-        call = self.pop_queued()
-        if call is not None:
-            return call
-        future: asyncio.Future[Call | None] = asyncio.get_running_loop().create_future()
-        taker = _Taker(future, session, request)
-        self._takers.append(taker)
-        await self._notify()
-        try:
-            return await future
-        except asyncio.CancelledError:
-            # The runtime disconnected (or the router stops). An invocation handed over in
-            # the same instant goes to another runtime.
-            if future.done() and not future.cancelled():
-                handed = future.result()
-                if handed is not None:
-                    self.give_back(handed)
-            raise
-        finally:
-            if not future.done():
-                future.cancel()
-            with contextlib.suppress(ValueError):
+    def retract(self, session: Session) -> bool:
+        """Tell ``session`` to stop waiting on ``/next``. False when it was not waiting, e.g.
+        an invocation was handed to it in this very moment."""
+        for taker in self._takers:
+            if taker.session is session:
                 self._takers.remove(taker)
-            await self._notify()
+                taker.deliver(None)
+                return True
+        return False
 
     def cancel_all(self) -> None:
-        for taker in self._takers:
-            if not taker.future.done():
-                taker.future.cancel()
         self._takers.clear()
-
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
 
 
 def next_headers(call: Call, default_arn: str) -> dict[str, str]:

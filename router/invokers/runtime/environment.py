@@ -20,10 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-
 from router.invokers.runtime import logs
 from router.invokers.runtime.dispatch import Call, Dispatcher, Session
+from router.invokers.runtime.http import Connection
 from router.invokers.runtime.protocol import State
 from router.invokers.runtime.server import Host, RuntimeServer, bind
 
@@ -41,14 +40,15 @@ _MIB = 1024 * 1024
 class ProcessMemory:
     """Peak resident memory of a process and its descendants, from ``/proc`` (Linux).
 
-    ``VmHWM`` is each process's own high-water mark; their sum bounds the tree's peak. The
-    list of descendants is refreshed at most once a second."""
+    ``VmHWM`` is each process's own high-water mark; their sum bounds the tree's peak. Each
+    process's ``status`` file stays open and is re-read in place (a sample is taken after
+    every invocation); the list of descendants is refreshed at most once a second."""
 
-    __slots__ = ("_pids", "_refreshed", "peak", "root")
+    __slots__ = ("_files", "_refreshed", "peak", "root")
 
     def __init__(self, root: int) -> None:
         self.root = root
-        self._pids: list[int] = [root]
+        self._files: dict[int, int] = {}
         self._refreshed = 0.0
         self.peak = 0
 
@@ -56,24 +56,40 @@ class ProcessMemory:
         """Peak bytes so far (never lower than an earlier sample)."""
         now = time.monotonic()
         if now - self._refreshed >= 1.0:
-            self._pids = [self.root, *_descendants(self.root)]
+            self._refresh()
             self._refreshed = now
         total = 0
-        for pid in self._pids:
-            total += _high_water_mark(pid)
+        for pid, fd in list(self._files.items()):
+            try:
+                status = os.pread(fd, 4096, 0)
+            except OSError:  # the process has exited
+                self._close(pid)
+                continue
+            at = status.find(b"VmHWM:")
+            if at >= 0:
+                digits = status[at + 6 : status.find(b"kB", at)]
+                with contextlib.suppress(ValueError):
+                    total += int(digits) * 1024
         self.peak = max(self.peak, total)
         return self.peak
 
+    def _refresh(self) -> None:
+        alive = {self.root, *_descendants(self.root)}
+        for pid in set(self._files) - alive:
+            self._close(pid)
+        for pid in alive - set(self._files):
+            with contextlib.suppress(OSError):
+                self._files[pid] = os.open(f"/proc/{pid}/status", os.O_RDONLY)
 
-def _high_water_mark(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
+    def _close(self, pid: int) -> None:
+        fd = self._files.pop(pid, None)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def close(self) -> None:
+        for pid in list(self._files):
+            self._close(pid)
 
 
 def _descendants(pid: int) -> list[int]:
@@ -145,7 +161,7 @@ class Environment(Host):
     def function_arn(self) -> str:
         return self.pool.arn
 
-    def session_for(self, request: web.BaseRequest) -> Session:
+    def session_for(self, connection: Connection) -> Session:
         return self.session
 
     def session_of(self, request_id: str) -> Session | None:
@@ -188,9 +204,7 @@ class Environment(Host):
         """Max Memory Used so far, in MB (rounded up)."""
         if self.memory is None:
             return 0
-        if self.process is not None and self.process.returncode is None:
-            self.memory.sample()
-        return math.ceil(self.memory.peak / _MIB)
+        return math.ceil(self.memory.sample() / _MIB)
 
     async def _run(self) -> None:
         pool = self.pool
@@ -228,6 +242,8 @@ class Environment(Host):
                 pump.cancel()
             self.init_timer.cancel()
             self.on_busy(self.session)
+            if self.memory is not None:
+                self.memory.close()
             await self.server.aclose()
             self.ready.set()
             pool.exited(self, code, failure)

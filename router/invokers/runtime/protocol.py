@@ -25,9 +25,9 @@ import re
 from typing import Any
 
 import orjson
-from aiohttp import web
 
 from router.invokers.results import decode_payload
+from router.invokers.runtime.http import Response
 
 API_VERSION = "/2018-06-01"
 RUNTIME = f"{API_VERSION}/runtime"
@@ -61,26 +61,27 @@ class State(enum.StrEnum):
     INIT_ERROR = "InitError"
 
 
-def render(status: int, value: Any) -> web.Response:
+def render(status: int, value: Any) -> Response:
     """A JSON answer, byte for byte as the RIE writes it (trailing newline included)."""
-    return web.Response(
-        status=status, body=orjson.dumps(value) + b"\n", content_type="application/json"
-    )
+    return Response(status, orjson.dumps(value) + b"\n")
 
 
-def error(status: int, error_type: str, message: str) -> web.Response:
+def error(status: int, error_type: str, message: str) -> Response:
     return render(status, {"errorMessage": message, "errorType": error_type})
 
 
-def accepted() -> web.Response:
-    return render(202, {"status": "OK"})
+_ACCEPTED = orjson.dumps({"status": "OK"}) + b"\n"
 
 
-def invalid_request_id() -> web.Response:
+def accepted() -> Response:
+    return Response(202, _ACCEPTED)
+
+
+def invalid_request_id() -> Response:
     return error(400, "InvalidRequestID", "Invalid request ID")
 
 
-def invalid_state_transition(current: State, target: State) -> web.Response:
+def invalid_state_transition(current: State, target: State) -> Response:
     return error(
         403,
         "InvalidStateTransition",
@@ -89,27 +90,40 @@ def invalid_state_transition(current: State, target: State) -> web.Response:
     )
 
 
-def request_too_large(limit: int) -> web.Response:
+def request_too_large(limit: int) -> Response:
     return error(
         413, "RequestEntityTooLarge", f"Exceeded maximum allowed payload size ({limit} bytes)."
     )
 
 
-def invalid_response_mode() -> web.Response:
+def invalid_response_mode() -> Response:
     return error(400, "InvalidFunctionResponseMode", "Invalid function response mode")
 
 
-def ping() -> web.Response:
+def internal_error() -> Response:
+    return error(500, "InternalServerError", "Internal Server Error")
+
+
+def ping() -> Response:
     """``GET /2018-06-01/ping``: the RIE still answers ``pong``."""
-    return web.Response(text="pong")
+    return Response(200, b"pong", "text/plain; charset=utf-8")
 
 
-def logs_not_supported() -> web.Response:
+def not_found() -> Response:
+    """An unknown route, as the RIE's router (chi) answers it."""
+    return Response(404, b"404 page not found\n", "text/plain; charset=utf-8")
+
+
+def method_not_allowed() -> Response:
+    return Response(405, b"", "")
+
+
+def logs_not_supported() -> Response:
     """``PUT /2020-08-15/logs`` as the RIE answers it without a telemetry service."""
     return error(202, "Logs.NotSupported", "Logs API is not supported")
 
 
-def telemetry_not_supported() -> web.Response:
+def telemetry_not_supported() -> Response:
     """``PUT /2022-07-01/telemetry`` as the RIE answers it without a telemetry service."""
     return error(202, "Telemetry.NotSupported", "Telemetry API is not supported")
 
@@ -175,22 +189,3 @@ def error_body(body: bytes, content_type: str | None) -> Any:
 
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
-
-
-async def read_body(request: web.BaseRequest, limit: int) -> tuple[bytes | None, int]:
-    """The whole body and its size; ``None`` instead of the body when it exceeds ``limit``.
-
-    The RIE reads the body to its end and reports its real size, with or without a
-    ``Content-Length``; so does this, keeping at most ``limit`` bytes in memory.
-    """
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size <= limit:
-            chunks.append(chunk)
-        elif chunks:
-            chunks.clear()
-    if size > limit:
-        return None, size
-    return b"".join(chunks), size

@@ -4,26 +4,39 @@ The same handlers serve a managed execution environment (one listener per enviro
 :class:`~.dispatch.Session`) and runtimes started outside the router (one shared listener,
 a session per connection). What differs is behind :class:`Host`: which session a request
 belongs to, and what happens when a runtime initialises, takes, answers or fails.
+
+Handlers run synchronously on complete requests (:mod:`.http`); ``/next`` without work
+waits as a :class:`~.dispatch.Dispatcher` taker and is answered when an invocation is
+offered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import time
+import weakref
 from typing import Any
-
-from aiohttp import web
+from urllib.parse import unquote
 
 from router.errors import ConfigError, Location
 from router.invokers.results import decode_payload, describe_error, function_error, success
 from router.invokers.runtime import protocol
 from router.invokers.runtime.dispatch import Call, Dispatcher, Session, next_headers
-from router.invokers.runtime.protocol import RUNTIME, State
+from router.invokers.runtime.http import Connection, Request, Response
+from router.invokers.runtime.protocol import API_VERSION, RUNTIME, State
 from router.models import InvokeResult
 
 logger = logging.getLogger(__name__)
+
+_NEXT = f"{RUNTIME}/invocation/next"
+_INVOCATION = f"{RUNTIME}/invocation/"
+_INIT_ERROR = f"{RUNTIME}/init/error"
+_PING = f"{API_VERSION}/ping"
+_LOGS = "/2020-08-15/logs"
+_TELEMETRY = "/2022-07-01/telemetry"
 
 
 class Host:
@@ -48,8 +61,8 @@ class Host:
         """The ARN sent when an invocation names none."""
         raise NotImplementedError
 
-    def session_for(self, request: web.BaseRequest) -> Session:
-        """The session of the runtime that sent ``request`` (``/next``, ``/init/error``)."""
+    def session_for(self, connection: Connection) -> Session:
+        """The session of the runtime on ``connection`` (``/next``, ``/init/error``)."""
         raise NotImplementedError
 
     def session_of(self, request_id: str) -> Session | None:
@@ -106,48 +119,74 @@ def format_address(sock: socket.socket) -> str:
 
 
 class RuntimeServer:
-    """One Runtime API listener (aiohttp) answering for ``host``."""
+    """One Runtime API listener answering for ``host``."""
 
     def __init__(self, host: Host) -> None:
         self.host = host
-        self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
+        self._connections: weakref.WeakSet[Connection] = weakref.WeakSet()
         self.address = ""
 
     async def start(self, sock: socket.socket) -> None:
-        app = web.Application()
-        app.router.add_get(f"{RUNTIME}/invocation/next", self._next)
-        app.router.add_post(f"{RUNTIME}/invocation/{{request_id}}/response", self._response)
-        app.router.add_post(f"{RUNTIME}/invocation/{{request_id}}/error", self._error)
-        app.router.add_post(f"{RUNTIME}/init/error", self._init_error)
-        app.router.add_get(f"{protocol.API_VERSION}/ping", self._ping)
-        app.router.add_put("/2020-08-15/logs", self._logs)
-        app.router.add_put("/2022-07-01/telemetry", self._telemetry)
-        # handler_cancellation: a runtime that disconnects while long-polling /next stops
-        # counting as idle at once.
-        runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=0.5,
-            handler_cancellation=True,
-        )  # fmt: skip
-        await runner.setup()
         try:
-            await web.SockSite(runner, sock).start()
+            self._server = await asyncio.get_running_loop().create_server(
+                self._connection, sock=sock
+            )
         except BaseException:
             sock.close()
-            await runner.cleanup()
             raise
         self.address = format_address(sock)
-        self._runner = runner
+
+    def _connection(self) -> Connection:
+        connection = Connection(self.handle, lambda: self.host.max_payload)
+        self._connections.add(connection)
+        return connection
 
     async def aclose(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        for connection in list(self._connections):
+            if connection.transport is not None:
+                connection.transport.abort()
+        with contextlib.suppress(Exception):
+            await server.wait_closed()
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def handle(self, connection: Connection, request: Request) -> Response | None:
+        path = request.path
+        method = request.method
+        if path == _NEXT:
+            return self._next(connection) if method == "GET" else protocol.method_not_allowed()
+        if path.startswith(_INVOCATION):
+            request_id, _, action = path[len(_INVOCATION) :].partition("/")
+            if request_id and action in ("response", "error") and "/" not in request_id:
+                if method != "POST":
+                    return protocol.method_not_allowed()
+                request_id = unquote(request_id)
+                if action == "response":
+                    return self._response(request, request_id)
+                return self._error(request, request_id)
+            return protocol.not_found()
+        if path == _INIT_ERROR:
+            if method != "POST":
+                return protocol.method_not_allowed()
+            return self._init_error(connection, request)
+        if path == _PING:
+            return protocol.ping() if method == "GET" else protocol.method_not_allowed()
+        if path == _LOGS:
+            return protocol.logs_not_supported() if method == "PUT" else protocol.not_found()
+        if path == _TELEMETRY:
+            return protocol.telemetry_not_supported() if method == "PUT" else protocol.not_found()
+        return protocol.not_found()
 
     # -- /next -----------------------------------------------------------------------------
 
-    async def _next(self, request: web.Request) -> web.StreamResponse:
+    def _next(self, connection: Connection) -> Response | None:
         host = self.host
-        session = host.session_for(request)
+        session = host.session_for(connection)
         current = session.current
         if session.state is State.INIT_ERROR:
             return protocol.invalid_state_transition(session.state, State.READY)
@@ -160,61 +199,47 @@ class RuntimeServer:
             session.current = None
             host.on_release(session, current)
         session.state = State.READY
-        while True:
-            host.on_idle(session)
-            try:
-                call = await host.dispatcher.take(session, request)
-            finally:
-                host.on_busy(session)
-            if call is None:  # the environment is being stopped
-                return protocol.error(500, "InternalServerError", "Internal Server Error")
-            if call.available:
-                break
-        self._hand(call, session)
-        response = self._event(call)
-        try:
-            await response.prepare(request)
-            await response.write_eof()
-        except (asyncio.CancelledError, ConnectionError):
-            self._undo(call, session)
-            raise
-        return response
+        call = host.dispatcher.pop_queued()
+        if call is not None:
+            return self._hand(call, session)
 
-    def _hand(self, call: Call, session: Session) -> None:
+        def deliver(call: Call | None) -> None:
+            host.on_busy(session)
+            if call is None:  # the environment is being stopped
+                connection.respond(protocol.internal_error())
+            else:
+                connection.respond(self._hand(call, session))
+
+        def lost() -> None:
+            host.dispatcher.remove(session)
+            host.on_busy(session)
+
+        connection.on_close = lost
+        host.on_idle(session)
+        host.dispatcher.wait(session, connection, deliver)
+        return None
+
+    def _hand(self, call: Call, session: Session) -> Response:
         host = self.host
         now = asyncio.get_running_loop().time()
         call.taken_at = now
         call.session = session
         call.deadline_ms = int((time.time() + host.timeout) * 1000)
         call.headers = next_headers(call, host.function_arn)
-        if call.timer is not None:
-            call.timer.reschedule(now + host.timeout)
+        call.arm(now + host.timeout)
         session.current = call
         session.state = State.RUNNING
         host.on_hand(call)
-
-    def _undo(self, call: Call, session: Session) -> None:
-        """The runtime vanished before it received ``call``."""
-        call.taken_at = 0.0
-        call.session = None
-        if call.timer is not None and call.available:
-            call.timer.reschedule(max(call.queue_deadline, asyncio.get_running_loop().time()))
-        if session.current is call:
-            session.current = None
-            session.state = State.READY
-        self.host.dispatcher.give_back(call)
+        return self._event(call)
 
     @staticmethod
-    def _event(call: Call) -> web.Response:
-        response = web.Response(body=call.body, headers=call.headers)
-        response.content_type = "application/json"
-        return response
+    def _event(call: Call) -> Response:
+        return Response(200, call.body, "application/json", call.headers)
 
     # -- /response and /error --------------------------------------------------------------
 
-    def _running(self, request: web.Request, target: State) -> tuple[Call | None, web.Response]:
+    def _running(self, request_id: str, target: State) -> tuple[Call | None, Response]:
         """The invocation a ``/response`` or ``/error`` is for, or the answer refusing it."""
-        request_id = request.match_info["request_id"]
         session = self.host.session_of(request_id)
         call = session.current if session is not None else None
         if session is None or call is None or call.request_id != request_id:
@@ -226,17 +251,7 @@ class RuntimeServer:
             return None, protocol.invalid_request_id()
         if session.state is not State.RUNNING:
             return None, protocol.invalid_state_transition(session.state, target)
-        session.state = target
         return call, protocol.accepted()
-
-    async def _read(self, request: web.Request, call: Call) -> tuple[bytes | None, int]:
-        session = call.session
-        try:
-            return await protocol.read_body(request, self.host.max_payload)
-        except BaseException:
-            if session is not None and session.current is call:
-                session.state = State.RUNNING
-            raise
 
     def _answer(self, call: Call, result: InvokeResult) -> None:
         if call.session is not None:
@@ -244,73 +259,51 @@ class RuntimeServer:
         if call.finish(result):
             self.host.on_answer(call)
 
-    def _oversized(self, call: Call, size: int) -> web.Response:
+    def _oversized(self, call: Call, size: int) -> Response:
         limit = self.host.max_payload
-        payload = protocol.oversized_response(size, limit)
-        self._answer(call, function_error(payload))
+        self._answer(call, function_error(protocol.oversized_response(size, limit)))
         return protocol.request_too_large(limit)
 
-    async def _response(self, request: web.Request) -> web.Response:
-        call, answer = self._running(request, State.INVOCATION_RESPONSE)
+    def _response(self, request: Request, request_id: str) -> Response:
+        call, answer = self._running(request_id, State.INVOCATION_RESPONSE)
         if call is None:
             return answer
-        mode = request.headers.get(protocol.RESPONSE_MODE)
+        mode = request.headers.get("lambda-runtime-function-response-mode")
         if mode and mode != protocol.STREAMING:
-            self._answer(
-                call,
-                function_error(
-                    None,
-                    detail=f"Runtime.InvalidResponseModeHeader: {mode!r} is not a response mode",
-                ),
-            )
+            detail = f"Runtime.InvalidResponseModeHeader: {mode!r} is not a response mode"
+            self._answer(call, function_error(None, detail=detail))
             return protocol.invalid_response_mode()
-        body, size = await self._read(request, call)
-        if not call.available:  # timed out while the body arrived
-            self.host.on_rejected(call.request_id)
-            return protocol.invalid_request_id()
-        if body is None:
-            return self._oversized(call, size)
-        self._answer(call, success(decode_payload(body)))
+        if request.body is None:
+            return self._oversized(call, request.size)
+        self._answer(call, success(decode_payload(request.body)))
         return answer
 
-    async def _error(self, request: web.Request) -> web.Response:
-        call, answer = self._running(request, State.INVOCATION_ERROR_RESPONSE)
+    def _error(self, request: Request, request_id: str) -> Response:
+        call, answer = self._running(request_id, State.INVOCATION_ERROR_RESPONSE)
         if call is None:
             return answer
-        error_type = protocol.scrub_error_type(request.headers.get(protocol.ERROR_TYPE))
-        body, size = await self._read(request, call)
-        if not call.available:
-            self.host.on_rejected(call.request_id)
-            return protocol.invalid_request_id()
-        if body is None:
-            return self._oversized(call, size)
-        payload = protocol.error_body(body, request.headers.get("Content-Type"))
+        headers = request.headers
+        error_type = protocol.scrub_error_type(headers.get("lambda-runtime-function-error-type"))
+        if request.body is None:
+            return self._oversized(call, request.size)
+        payload = protocol.error_body(request.body, headers.get("content-type"))
         self._answer(call, function_error(payload, detail=describe(payload, error_type)))
         return answer
 
-    # -- /init/error and the rest ----------------------------------------------------------
+    # -- /init/error -----------------------------------------------------------------------
 
-    async def _init_error(self, request: web.Request) -> web.Response:
-        session = self.host.session_for(request)
+    def _init_error(self, connection: Connection, request: Request) -> Response:
+        session = self.host.session_for(connection)
         if session.state is not State.STARTED:
             return protocol.invalid_state_transition(session.state, State.INIT_ERROR)
-        error_type = protocol.scrub_error_type(request.headers.get(protocol.ERROR_TYPE))
-        body, size = await protocol.read_body(request, self.host.max_payload)
-        if session.state is not State.STARTED:  # changed while the body arrived
-            return protocol.invalid_state_transition(session.state, State.INIT_ERROR)
+        error_type = protocol.scrub_error_type(
+            request.headers.get("lambda-runtime-function-error-type")
+        )
         session.state = State.INIT_ERROR
-        payload = decode_payload(body) if body is not None else f"<{size} bytes>"
+        body = request.body
+        payload = decode_payload(body) if body is not None else f"<{request.size} bytes>"
         self.host.on_init_error(session, payload, error_type)
         return protocol.accepted()
-
-    async def _ping(self, request: web.Request) -> web.Response:
-        return protocol.ping()
-
-    async def _logs(self, request: web.Request) -> web.Response:
-        return protocol.logs_not_supported()
-
-    async def _telemetry(self, request: web.Request) -> web.Response:
-        return protocol.telemetry_not_supported()
 
 
 def describe(payload: Any, error_type: str) -> str:

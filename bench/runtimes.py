@@ -1,0 +1,208 @@
+"""Managed execution environments: what the hosted Runtime API costs per invocation.
+
+Run by hand: ``python bench/runtimes.py [--invocations 5000] [--rounds 3] [--cold-starts 10]``.
+
+In the same run, each round invokes a no-op handler ``--invocations`` times, with
+``--concurrency`` callers (2 by default):
+
+* baseline: the ``python`` invoker, the handler called in-process (a worker thread);
+* runtime-api: the same handler under awslambdaric, in ``--concurrency`` warm managed
+  environments (provisioned), through the hosted Runtime API (each invocation is a ``/next``
+  answer and a ``/response`` over loopback HTTP, START/END/REPORT lines and a ``/proc``
+  memory sample).
+
+It prints invocations/s of both, their ratio (the target is >= 0.25), and p50/p99 of the
+latency each invocation adds (the whole ``invoke`` call: for a no-op handler, all of it is
+overhead). Then the cold start of an awslambdaric environment: from the invocation that
+finds no environment to its answer, and the init duration (spawn to first ``/next``).
+
+The router's console logging is set up as ``router run`` does, writing to /dev/null, so the
+log lines cost what they cost in production.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, cast
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from router import logs
+from router.abc import Invoker, InvokerContext, Store
+from router.app import tune_gc
+from router.invokers.python import PythonInvoker, PythonInvokerSettings
+from router.invokers.runtime_api import (
+    RuntimeApiInvoker,
+    RuntimeApiInvokerSettings,
+    RuntimeSettings,
+)
+from router.models import FunctionConfig, Invocation, Outcome, PluginSettings
+
+HANDLER = "def handler(event, context):\n    return None\n"
+EVENT = {"Records": [{"messageId": str(i), "body": "x"} for i in range(10)]}
+
+
+def context() -> InvokerContext:
+    return InvokerContext(store=cast(Store, None), report_init_error=lambda _: None)
+
+
+def function(invoker: str, settings: PluginSettings) -> FunctionConfig:
+    return FunctionConfig(name="noop", invoker=invoker, timeout=30.0, settings=settings)
+
+
+def call() -> Invocation:
+    return Invocation(
+        function="noop", event=EVENT, request_id=str(uuid.uuid4()), deadline=time.time() + 30
+    )
+
+
+async def drive(invoker: Invoker, total: int, concurrency: int) -> tuple[float, list[float]]:
+    """(invocations/s, per-invocation latencies in seconds)."""
+    latencies: list[float] = []
+    left = total
+
+    async def caller() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            invocation = call()
+            started = time.perf_counter()
+            result = await invoker.invoke(invocation)
+            latencies.append(time.perf_counter() - started)
+            if result.outcome is not Outcome.SUCCESS:
+                raise SystemExit(f"invocation failed: {result}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    return total / (time.perf_counter() - started), latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def in_process(folder: Path, total: int, concurrency: int) -> tuple[float, list[float]]:
+    settings = PythonInvokerSettings(handler="noop_app.handler", path=str(folder))
+    invoker = PythonInvoker(function("python", settings), context())
+    await invoker.start()
+    try:
+        await drive(invoker, min(total, 500), concurrency)  # warm-up
+        return await drive(invoker, total, concurrency)
+    finally:
+        await invoker.aclose()
+
+
+def managed_settings(folder: Path, warm: int) -> RuntimeApiInvokerSettings:
+    return RuntimeApiInvokerSettings(
+        reserved_concurrency=max(warm, 1),
+        provisioned_concurrency=warm,
+        runtime=RuntimeSettings(
+            command=[sys.executable, "-m", "awslambdaric", "noop_app.handler"], cwd=str(folder)
+        ),
+    )
+
+
+async def hosted(folder: Path, total: int, concurrency: int) -> tuple[float, list[float]]:
+    invoker = RuntimeApiInvoker(
+        function("runtime-api", managed_settings(folder, concurrency)), context()
+    )
+    await invoker.start()
+    try:
+        await invoker.wait_idle(concurrency)
+        await drive(invoker, min(total, 500), concurrency)  # warm-up
+        return await drive(invoker, total, concurrency)
+    finally:
+        await invoker.aclose()
+
+
+async def cold_starts(folder: Path, count: int) -> tuple[list[float], list[float]]:
+    """(first-invocation latencies, init durations), seconds."""
+    firsts: list[float] = []
+    inits: list[float] = []
+    for _ in range(count):
+        invoker = RuntimeApiInvoker(function("runtime-api", managed_settings(folder, 0)), context())
+        await invoker.start()
+        try:
+            started = time.perf_counter()
+            result = await invoker.invoke(call())
+            firsts.append(time.perf_counter() - started)
+            if result.outcome is not Outcome.SUCCESS:
+                raise SystemExit(f"cold invocation failed: {result}")
+            assert invoker.pool is not None
+            [env] = invoker.pool.environments
+            assert env.init_duration is not None
+            inits.append(env.init_duration)
+        finally:
+            await invoker.aclose()
+    return firsts, inits
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+def quiet_logging(level: str) -> None:
+    """The router's console logging, as ``router run`` sets it up, into /dev/null."""
+    logs.setup("console", level)
+    null = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    for handler in logging.getLogger().handlers:
+        cast(logging.StreamHandler[Any], handler).setStream(null)
+
+
+async def main(args: argparse.Namespace) -> None:
+    tune_gc()
+    quiet_logging(args.log_level)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "noop_app.py").write_text(HANDLER)
+        ratios: list[float] = []
+        print(
+            f"{args.invocations} no-op invocations per run, {args.concurrency} callers, "
+            f"log level {args.log_level}"
+        )
+        for n in range(1, args.rounds + 1):
+            runs: list[tuple[str, Callable[..., Awaitable[tuple[float, list[float]]]]]] = [
+                ("python in-process", in_process),
+                (f"runtime-api, {args.concurrency} warm awslambdaric environments", hosted),
+            ]
+            rates = []
+            for name, run in runs:
+                rate, latencies = await run(folder, args.invocations, args.concurrency)
+                rates.append(rate)
+                print(
+                    f"round {n}: {name}: {rate:,.0f} invocations/s, "
+                    f"p50 {ms(percentile(latencies, 0.5))}, p99 {ms(percentile(latencies, 0.99))}"
+                )
+            ratios.append(rates[1] / rates[0])
+            print(f"round {n}: runtime-api / in-process = {ratios[-1]:.2f}")
+        print(f"median ratio over {args.rounds} rounds: {statistics.median(ratios):.2f}")
+        if args.cold_starts:
+            firsts, inits = await cold_starts(folder, args.cold_starts)
+            print(
+                f"cold start of an awslambdaric environment ({args.cold_starts} starts): "
+                f"first invocation p50 {ms(statistics.median(firsts))} "
+                f"(min {ms(min(firsts))}, max {ms(max(firsts))}); "
+                f"init duration p50 {ms(statistics.median(inits))} "
+                f"(min {ms(min(inits))}, max {ms(max(inits))})"
+            )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--invocations", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cold-starts", type=int, default=10)
+    parser.add_argument("--log-level", default="INFO", choices=["INFO", "WARNING"])
+    asyncio.run(main(parser.parse_args()))
