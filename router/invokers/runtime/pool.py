@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -173,8 +174,10 @@ class EnvironmentPool:
             self._spawn(provisioned=True)
         waiting = [env.ready.wait() for env in self.environments]
         if waiting:
-            async with asyncio.timeout(self.runtime.init_timeout + 1.0):
-                await asyncio.gather(*waiting)
+            # Each init ends by itself within init_timeout (the environment is killed then).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.runtime.init_timeout + 1.0):
+                    await asyncio.gather(*waiting)
             ready = sum(1 for env in self.environments if env.init_duration is not None)
             logger.info(
                 "function %s: %d of %d provisioned environments initialised",
