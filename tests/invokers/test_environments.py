@@ -445,3 +445,30 @@ def test_validate_reports_a_missing_command_and_working_directory(tmp_path: Path
         "runtime",
         "command",
     )
+
+
+def test_environment_variables_in_yaml_credentials_are_references(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from router.config import load_config_text
+    from router.errors import ConfigErrors
+
+    def env_of(block: str) -> dict[str, str]:
+        config = load_config_text(
+            "functions:\n  fn:\n    invoker: runtime-api\n    runtime:\n"
+            f"      command: [python]\n      env: {block}\n",
+            "f.yaml",
+        )
+        settings = config.functions["fn"].settings
+        assert isinstance(settings, RuntimeApiInvokerSettings) and settings.runtime is not None
+        return {k: v.reveal() for k, v in settings.runtime.env.items()}
+
+    monkeypatch.setenv("SHOP_API_KEY", "k-123")
+    assert env_of('{STAGE: prod, RETRIES: 3, DEBUG: true, API_KEY: "${SHOP_API_KEY}"}') == {
+        "STAGE": "prod",
+        "RETRIES": "3",
+        "DEBUG": "true",
+        "API_KEY": "k-123",
+    }
+    with pytest.raises(ConfigErrors, match=r"runtime\.env\.DB_PASSWORD: a secret must not be"):
+        env_of("{DB_PASSWORD: hunter2}")

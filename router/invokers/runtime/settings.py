@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from router.invokers.runtime.protocol import MAX_RESPONSE_BYTES
@@ -27,6 +30,17 @@ RESERVED_VARIABLES = {
     "LAMBDA_TASK_ROOT": "set runtime.cwd instead",
 }
 """Variables Lambda reserves (an environment cannot override them), and why."""
+
+
+_CREDENTIAL_WORDS = ("PASSWORD", "PASSWD", "SECRET", "TOKEN", "KEY", "CREDENTIAL", "AUTH")
+"""Words in a variable's name that say its value is a credential."""
+
+
+def _text(value: str | float) -> str:
+    """A YAML scalar as an environment variable's text (``true``, not ``True``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -55,7 +69,9 @@ class RuntimeSettings(PluginSettings):
     first element is looked up on the environment's PATH (the directory of the router's own
     Python first), or relative to ``cwd`` when it contains a ``/``."""
     env: dict[str, Secret] = Field(default_factory=dict)
-    """Extra variables (the function's environment variables); values are kept out of logs."""
+    """Extra variables (the function's environment variables); values are kept out of logs.
+    Those whose name says they hold a credential (``*PASSWORD*``, ``*SECRET*``, ``*TOKEN*``,
+    ``*KEY*``...) are references in a YAML file (``${NAME}``, ``{file: PATH}``)."""
     cwd: str | None = None
     """Working directory and ``LAMBDA_TASK_ROOT``; relative to the router's working
     directory, which is the default."""
@@ -72,6 +88,21 @@ class RuntimeSettings(PluginSettings):
         if not value[0].strip():
             raise ValueError("the first element of command must name the program to run")
         return value
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _plain_variables(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        return {
+            name: Secret(_text(item))
+            if isinstance(name, str)
+            and not any(word in name.upper() for word in _CREDENTIAL_WORDS)
+            and isinstance(item, str | int | float | bool)
+            and not (isinstance(item, str) and item.strip().startswith("${"))
+            else item
+            for name, item in value.items()
+        }
 
     @field_validator("env")
     @classmethod
