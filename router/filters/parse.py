@@ -12,8 +12,16 @@ import math
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
+from router.filters.limits import (
+    TOO_COMPLEX_MESSAGE,
+    nesting_depth,
+    nesting_message,
+    too_complex_path,
+)
 from router.filters.spec import (
     ABSENT,
+    MAX_NESTING_DEPTH,
+    MAX_PATTERN_CHARS,
     NUMBER_RANGE_MESSAGE,
     AnythingBut,
     AnythingButIgnoreCase,
@@ -39,7 +47,8 @@ from router.filters.spec import (
 )
 
 OR_KEY = "$or"
-# Event-ruler refuses these as field names inside "$or" alternatives.
+# Event-ruler refuses these as field names inside "$or" alternatives: its operators, numeric
+# comparators, and names it keeps for future operators.
 RESERVED_IN_OR = frozenset(
     {
         "anything-but",
@@ -51,6 +60,21 @@ RESERVED_IN_OR = frozenset(
         "prefix",
         "suffix",
         "wildcard",
+        "=",
+        "<",
+        "<=",
+        ">",
+        ">=",
+        "regex",
+        "not-wildcard",
+        "not-equals-ignore-case",
+        "date-after",
+        "date-on-or-after",
+        "date-before",
+        "date-on-or-before",
+        "in-date-range",
+        "ip-address-in-range",
+        "ip-address-not-in-range",
     }
 )
 # Guard against patterns whose "$or" product explodes; AWS bounds this through rule size.
@@ -79,16 +103,50 @@ def _reject_constant(name: str) -> NoReturn:
     raise PatternError(f"Unrecognized token '{name}': was expecting a JSON value")
 
 
+def _size_message(size: int) -> str:
+    # The wording of Lambda's API for FilterCriteria.Filters[].Pattern.
+    return (
+        f"Member must have length less than or equal to {MAX_PATTERN_CHARS} "
+        f"(this pattern has {size} characters)"
+    )
+
+
 def load_pattern(pattern: str | bytes | Mapping[str, Any]) -> Any:
-    """Decode a JSON pattern (duplicate keys: the last one wins, like the AWS parser)."""
-    if isinstance(pattern, str | bytes | bytearray):
+    """Decode a JSON pattern (duplicate keys: the last one wins, like the AWS parser).
+
+    Checks the limits that apply to the pattern as a whole: at most
+    :data:`~router.filters.spec.MAX_PATTERN_CHARS` characters (a mapping is measured as
+    compact JSON) and at most :data:`~router.filters.spec.MAX_NESTING_DEPTH` levels.
+    """
+    if isinstance(pattern, bytes | bytearray):
         try:
-            return json.loads(pattern, parse_constant=_reject_constant)
+            pattern = bytes(pattern).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise PatternError(f"pattern is not valid UTF-8: {e}") from e
+    if isinstance(pattern, str):
+        if len(pattern) > MAX_PATTERN_CHARS:
+            raise PatternError(_size_message(len(pattern)))
+        try:
+            decoded = json.loads(pattern, parse_constant=_reject_constant)
         except PatternError:
             raise
+        except RecursionError:
+            raise PatternError(nesting_message(MAX_NESTING_DEPTH + 1)) from None
         except ValueError as e:
             raise PatternError(f"pattern is not valid JSON: {e}") from e
-    return pattern
+    else:
+        decoded = pattern
+    depth = nesting_depth(decoded)
+    if depth > MAX_NESTING_DEPTH:
+        raise PatternError(nesting_message(depth))
+    if not isinstance(pattern, str):
+        try:
+            text = json.dumps(decoded, separators=(",", ":"), ensure_ascii=False)
+        except (TypeError, ValueError):
+            text = ""  # not JSON data: parse_pattern says what is wrong, and where
+        if len(text) > MAX_PATTERN_CHARS:
+            raise PatternError(_size_message(len(text)))
+    return decoded
 
 
 def parse_pattern(pattern: Any) -> list[Conjunction]:
@@ -97,7 +155,11 @@ def parse_pattern(pattern: Any) -> list[Conjunction]:
         raise PatternError("Filter is not an object")
     conjunctions: list[Conjunction] = [{}]
     conjunctions = _parse_object(pattern, (), conjunctions, in_or=False)
-    return _split_mixed_absence(conjunctions)
+    conjunctions = _split_mixed_absence(conjunctions)
+    crowded = too_complex_path(conjunctions)
+    if crowded is not None:
+        _fail(TOO_COMPLEX_MESSAGE, crowded)
+    return conjunctions
 
 
 def _parse_object(
@@ -272,9 +334,11 @@ def _parse_numeric(operand: Any, path: Path) -> Numeric:
     op = operand[0]
     if op not in ("=", "<", "<=", ">", ">="):
         _fail(f"Unrecognized numeric range operator: {op}", path)
+    # event-ruler names "=" "equals" in this one message.
+    op_name = "equals" if op == "=" else op
     if len(operand) < 2:
-        _fail(f"Value of {op} must be numeric", path)
-    key = _range_key(operand[1], op, path)
+        _fail(f"Value of {op_name} must be numeric", path)
+    key = _range_key(operand[1], op_name, path)
     if op in ("=", "<", "<="):
         if len(operand) > 2:
             _fail("Too many elements in numeric expression", path)
@@ -330,30 +394,19 @@ def _exact_string(text: str) -> tuple[ValueTest, ...]:
     return (Exact(text), Cidr(ip.version, int(ip), int(ip)))
 
 
+_ANYTHING_BUT_SETS = ("equals-ignore-case", "prefix", "suffix", "wildcard")
+
+
 def _parse_anything_but(operand: Any, path: Path) -> ValueTest:
     if isinstance(operand, Mapping):
-        name, inner = _single(operand, path)
-        if name in ("prefix", "suffix"):
-            if not isinstance(inner, str):
-                _fail("prefix/suffix match pattern must be a string", path)
-            if not inner:
-                _fail("Null prefix/suffix not allowed", path)
-            return AnythingButPrefix(inner) if name == "prefix" else AnythingButSuffix(inner)
-        if name == "equals-ignore-case":
-            items = inner if isinstance(inner, list) else [inner]
-            if not all(isinstance(s, str) for s in items):
-                _fail(
-                    "Inside anything-but/equals-ignore-case list, "
-                    "number|start|null|boolean is not supported.",
-                    path,
-                )
-            return AnythingButIgnoreCase(frozenset(s.lower() for s in items))
-        if name == "wildcard":
-            items = inner if isinstance(inner, list) else [inner]
-            if not items or not all(isinstance(s, str) for s in items):
-                _fail("wildcard match pattern must be a string", path)
-            return AnythingButWildcard(tuple(_wildcard(s, path) for s in items))
-        _fail(f"Unsupported anything-but pattern: {name}", path)
+        if not operand:
+            _fail("Anything-But expression name not found", path)
+        name, inner = next(iter(operand.items()))
+        if name not in _ANYTHING_BUT_SETS:
+            _fail(f"Unsupported anything-but pattern: {name}", path)
+        if len(operand) > 1:
+            _fail("Too many elements in numeric expression", path)  # event-ruler's wording
+        return _parse_anything_but_set(str(name), inner, path)
     if isinstance(operand, list):
         items = operand
     elif isinstance(operand, str) or is_number(operand):
@@ -379,3 +432,32 @@ def _parse_anything_but(operand: Any, path: Path) -> ValueTest:
             path,
         )
     return AnythingBut(frozenset(strings), frozenset(numbers))
+
+
+def _parse_anything_but_set(name: str, inner: Any, path: Path) -> ValueTest:
+    """``anything-but`` with ``prefix``/``suffix``/``equals-ignore-case``/``wildcard``: a string
+    or a list of strings (an empty list excludes nothing, as in event-ruler)."""
+    if isinstance(inner, list):
+        items = inner
+    elif isinstance(inner, str) or is_number(inner):
+        items = [inner]
+    else:
+        _fail("Value of anything-but must be an array or single string/number value.", path)
+    if not all(isinstance(s, str) for s in items):
+        if name == "equals-ignore-case":
+            _fail(
+                "Inside anything-but/equals-ignore-case list, "
+                "number|start|null|boolean is not supported.",
+                path,
+            )
+        if name == "wildcard":
+            _fail("wildcard match pattern must be a string", path)
+        _fail("prefix/suffix match pattern must be a string", path)
+    texts = tuple(dict.fromkeys(items))  # duplicates removed, order kept
+    if name in ("prefix", "suffix"):
+        if "" in texts:
+            _fail("Null prefix/suffix not allowed", path)
+        return AnythingButPrefix(texts) if name == "prefix" else AnythingButSuffix(texts)
+    if name == "equals-ignore-case":
+        return AnythingButIgnoreCase(frozenset(s.lower() for s in texts))
+    return AnythingButWildcard(texts, tuple(_wildcard(s, path) for s in texts))

@@ -22,6 +22,18 @@ from typing import Any, Final
 FIVE_BILLION: Final = 5_000_000_000
 NUMBER_RANGE_MESSAGE: Final = "Value must be between -5.0E9 and 5.0E9, inclusive"
 
+# Validation limits (docs/filters.md, "Limits").  A Lambda filter pattern has at most 4096
+# characters (FilterCriteria.Filters[].Pattern).
+MAX_PATTERN_CHARS: Final = 4096
+# Objects and arrays nested deeper than this are refused.  AWS's JSON parser (Jackson) allows
+# 1000 levels, which 4096 characters cannot reach with a valid pattern (about 680 at most);
+# this engine compiles patterns recursively and keeps well within the interpreter's stack.
+MAX_NESTING_DEPTH: Final = 200
+# Largest wildcard complexity accepted for one pattern: how many wildcard pattern prefixes can
+# match one value at once (event-ruler's MachineComplexityEvaluator); AWS refuses more with
+# "Rule is too complex".
+MAX_WILDCARD_COMPLEXITY: Final = 10
+
 
 class RawText(str):
     """A payload that is not JSON, kept as text.
@@ -155,12 +167,16 @@ class AnythingBut:
 
 @dataclass(frozen=True, slots=True)
 class AnythingButPrefix:
-    text: str
+    """Every value except strings starting with one of ``texts``."""
+
+    texts: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class AnythingButSuffix:
-    text: str
+    """Every value except strings ending with one of ``texts``."""
+
+    texts: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +186,9 @@ class AnythingButIgnoreCase:
 
 @dataclass(frozen=True, slots=True)
 class AnythingButWildcard:
+    """Every value except strings matching one of the wildcard expressions ``texts``."""
+
+    texts: tuple[str, ...]
     regexes: tuple[re.Pattern[str], ...]
 
 
@@ -260,12 +279,12 @@ def leaf_matches(test: ValueTest, value: Any) -> bool:
                 key = number_key(value)
                 return key is None or key not in numbers
             return True
-        case AnythingButPrefix(text):
-            return not (is_str and value.startswith(text))
-        case AnythingButSuffix(text):
-            return not (is_str and value.endswith(text))
+        case AnythingButPrefix(texts):
+            return not (is_str and any(value.startswith(t) for t in texts))
+        case AnythingButSuffix(texts):
+            return not (is_str and any(value.endswith(t) for t in texts))
         case AnythingButIgnoreCase(lowered):
             return not (is_str and value.lower() in lowered)
-        case AnythingButWildcard(regexes):
+        case AnythingButWildcard(_, regexes):
             return not (is_str and any(r.fullmatch(value) for r in regexes))
     raise AssertionError(f"unknown value test {test!r}")
