@@ -1,18 +1,16 @@
 """Compile many event patterns into one matcher.
 
-Two layers keep the cost of a match low and nearly independent of the number of patterns:
+Two layers keep the cost of a match low and independent of the number of patterns:
 
-* **Anchor index.**  Each conjunction (a pattern, or one ``$or`` branch of it) is filed under
-  one of its fields whose test can be looked up by value: exact values, prefixes, suffixes,
-  equals-ignore-case, wildcards by their literal head or tail, and numeric ranges.  The field
-  with the smallest buckets is chosen (ranges last), so patterns that differ by a customer id
-  or an event type land in different buckets.  Per event, each anchor field is read once and
-  its leaf values are looked up in dicts (prefixes and suffixes: one dict per length; numbers:
-  one bisect in the segments cut by all range bounds), which yields the few candidate
-  conjunctions worth checking.  Conjunctions without such a field (only anything-but, exists
-  or cidr tests) are checked on every event.
-* **Structural closures.**  Each conjunction becomes a tree of closures that walks the event
-  once, only along the pattern's own keys, and stops at the first failing field.
+* **Shared walk.**  Every conjunction (a pattern, or one ``$or`` branch of it) owns a bit.
+  One walk of the event along the trie of all field paths (:mod:`router.filters.walk`)
+  looks every leaf value up in per-field indexes (:mod:`router.filters.leaves`: every
+  operator is a lookup, anything-but a complement, numeric and cidr a bisect) and yields the
+  bits of the conjunctions ruled out.  What is left are candidates.
+* **Structural closures.**  Each conjunction also becomes a tree of closures that walks the
+  event only along its own keys, with exact array-consistent semantics.  Candidates are
+  checked with it, lowest bit first, until one matches; the walk being exact outside arrays,
+  the first candidate almost always does.
 
 Semantics are those of :mod:`router.filters.reference` (event-ruler's array-consistent
 matching); see the docstring of :func:`_node_evaluator` for how the walk achieves them.
@@ -20,21 +18,12 @@ matching); see the docstring of :func:`_node_evaluator` for how the walk achieve
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from router.filters.index import (
-    AnchorIndex,
-    AnchorKey,
-    Evaluator,
-    anchor_keys,
-    anchor_trie,
-    anchor_walker,
-    dotted_view,
-)
+from router.filters.leaves import FieldIndex
 from router.filters.parse import PatternError, load_pattern, parse_pattern
 from router.filters.spec import (
     ABSENT,
@@ -46,7 +35,6 @@ from router.filters.spec import (
     Exact,
     Exists,
     Numeric,
-    Path,
     Prefix,
     RawText,
     Suffix,
@@ -55,6 +43,9 @@ from router.filters.spec import (
     number_key,
     number_literal,
 )
+from router.filters.walk import PathNode, dotted_view, failures
+
+Evaluator = Callable[[Any], bool]
 
 Predicate = Callable[[Any], bool]
 
@@ -252,6 +243,38 @@ def _node_evaluator(node: _Node) -> Evaluator:
     return evaluate
 
 
+def _path_trie(conjunctions: Sequence[Conjunction]) -> PathNode:
+    """Every path of every conjunction, with each condition filed under the conjunction's bit."""
+    count = 0
+    root = PathNode(path_id=count)
+    for conj_id, conj in enumerate(conjunctions):
+        bit = 1 << conj_id
+        for path, cond in conj.items():
+            node = root
+            for key in path:
+                child = node.children.get(key)
+                if child is None:
+                    count += 1
+                    child = node.children[key] = PathNode(path_id=count)
+                node = child
+            if node.index is None:
+                node.index = FieldIndex()
+            if cond is ABSENT:
+                node.absent |= bit
+            else:
+                assert isinstance(cond, tuple)
+                node.need |= bit
+                node.index.add(cond, bit)
+    return root
+
+
+def _loose_bits(node: PathNode) -> int:
+    bits = node.index.loose if node.index is not None else 0
+    for child in node.children.values():
+        bits |= _loose_bits(child)
+    return bits
+
+
 class Matcher:
     """A compiled set of patterns.  ``matches(event)`` is true when any pattern matches.
 
@@ -260,7 +283,7 @@ class Matcher:
     safe to share between tasks.
     """
 
-    __slots__ = ("_evaluators", "_match_all", "_scan", "_walk", "fields")
+    __slots__ = ("_all", "_evaluators", "_fails", "_loose", "_match_all", "_shift", "fields")
 
     def __init__(self, conjunctions: Sequence[Conjunction], *, match_all: bool) -> None:
         self._match_all = match_all
@@ -272,45 +295,30 @@ class Matcher:
         self._evaluators: tuple[Evaluator, ...] = tuple(
             _node_evaluator(_trie(c)) for c in conjunctions
         )
-        candidates: list[dict[Path, list[AnchorKey]]] = []
-        bucket_sizes: Counter[tuple[Path, AnchorKey]] = Counter()
-        for conj in conjunctions:
-            options = {p: k for p, c in conj.items() if (k := anchor_keys(c)) is not None}
-            candidates.append(options)
-            for path, keys in options.items():
-                bucket_sizes.update((path, k) for k in keys)
-        by_path: dict[Path, AnchorIndex] = {}
-        scan: list[Evaluator] = []
-        for conj_id, options in enumerate(candidates):
-            if not options:
-                scan.append(self._evaluators[conj_id])
-                continue
-
-            # The anchor whose buckets are smallest filters best; numeric ranges overlap, so
-            # they are the last resort.
-            def cost(p: Path, options: dict[Path, list[AnchorKey]] = options) -> int:
-                keys = options[p]
-                ranged = len(conjunctions) if any(k[0] == "range" for k in keys) else 0
-                return ranged + sum(bucket_sizes[(p, k)] for k in keys)
-
-            path = min(options, key=cost)
-            index = by_path.setdefault(path, AnchorIndex())
-            for key in options[path]:
-                index.add(key, conj_id)
-        for index in by_path.values():
-            index.finalize()
-        self._walk = anchor_walker(anchor_trie(by_path), self._evaluators)
-        self._scan = tuple(scan)
+        self._shift = len(conjunctions)
+        self._all = (1 << self._shift) - 1
+        trie = _path_trie(conjunctions)
+        self._fails = failures(trie, self._shift)
+        # Conditions the walk leaves to the exact check (two anything-buts ORed in one field).
+        self._loose = _loose_bits(trie)
 
     def matches(self, event: Any) -> bool:
         """True when any of the compiled patterns matches the decoded event."""
         if self._match_all:
             return True
-        if self._walk(event, event):
-            return True
-        for evaluate in self._scan:  # noqa: SIM110
-            if evaluate(event):
+        result = self._fails(event)
+        candidates = self._all & ~result
+        if not candidates:
+            return False
+        uncertain = (result >> self._shift) | self._loose
+        if candidates & ~uncertain:
+            return True  # ruled in by the walk, which is exact outside arrays
+        evaluators = self._evaluators
+        while candidates:
+            lowest = candidates & -candidates
+            if evaluators[lowest.bit_length() - 1](event):
                 return True
+            candidates ^= lowest
         return False
 
     __call__ = matches

@@ -14,7 +14,7 @@ It is slow (backtracking over all leaves) and never used on the hot path.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from router.filters.parse import load_pattern, parse_pattern
@@ -68,10 +68,13 @@ def _assignments(
             yield from _assignments(rest, fields, _merge(membership, field_membership))
 
 
-def conjunction_matches(conj: Conjunction, event: Any) -> bool:
-    """Whether one conjunction (one ``$or`` branch of a pattern) matches a decoded event."""
+def _flatten(event: Any) -> _Flattener:
     flat = _Flattener()
     flat.walk(event, (), {})
+    return flat
+
+
+def _matches_flat(conj: Conjunction, flat: _Flattener) -> bool:
     for raw in flat.raw_paths:
         # A pattern that looks inside a non-JSON payload never matches (see RawText).
         if any(len(p) > len(raw) and p[: len(raw)] == raw for p in conj):
@@ -88,6 +91,11 @@ def conjunction_matches(conj: Conjunction, event: Any) -> bool:
     return False
 
 
+def conjunction_matches(conj: Conjunction, event: Any) -> bool:
+    """Whether one conjunction (one ``$or`` branch of a pattern) matches a decoded event."""
+    return _matches_flat(conj, _flatten(event))
+
+
 def pattern_matches(pattern: str | Mapping[str, Any], event: Any) -> bool:
     """Whether one pattern (JSON text or mapping) matches a decoded event."""
     return any(conjunction_matches(c, event) for c in parse_pattern(load_pattern(pattern)))
@@ -98,3 +106,28 @@ def patterns_match(patterns: Sequence[str | Mapping[str, Any]], event: Any) -> b
     if not patterns:
         return True
     return any(pattern_matches(p, event) for p in patterns)
+
+
+def compile_reference(patterns: Sequence[str | Mapping[str, Any]]) -> Callable[[Any], bool]:
+    """``patterns_match`` with the patterns parsed once: for checking many events.
+
+    Each event is flattened once; only the fields a conjunction names are searched.
+    """
+    if not patterns:
+        return lambda event: True
+    conjunctions = [c for p in patterns for c in parse_pattern(load_pattern(p))]
+
+    def matches(event: Any) -> bool:
+        flat = _flatten(event)
+        by_path: dict[Path, list[tuple[Path, Any, Membership]]] = {}
+        for item in flat.fields:
+            by_path.setdefault(item[0], []).append(item)
+        for conj in conjunctions:
+            narrowed = _Flattener()
+            narrowed.raw_paths = flat.raw_paths
+            narrowed.fields = [f for path in conj for f in by_path.get(path, ())]
+            if _matches_flat(conj, narrowed):
+                return True
+        return False
+
+    return matches

@@ -20,6 +20,9 @@ SCALARS = st.sampled_from(
         "",
         "X",
         "10.0.0.7",
+        "10.200.0.1",
+        "2001:db8::5",
+        "2001:0db8:0:0:0:0:0:5",
         "a*b",
         0,
         1,
@@ -53,6 +56,19 @@ VALUE_TESTS: st.SearchStrategy[Any] = st.one_of(
             {"anything-but": {"suffix": "y"}},
             {"anything-but": {"equals-ignore-case": ["X"]}},
             {"anything-but": {"wildcard": "*y"}},
+            {"anything-but": {"wildcard": ["x*", "*y"]}},
+            {"anything-but": {"prefix": ["x", "y"]}},
+            {"anything-but": {"suffix": ["x", "yx"]}},
+            {"anything-but": {"prefix": []}},
+            {"anything-but": {"equals-ignore-case": "X"}},
+            {"anything-but": 5},
+            {"anything-but": [1, 2.5]},
+            {"cidr": "10.0.0.0/8"},
+            {"cidr": "2001:db8::/32"},
+            {"numeric": [">=", 1, "<=", 2]},
+            {"prefix": ""},
+            {"suffix": ""},
+            {"wildcard": "*x*"},
             {"numeric": [">", 0]},
             {"numeric": ["=", 1]},
             {"numeric": [">=", -1, "<", 5]},
@@ -181,3 +197,18 @@ def test_pattern_sets_agree(
     extra, event = case
     everything = [*patterns, extra, *patterns]
     assert compile_patterns(everything).matches(event) is patterns_match(everything, event)
+
+
+@settings(SETTINGS, max_examples=40)
+@given(
+    patterns=st.lists(PATTERNS, min_size=10, max_size=30),
+    cases=st.lists(PATTERN_AND_EVENT, min_size=5, max_size=10),
+)
+def test_large_pattern_sets_agree(
+    patterns: list[dict[str, Any]], cases: list[tuple[dict[str, Any], dict[str, Any]]]
+) -> None:
+    # Many patterns share fields, so their conditions share the per-field indexes.
+    everything = [*patterns, *(p for p, _ in cases)]
+    matcher = compile_patterns(everything)
+    for _, event in cases:
+        assert matcher.matches(event) is patterns_match(everything, event)
