@@ -25,7 +25,9 @@ Rules per source type (AWS Lambda "event filtering" documentation, per-service p
 ``rabbitmq``
     Amazon MQ: the message with ``data`` decoded like Kafka's ``value``.
 ``dynamodb``
-    The stream record as is: ``{"eventName": ["INSERT"], "dynamodb": {"Keys": ...}}``.
+    The stream record as is, patterns written on its ``dynamodb`` object (``Keys``,
+    ``NewImage``, ``OldImage`` in DynamoDB JSON) and its metadata:
+    ``{"eventName": ["INSERT"], "dynamodb": {"Keys": {"PK": {"S": ["x"]}}}}``.
 ``s3``, ``directory``, ``schedule``
     The event record itself.
 """
@@ -34,16 +36,12 @@ from __future__ import annotations
 
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 import orjson
 
 from router.filters.spec import RawText
-
-SOURCE_TYPES: Final = frozenset(
-    {"sqs", "kafka", "kinesis", "dynamodb", "s3", "directory", "schedule", "rabbitmq"}
-)
 
 
 def decode_text(text: str | bytes) -> Any:
@@ -73,11 +71,70 @@ def decode_base64(data: Any) -> Any:
     return decode_text(raw)
 
 
-def _with(record: Mapping[str, Any], key: str, transform: Any) -> dict[str, Any]:
+def _with(record: Mapping[str, Any], key: str, transform: Callable[[Any], Any]) -> dict[str, Any]:
     view = dict(record)
     if key in view:
         view[key] = transform(view[key])
     return view
+
+
+# One function per source type, each taking the record as it appears in that source's Lambda
+# event.  Each is self-contained, so it can live with its source.
+
+
+def sqs_view(record: Mapping[str, Any]) -> Any:
+    """SQS: the record with ``body`` JSON-decoded (text that is not JSON stays RawText)."""
+    return _with(record, "body", lambda b: decode_text(b) if isinstance(b, str) else b)
+
+
+def kafka_view(record: Mapping[str, Any]) -> Any:
+    """Kafka (MSK, self-managed): the record with ``value`` base64- then JSON-decoded."""
+    return _with(record, "value", decode_base64)
+
+
+def kinesis_view(record: Mapping[str, Any]) -> Any:
+    """Kinesis: the ``kinesis`` object of the record, ``data`` base64- then JSON-decoded."""
+    inner = record.get("kinesis")
+    base = inner if isinstance(inner, Mapping) else record
+    return _with(base, "data", decode_base64)
+
+
+def rabbitmq_view(record: Mapping[str, Any]) -> Any:
+    """Amazon MQ (RabbitMQ): the message with ``data`` base64- then JSON-decoded."""
+    return _with(record, "data", decode_base64)
+
+
+def record_view(record: Mapping[str, Any]) -> Any:
+    """The record itself: DynamoDB streams (patterns on ``eventName``, ``dynamodb``...), S3
+    notifications, directory and schedule events."""
+    return record
+
+
+_VIEWS: Final[dict[str, Callable[[Mapping[str, Any]], Any]]] = {
+    "sqs": sqs_view,
+    "kafka": kafka_view,
+    "kinesis": kinesis_view,
+    "rabbitmq": rabbitmq_view,
+    "dynamodb": record_view,
+    "s3": record_view,
+    "directory": record_view,
+    "schedule": record_view,
+}
+SOURCE_TYPES: Final = frozenset(_VIEWS)
+
+
+def view_for(source_type: str) -> Callable[[Mapping[str, Any]], Any]:
+    """The filter view of a source type: a function from a record, as it appears in the
+    Lambda event for that source, to what filter patterns are applied to.
+
+    Raises ``ValueError`` for an unknown ``source_type``.
+    """
+    try:
+        return _VIEWS[source_type]
+    except KeyError:
+        raise ValueError(
+            f"unknown source type {source_type!r}; expected one of {sorted(SOURCE_TYPES)}"
+        ) from None
 
 
 def filter_view(source_type: str, record: Mapping[str, Any]) -> Any:
@@ -86,16 +143,4 @@ def filter_view(source_type: str, record: Mapping[str, Any]) -> Any:
     ``record`` is the record as it appears in the Lambda event for that source; it is not
     modified.  Raises ``ValueError`` for an unknown ``source_type``.
     """
-    if source_type == "sqs":
-        return _with(record, "body", lambda b: decode_text(b) if isinstance(b, str) else b)
-    if source_type == "kafka":
-        return _with(record, "value", decode_base64)
-    if source_type == "kinesis":
-        inner = record.get("kinesis")
-        base = inner if isinstance(inner, Mapping) else record
-        return _with(base, "data", decode_base64)
-    if source_type == "rabbitmq":
-        return _with(record, "data", decode_base64)
-    if source_type in SOURCE_TYPES:
-        return record
-    raise ValueError(f"unknown source type {source_type!r}; expected one of {sorted(SOURCE_TYPES)}")
+    return view_for(source_type)(record)

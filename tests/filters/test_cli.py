@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -82,3 +83,119 @@ def test_in_process_entry_point(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert test_pattern_main(["--pattern", '{"a": [1]}', "--event", '{"a": 1.0}']) == 0
     assert capsys.readouterr().out.strip() == "match"
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+SQS_RECORD = {
+    "messageId": "059f36b4",
+    "body": '{"RequestCode": "BBBB", "RecordNumber": 10000}',
+    "attributes": {"ApproximateReceiveCount": "1"},
+    "eventSource": "aws:sqs",
+}
+
+
+def test_source_sqs_decodes_the_body() -> None:
+    pattern = '{"body": {"RequestCode": ["BBBB"]}}'
+    event = json.dumps(SQS_RECORD)
+    assert run("--pattern", pattern, "--event", event, "--source", "sqs").returncode == 0
+    # Without the source's view the body is a string, as the pattern engine alone sees it.
+    assert run("--pattern", pattern, "--event", event).returncode == 1
+
+
+def test_source_sqs_plain_body_only_matches_string_patterns() -> None:
+    event = json.dumps({**SQS_RECORD, "body": "ERROR: disk full"})
+    prefix = run(
+        "--pattern", '{"body": [{"prefix": "ERROR"}]}', "--event", event, "--source", "sqs"
+    )
+    assert prefix.returncode == 0
+    inside = '{"body": {"level": [{"exists": false}]}}'
+    assert run("--pattern", inside, "--event", event, "--source", "sqs").returncode == 1
+
+
+def test_source_kafka_decodes_the_value() -> None:
+    record = {"topic": "t", "partition": 0, "offset": 1, "value": b64('{"kind": "order"}')}
+    pattern = '{"value": {"kind": ["order"]}}'
+    result = run("--pattern", pattern, "--event", json.dumps(record), "--source", "kafka")
+    assert result.returncode == 0, result.stderr
+
+
+def test_source_kinesis_and_dynamodb_views() -> None:
+    record = {
+        "kinesis": {"partitionKey": "p1", "data": b64('{"order": {"type": "buy"}}')},
+        "eventSource": "aws:kinesis",
+    }
+    pattern = '{"partitionKey": ["p1"], "data": {"order": {"type": ["buy"]}}}'
+    assert (
+        run("--pattern", pattern, "--event", json.dumps(record), "--source", "kinesis").returncode
+        == 0
+    )
+    stream = {"eventName": "INSERT", "dynamodb": {"Keys": {"PK": {"S": "DONATION#1"}}}}
+    pattern = '{"eventName": ["INSERT"], "dynamodb": {"Keys": {"PK": {"S": [{"prefix": "DON"}]}}}}'
+    assert (
+        run("--pattern", pattern, "--event", json.dumps(stream), "--source", "dynamodb").returncode
+        == 0
+    )
+
+
+def test_whole_lambda_event_is_tested_record_by_record() -> None:
+    event = {"Records": [SQS_RECORD, {**SQS_RECORD, "body": '{"RequestCode": "AAAA"}'}]}
+    pattern = '{"body": {"RequestCode": ["AAAA"]}}'
+    result = run("--pattern", pattern, "--event", json.dumps(event), "--source", "sqs")
+    assert result.returncode == 0
+    assert result.stdout.splitlines() == ["record 0: no match", "record 1: match"]
+
+
+def test_several_patterns_any_may_match() -> None:
+    args = ["--pattern", '{"a": ["x"]}', "--pattern", '{"a": ["y"]}', "--event", '{"a": "y"}']
+    assert run(*args).returncode == 0
+
+
+def test_unknown_source_exits_2() -> None:
+    result = run("--pattern", '{"a": ["x"]}', "--event", "{}", "--source", "carrier-pigeon")
+    assert result.returncode == 2
+    assert "no filter view for source type 'carrier-pigeon'" in result.stderr
+    assert "sqs" in result.stderr
+
+
+MAPPING_CONFIG = """\
+functions:
+  hello:
+    invoker: python
+    handler: router.examples.hello:handler
+mappings:
+  - name: orders
+    function: hello
+    source: {type: sqs, queue_url: "http://127.0.0.1:1/000000000000/orders"}
+    filter_criteria:
+      filters:
+        - pattern: '{"body": {"RequestCode": ["BBBB"]}}'
+        - pattern: '{"body": {"RecordNumber": [{"numeric": [">", 99999]}]}}'
+"""
+
+
+def test_mapping_takes_patterns_and_view_from_the_store(tmp_path: Path) -> None:
+    config = tmp_path / "router.yaml"
+    config.write_text(MAPPING_CONFIG, encoding="utf-8")
+    store = f"sqlite:///{tmp_path / 'router.db'}"
+    applied = subprocess.run(
+        [sys.executable, "-m", "router.cli", "apply", "--config", str(config), "--store", store],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert applied.returncode == 0, applied.stderr
+    result = run("--mapping", "orders", "--store", store, "--event", json.dumps(SQS_RECORD))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["mapping orders: source type sqs, 2 patterns", "match"]
+    other = json.dumps({**SQS_RECORD, "body": '{"RequestCode": "CCCC", "RecordNumber": 1}'})
+    assert run("--mapping", "orders", "--store", store, "--event", other).returncode == 1
+    missing = run("--mapping", "nope", "--store", store, "--event", "{}")
+    assert missing.returncode == 2
+    assert "no mapping named 'nope'" in missing.stderr
+    both = run("--mapping", "orders", "--store", store, "--event", "{}", "--pattern", "{}")
+    assert both.returncode == 2
