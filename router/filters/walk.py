@@ -167,6 +167,47 @@ def collector(node: PathNode) -> Collect:
     return collect
 
 
+def gatherer(node: PathNode) -> Fails:
+    """The OR of the bits satisfied by every leaf under this node: below an array where only
+    one path has (positive) conditions, that is the whole answer, without per-path sets."""
+    kids = tuple(
+        (key, gatherer(child)) for key, child in node.children.items() if child.need_below()
+    )
+    str_bits, num_bits, other_bits = node.leaf_bits()
+    node_has_tests = node.need != 0
+
+    def gather(v: Any) -> Bits:
+        t = type(v)
+        if t is str:
+            return str_bits(v) if node_has_tests else 0
+        if t is dict:
+            bits = 0
+            for key, child in kids:
+                cv = v.get(key, MISSING)
+                if cv is MISSING:
+                    cv = dotted_view(v, key)
+                    if cv is MISSING:
+                        continue
+                bits |= child(cv)
+            return bits
+        if t is list:
+            bits = 0
+            for element in v:
+                bits |= gather(element)
+            return bits
+        if not node_has_tests:
+            return 0
+        if t is int or t is float:
+            return num_bits(v)
+        if v is None or t is bool:
+            return other_bits(v)
+        if t is RawText:
+            return str_bits(str(v))
+        return 0
+
+    return gather
+
+
 def failures(node: PathNode, shift: int) -> Fails:
     """The function giving, for the event value at this node's path, the ruled-out bits (and
     the uncertain ones, shifted left by ``shift``)."""
@@ -183,6 +224,7 @@ def failures(node: PathNode, shift: int) -> Fails:
     collect = collector(node)
     positives = tuple(node.positives())
     uncertain = node.array_sensitive() << shift
+    need_below_all = node.need_below()
 
     def under_array(v: list[Any]) -> Bits:
         sat: dict[int, Bits] = {}
@@ -191,6 +233,14 @@ def failures(node: PathNode, shift: int) -> Fails:
         for path_id, needed in positives:
             fails |= needed & ~sat.get(path_id, 0)
         return fails
+
+    if len(positives) == 1 and not uncertain and not (node.absent or below & ~need_below_all):
+        # One path with conditions under here (and no exists: false): any element will do.
+        gather = gatherer(node)
+        ((_, single_need),) = positives
+
+        def under_array(v: list[Any]) -> Bits:
+            return single_need & ~gather(v)
 
     if not kids:
         # A leaf path, the usual case: checked inline per JSON type.
