@@ -149,8 +149,10 @@ def test_whole_lambda_event_is_tested_record_by_record() -> None:
 
 
 def test_several_patterns_any_may_match() -> None:
-    args = ["--pattern", '{"a": ["x"]}', "--pattern", '{"a": ["y"]}', "--event", '{"a": "y"}']
+    args = ["--pattern", '{"a": ["y"]}', "--pattern", '{"a": ["x"]}', "--event", '{"a": "y"}']
     assert run(*args).returncode == 0
+    assert run(*args[:4], "--event", '{"a": "x"}').returncode == 0
+    assert run(*args[:4], "--event", '{"a": "z"}').returncode == 1
 
 
 def test_unknown_source_exits_2() -> None:
