@@ -46,6 +46,12 @@ def setup(fmt: str = "console", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Neither format shows threads, processes or source lines: do not gather them for every
+    # record (the logging HOWTO's "Optimization"; a function's runtime logs lines per call).
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None
     # Library chatter at INFO drowns the router's own lines.
     for noisy in ("aiokafka", "botocore", "aiobotocore", "aiohttp.access", "watchfiles", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
