@@ -123,6 +123,7 @@ class Environment(Host):
         self.session = Session(owner=self)
         self.server = RuntimeServer(self)
         self.process: asyncio.subprocess.Process | None = None
+        self.output: logs.Output | None = None
         self.memory: ProcessMemory | None = None
         loop = asyncio.get_running_loop()
         self.created = loop.time()
@@ -185,6 +186,10 @@ class Environment(Host):
     def on_hand(self, call: Call) -> None:
         self.pool.handed(self, call)
 
+    def on_answer(self, call: Call) -> None:
+        # What the handler wrote before its answer belongs to this invocation.
+        self.drain_output()
+
     def on_rejected(self, request_id: str) -> None:
         self.pool.rejected(self, request_id)
 
@@ -210,22 +215,23 @@ class Environment(Host):
         pool = self.pool
         code: int | None = None
         failure = ""
-        pump: asyncio.Task[None] | None = None
         try:
             await self.server.start(bind("127.0.0.1", 0, pool.key_path))
-            self.process = await asyncio.create_subprocess_exec(
-                *pool.runtime.command,
-                env=pool.variables(self),
-                cwd=pool.cwd,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-                limit=logs.LINE_LIMIT,
-            )
+            read_end, write_end = os.pipe()
+            self.output = logs.Output(read_end, self.label)
+            try:
+                self.process = await asyncio.create_subprocess_exec(
+                    *pool.runtime.command,
+                    env=pool.variables(self),
+                    cwd=pool.cwd,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=write_end,
+                    stderr=write_end,
+                    start_new_session=True,
+                )
+            finally:
+                os.close(write_end)
             self.memory = ProcessMemory(self.process.pid)
-            assert self.process.stdout is not None
-            pump = asyncio.create_task(logs.pump(self.process.stdout, self.label))
             code = await self.process.wait()
         except OSError as e:
             failure = f"cannot start {pool.runtime.command[0]!r}: {e.strerror or e}"
@@ -233,13 +239,13 @@ class Environment(Host):
             failure = f"{type(e).__name__}: {e}"
         finally:
             self.kill()
-            if pump is not None:
+            if self.output is not None:
                 # Another process of the group may still hold the pipe: give the output a
                 # moment to end, then stop reading.
                 with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                     async with asyncio.timeout(0.5):
-                        await asyncio.shield(pump)
-                pump.cancel()
+                        await self.output.closed.wait()
+                self.output.close()
             self.init_timer.cancel()
             self.on_busy(self.session)
             if self.memory is not None:
@@ -247,6 +253,11 @@ class Environment(Host):
             await self.server.aclose()
             self.ready.set()
             pool.exited(self, code, failure)
+
+    def drain_output(self) -> None:
+        """Log what the runtime has written so far (before an END line, a crash report)."""
+        if self.output is not None:
+            self.output.drain()
 
     def signal(self, number: int) -> None:
         """Signal the whole process group (children of the runtime included)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
@@ -77,22 +78,64 @@ def platform(function: str, line: str) -> None:
     logger.info("%s: %s", function, line)
 
 
-async def pump(reader: asyncio.StreamReader, label: Callable[[], str]) -> None:
-    """Log what the runtime writes, line by line, until end of file. ``label()`` gives the
-    prefix at the moment a line is read (the function and its current request id)."""
-    while True:
-        try:
-            chunk = await reader.readuntil(b"\n")
-        except asyncio.IncompleteReadError as e:  # end of file
-            if e.partial:
-                _log(label(), e.partial)
+class Output:
+    """Reads what a runtime writes (stdout and stderr share one pipe) and logs it line by
+    line, prefixed by ``label()`` at the moment the line is read.
+
+    :meth:`drain` reads whatever the pipe holds right now: the environment calls it when an
+    invocation ends, so that the lines written before the answer are logged (and attributed)
+    before that invocation's END line.
+    """
+
+    def __init__(self, fd: int, label: Callable[[], str]) -> None:
+        self._fd: int | None = fd
+        self._label = label
+        self._partial = bytearray()
+        self.closed = asyncio.Event()
+        os.set_blocking(fd, False)
+        asyncio.get_running_loop().add_reader(fd, self.drain)
+
+    def drain(self) -> None:
+        while self._fd is not None:
+            try:
+                data = os.read(self._fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:  # every writer has exited
+                self.close()
+                return
+            self._lines(data)
+
+    def _lines(self, data: bytes) -> None:
+        partial = self._partial
+        partial += data
+        start = 0
+        while True:
+            end = partial.find(b"\n", start)
+            if end < 0:
+                break
+            _log(self._label(), partial[start:end])
+            start = end + 1
+        del partial[:start]
+        while len(partial) > LINE_LIMIT:
+            _log(self._label(), partial[:LINE_LIMIT])
+            del partial[:LINE_LIMIT]
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
             return
-        except asyncio.LimitOverrunError as e:
-            chunk = await reader.readexactly(min(e.consumed, LINE_LIMIT) or 1)
-        _log(label(), chunk)
+        asyncio.get_running_loop().remove_reader(fd)
+        os.close(fd)
+        if self._partial:
+            _log(self._label(), self._partial)
+            self._partial.clear()
+        self.closed.set()
 
 
-def _log(prefix: str, chunk: bytes) -> None:
+def _log(prefix: str, chunk: bytes | bytearray) -> None:
     # awslambdaric ends the lines of a multi-line error with "\r" to keep them one event.
     text = chunk.decode("utf-8", errors="replace").rstrip("\r\n").replace("\r", "\n")
     logger.info("%s: %s", prefix, text)

@@ -401,6 +401,8 @@ class EnvironmentPool:
     def timed_out(self, call: Call) -> None:
         """``call`` ran past the function's timeout: its environment is killed at once."""
         env = call.session.owner if call.session is not None else None
+        if isinstance(env, Environment):
+            env.drain_output()
         logs.platform(
             f"{self.function} {call.request_id}",
             f"Task timed out after {self.timeout:.2f} seconds",
@@ -430,6 +432,7 @@ class EnvironmentPool:
             self._fail_init(env, InitFailure("Runtime.ExitError", "error", message=message))
             return
         self._retire(env, "crash")
+        env.drain_output()
         logger.warning("function %s: environment %s exited (%s)", self.function, env.name, status)
         call = session.current
         if call is not None and call.available:
