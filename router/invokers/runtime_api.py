@@ -293,10 +293,11 @@ class RuntimeApiInvoker(Invoker):
         request_id = invocation.request_id
         self.inflight[request_id] = call
         try:
-            call.arm(call.queue_deadline)
             refused = self._admit(call)
             if refused is not None:
                 return refused
+            if not call.taken_at:  # queued (a runtime that took it armed the deadline)
+                call.arm(call.queue_deadline)
             # The timer ends the call (throttled or timed out) by setting its result.
             result = await call.result
         finally:

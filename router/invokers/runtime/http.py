@@ -174,7 +174,7 @@ class Connection(asyncio.Protocol):
 
     def _process(self) -> None:
         while not self._waiting and not self.closed:
-            if self._request is None and not self._read_head():
+            if self._request is None and (not self._buffer or not self._read_head()):
                 return
             if not self._read_body():
                 return
@@ -195,39 +195,44 @@ class Connection(asyncio.Protocol):
             if len(buffer) > MAX_HEAD:
                 raise _BadRequest(431, "request headers too large")
             return False
-        head = bytes(buffer[:end]).decode("latin-1")
+        lines = buffer[:end].decode("latin-1").split("\r\n")
         del buffer[: end + 4]
-        request_line, *header_lines = head.split("\r\n")
-        parts = request_line.split(" ")
+        parts = lines[0].split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
             raise _BadRequest(400, "malformed request line")
         method, target, version = parts
         headers: dict[str, str] = {}
-        for line in header_lines:
-            name, sep, value = line.partition(":")
-            if not sep or not name or name != name.strip():
+        for i in range(1, len(lines)):
+            line = lines[i]
+            colon = line.find(":")
+            if colon <= 0 or line[colon - 1] in " \t":
                 raise _BadRequest(400, "malformed header")
-            headers[name.lower()] = value.strip()
+            headers[line[:colon].lower()] = line[colon + 1 :].strip()
         request = Request(method, target, version, headers)
-        connection = headers.get("connection", "").lower()
-        self._close_after = (
-            "close" in connection if version == "HTTP/1.1" else "keep-alive" not in connection
-        )
-        encoding = headers.get("transfer-encoding", "").lower()
+        get = headers.get
+        connection = get("connection")
+        if version == "HTTP/1.1":
+            self._close_after = connection is not None and "close" in connection.lower()
+        else:
+            self._close_after = connection is None or "keep-alive" not in connection.lower()
+        encoding = get("transfer-encoding")
         self._chunked = bool(encoding)
-        if encoding and encoding != "chunked":
+        if encoding and encoding.lower() != "chunked":
             raise _BadRequest(501, f"transfer encoding {encoding!r} is not supported")
         self._remaining = 0
         if not self._chunked:
-            length = headers.get("content-length", "0") or "0"
+            length = get("content-length") or "0"
             if not length.isdigit():
                 raise _BadRequest(400, "malformed Content-Length")
             self._remaining = int(length)
         self._chunk_left = -1
         self._trailers = False
         self._chunks = []
-        if headers.get("expect", "").lower() == "100-continue" and (
-            self._chunked or self._remaining
+        expect = get("expect")
+        if (
+            expect is not None
+            and expect.lower() == "100-continue"
+            and (self._chunked or self._remaining)
         ):
             assert self.transport is not None
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")

@@ -5,6 +5,7 @@ Every sample carries the ``function`` label. Names are declared once, here.
 
 from __future__ import annotations
 
+import bisect
 import collections
 from collections.abc import Mapping, Sequence
 
@@ -29,10 +30,9 @@ class Histogram:
     def observe(self, value: float) -> None:
         self.count += 1
         self.total += value
-        for i, bound in enumerate(self.bounds):
-            if value <= bound:
-                self.counts[i] += 1
-                return
+        i = bisect.bisect_left(self.bounds, value)
+        if i < len(self.counts):
+            self.counts[i] += 1
 
     def samples(self, name: str, labels: Mapping[str, str]) -> list[Sample]:
         out: list[Sample] = []
