@@ -17,13 +17,15 @@ overhead). Then the cold start of an awslambdaric environment: from the invocati
 finds no environment to its answer, and the init duration (spawn to first ``/next``).
 
 The router's console logging is set up as ``router run`` does, writing to /dev/null, so the
-log lines cost what they cost in production.
+log lines cost what they cost in production (three per invocation: START, END, REPORT;
+``--system-log-level WARN`` leaves them out, as the function setting does).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import statistics
@@ -33,7 +35,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -103,19 +105,28 @@ async def in_process(folder: Path, total: int, concurrency: int) -> tuple[float,
         await invoker.aclose()
 
 
-def managed_settings(folder: Path, warm: int) -> RuntimeApiInvokerSettings:
+SystemLogLevel = Literal["DEBUG", "INFO", "WARN"]
+
+
+def managed_settings(
+    folder: Path, warm: int, system_log_level: SystemLogLevel = "INFO"
+) -> RuntimeApiInvokerSettings:
     return RuntimeApiInvokerSettings(
         reserved_concurrency=max(warm, 1),
         provisioned_concurrency=warm,
+        system_log_level=system_log_level,
         runtime=RuntimeSettings(
             command=[sys.executable, "-m", "awslambdaric", "noop_app.handler"], cwd=str(folder)
         ),
     )
 
 
-async def hosted(folder: Path, total: int, concurrency: int) -> tuple[float, list[float]]:
+async def hosted(
+    folder: Path, total: int, concurrency: int, system_log_level: SystemLogLevel = "INFO"
+) -> tuple[float, list[float]]:
     invoker = RuntimeApiInvoker(
-        function("runtime-api", managed_settings(folder, concurrency)), context()
+        function("runtime-api", managed_settings(folder, concurrency, system_log_level)),
+        context(),
     )
     await invoker.start()
     try:
@@ -169,12 +180,15 @@ async def main(args: argparse.Namespace) -> None:
         ratios: list[float] = []
         print(
             f"{args.invocations} no-op invocations per run, {args.concurrency} callers, "
-            f"log level {args.log_level}"
+            f"log level {args.log_level}, system_log_level {args.system_log_level}"
         )
         for n in range(1, args.rounds + 1):
             runs: list[tuple[str, Callable[..., Awaitable[tuple[float, list[float]]]]]] = [
                 ("python in-process", in_process),
-                (f"runtime-api, {args.concurrency} warm awslambdaric environments", hosted),
+                (
+                    f"runtime-api, {args.concurrency} warm awslambdaric environments",
+                    functools.partial(hosted, system_log_level=args.system_log_level),
+                ),
             ]
             rates = []
             for name, run in runs:
@@ -205,4 +219,10 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cold-starts", type=int, default=10)
     parser.add_argument("--log-level", default="INFO", choices=["INFO", "WARNING"])
+    parser.add_argument(
+        "--system-log-level",
+        default="INFO",
+        choices=["INFO", "WARN"],
+        help="the function's system_log_level (WARN: no START/END/REPORT lines)",
+    )
     asyncio.run(main(parser.parse_args()))

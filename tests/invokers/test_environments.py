@@ -389,6 +389,18 @@ async def test_output_and_platform_lines_go_to_the_log(
     assert used > 1  # a Python interpreter is resident: read from /proc, not made up
 
 
+async def test_system_log_level_warn_drops_the_platform_lines_only(
+    managed: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, LOGS)
+    invoker = await managed("environment_handlers.say_hello", system_log_level="WARN")
+    call = invocation({})
+    assert (await invoker.invoke(call)).payload == "ok"
+    rid = call.request_id
+    assert lines(caplog) == [f"fn {rid}: hello from {rid}"]
+    assert metric(invoker, "router_function_duration_seconds_count") == 1
+
+
 # -- bad configuration -------------------------------------------------------------------------
 
 
@@ -410,6 +422,7 @@ async def test_a_missing_working_directory_is_a_config_error(
         ({"listen": "127.0.0.1:0", "runtime": {"command": ["x"]}}, "remove listen"),
         ({"reserved_concurrency": 2}, "need runtime.command"),
         ({"provisioned_concurrency": 1}, "need runtime.command"),
+        ({"system_log_level": "WARN"}, "need runtime.command"),
         (
             {
                 "reserved_concurrency": 1,

@@ -159,6 +159,7 @@ class EnvironmentPool:
         self._provisioned_retry: asyncio.TimerHandle | None = None
         self._variables: dict[str, str] = {}
         self._closed = False
+        self._system_info = settings.system_log_level != "WARN"
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -317,7 +318,8 @@ class EnvironmentPool:
         self.metrics.init_duration.observe(duration)
         if env.provisioned:
             self._provisioned_failures = 0
-            logs.platform(self.function, logs.init_report_line(duration * 1000))
+            if self._platform_lines():
+                logs.platform(self.function, logs.init_report_line(duration * 1000))
         env.ready.set()
 
     def handed(self, env: Environment, call: Call) -> None:
@@ -326,7 +328,8 @@ class EnvironmentPool:
             env.cold = False
             call.init_duration = env.init_duration
             self.metrics.cold_starts += 1
-        logs.platform(self.function, logs.start_line(call.request_id))
+        if self._platform_lines():
+            logs.platform(self.function, logs.start_line(call.request_id))
 
     def rejected(self, env: Environment, request_id: str) -> None:
         logger.info(
@@ -456,6 +459,8 @@ class EnvironmentPool:
             status = "timeout"
         elif call.platform_error:
             status, error_type = "error", call.platform_error
+        if not self._platform_lines():
+            return
         request_id = call.request_id
         logs.platform(self.function, logs.end_line(request_id))
         logs.platform(
@@ -470,6 +475,11 @@ class EnvironmentPool:
                 error_type=error_type,
             ),
         )
+
+    def _platform_lines(self) -> bool:
+        """START, END, REPORT (and a successful INIT_REPORT) are written: INFO platform
+        lines, dropped by ``system_log_level: WARN`` as on Lambda."""
+        return self._system_info and logs.logger.isEnabledFor(logging.INFO)
 
     def counts(self) -> dict[str, int]:
         idle = {id(session) for session in self.dispatcher.idle_sessions()}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
@@ -138,6 +138,9 @@ class RuntimeApiInvokerSettings(PluginSettings):
     0 throttles every invocation, as on Lambda."""
     provisioned_concurrency: int = Field(default=0, ge=0, le=1000)
     """Managed: environments kept started and initialised ahead of traffic."""
+    system_log_level: Literal["DEBUG", "INFO", "WARN"] = "INFO"
+    """Managed: ``WARN`` drops the START, END and REPORT lines (INFO platform lines), as
+    Lambda's ``LoggingConfig.SystemLogLevel`` does; the function's own output stays."""
     memory_size: int = Field(default=128, ge=128, le=10240)
     """Managed: ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE`` and ``Memory Size`` in REPORT lines
     (not enforced)."""
@@ -164,7 +167,12 @@ class RuntimeApiInvokerSettings(PluginSettings):
         if self.runtime is None:
             managed_only = [
                 key
-                for key in ("reserved_concurrency", "provisioned_concurrency", "memory_size")
+                for key in (
+                    "reserved_concurrency",
+                    "provisioned_concurrency",
+                    "memory_size",
+                    "system_log_level",
+                )
                 if key in self.model_fields_set
             ]
             if managed_only:
