@@ -13,8 +13,6 @@ from collections import deque
 from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from typing import Any, Protocol
 
-import orjson
-
 from router.abc import Destination, Invoker, Sink, Source
 from router.aio import wait_event
 from router.models import FunctionConfig, MappingConfig, Record, SourceKind
@@ -189,7 +187,7 @@ class Pipeline(Sink):
             "mapping %s: skipped what the source could not turn into an event (%s): %s",
             self.mapping.name,
             reason,
-            redact(orjson.dumps(dict(item), default=str).decode()),
+            redact(" ".join(f"{key}={value}" for key, value in item.items())),
         )
         destination = self.delivery.on_failure
         if destination is None:
