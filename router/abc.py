@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from router.models import (
+    DeletedMapping,
     FailedEvent,
     FunctionConfig,
     Invocation,
@@ -325,7 +326,19 @@ class Store(Protocol):
     async def update_mapping(self, row: MappingRow) -> None:
         """Write every configuration column of ``row`` (not state / results)."""
 
-    async def delete_mapping(self, uuid: str) -> None: ...
+    async def delete_mapping(self, uuid: str) -> None:
+        """Delete the mapping with its checkpoints and stats."""
+
+    async def retire_mapping(self, uuid: str) -> None:
+        """Delete the mapping, keeping its checkpoints and stats under its uuid and its
+        name in ``deleted_mappings``: ``create_mapping`` of a row with that uuid takes them
+        back; of a row with that name and another uuid, drops them."""
+
+    async def list_deleted_mappings(self) -> list[DeletedMapping]: ...
+    async def purge_deleted_mappings(self, before: datetime) -> list[str]:
+        """Forget mappings retired before ``before`` (checkpoints and stats too); their
+        names."""
+
     async def set_mapping_status(
         self,
         uuid: str,

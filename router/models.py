@@ -241,6 +241,17 @@ class StatsDelta:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DeletedMapping:
+    """A row of ``deleted_mappings``: a mapping the YAML deleted, whose checkpoints and stats
+    are kept under ``uuid`` for a mapping of the same name and source type declared again."""
+
+    name: str
+    uuid: str
+    source_type: str
+    deleted_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FailedEvent:
     """A row of ``failed_events``: what the ``table`` destination keeps for replay."""
 

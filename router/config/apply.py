@@ -18,14 +18,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from router.abc import Store
 from router.config.loader import RouterConfig
 from router.config.rows import CONFIG_COLUMNS, row_from_mapping, split_config_hash
 from router.errors import ConfigError, ConfigErrors, Location
-from router.models import MappingConfig, MappingRow, Origin
+from router.models import DeletedMapping, MappingConfig, MappingRow, Origin
 from router.secrets import Secret, redact, redact_value
 
 logger = logging.getLogger(__name__)
@@ -52,6 +52,8 @@ class FieldChange:
 class PlannedCreate:
     mapping: MappingConfig
     row: MappingRow
+    resumes: DeletedMapping | None = None
+    """The deleted mapping of this name whose uuid, checkpoints and stats it takes back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +80,11 @@ class ApplyPlan:
     deletes: tuple[PlannedDelete, ...] = ()
     unchanged: tuple[str, ...] = field(default=())
     """Names of YAML mappings already up to date."""
+    retention: float = 0.0
+    """Seconds deleted mappings keep their checkpoints (``router.deleted_mapping_retention``);
+    0: deletes drop them."""
+    purge_before: datetime | None = None
+    """Deleted mappings older than this are forgotten when the plan is applied."""
 
     @property
     def is_empty(self) -> bool:
@@ -91,6 +98,11 @@ class ApplyPlan:
         for c in self.creates:
             m = c.mapping
             state = "" if m.enabled else ", disabled"
+            if c.resumes is not None:
+                state += (
+                    ", resumes the checkpoints it had when it was deleted at "
+                    f"{c.resumes.deleted_at.isoformat(timespec='seconds')}"
+                )
             lines.append(f"+ create {m.name} ({m.source.type} -> {m.function}{state})")
         for u in self.updates:
             what = "; ".join(ch.render() for ch in u.changes)
@@ -103,6 +115,13 @@ class ApplyPlan:
             for d in self.deletes
         )
         return redact("\n".join(lines))
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("days", 86_400), ("hours", 3_600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} seconds"
 
 
 def _show(value: Any) -> str:
@@ -163,6 +182,13 @@ async def plan_apply(config: RouterConfig, store: Store, *, force: bool = False)
     has the name of a mapping created in SQL."""
     rows = await store.list_mappings()
     by_name = {row.name: row for row in rows}
+    retention = config.settings.deleted_mapping_retention
+    horizon = datetime.now(UTC) - timedelta(seconds=retention)
+    deleted = {
+        gone.name: gone
+        for gone in (await store.list_deleted_mappings() if retention > 0 else [])
+        if gone.deleted_at >= horizon
+    }
     errors: list[ConfigError] = []
     creates: list[PlannedCreate] = []
     updates: list[PlannedUpdate] = []
@@ -171,7 +197,14 @@ async def plan_apply(config: RouterConfig, store: Store, *, force: bool = False)
         mapping = replace(mapping, origin=Origin.YAML)
         old = by_name.get(mapping.name)
         if old is None:
-            creates.append(PlannedCreate(mapping, row_from_mapping(mapping)))
+            gone = deleted.get(mapping.name)
+            if gone is not None and gone.source_type == mapping.source.type:
+                # Removed from the YAML and declared again: the same mapping, which resumes
+                # where it stopped instead of reading (or delivering) everything again.
+                row = row_from_mapping(replace(mapping, uuid=gone.uuid))
+                creates.append(PlannedCreate(mapping, row, gone))
+            else:
+                creates.append(PlannedCreate(mapping, row_from_mapping(mapping)))
             continue
         if old.origin != Origin.YAML:
             where = config.locations.get(mapping.name, Location(path="mappings"))
@@ -207,18 +240,38 @@ async def plan_apply(config: RouterConfig, store: Store, *, force: bool = False)
     deletes = tuple(
         PlannedDelete(row) for row in rows if row.origin == Origin.YAML and row.name not in names
     )
-    return ApplyPlan(tuple(creates), tuple(updates), deletes, tuple(unchanged))
+    return ApplyPlan(
+        tuple(creates),
+        tuple(updates),
+        deletes,
+        tuple(unchanged),
+        retention=retention,
+        purge_before=horizon,
+    )
 
 
 async def apply_plan(plan: ApplyPlan, store: Store) -> None:
-    """Write ``plan`` to the store: deletes, then updates, then creates."""
+    """Write ``plan`` to the store: deletes, then updates, then creates. Deleted mappings
+    keep their checkpoints for ``plan.retention`` seconds; older ones are forgotten."""
+    if plan.purge_before is not None:
+        for name in await store.purge_deleted_mappings(plan.purge_before):
+            logger.info("forgot the checkpoints of mapping %s, deleted from the YAML", name)
     for d in plan.deletes:
-        await store.delete_mapping(d.row.uuid)
+        if plan.retention > 0:
+            await store.retire_mapping(d.row.uuid)
+            kept = (
+                f"; its checkpoints are kept for {_duration(plan.retention)}, "
+                "for a mapping of this name declared again"
+            )
+        else:
+            await store.delete_mapping(d.row.uuid)
+            kept = ""
         logger.warning(
-            "deleted mapping %s (%s -> %s): it is no longer in the YAML",
+            "deleted mapping %s (%s -> %s): it is no longer in the YAML%s",
             d.row.name,
             d.row.source_type,
             d.row.function_name,
+            kept,
         )
     for u in plan.updates:
         await store.update_mapping(u.row)
@@ -227,4 +280,7 @@ async def apply_plan(plan: ApplyPlan, store: Store) -> None:
         logger.info("updated mapping %s", u.row.name)
     for c in plan.creates:
         await store.create_mapping(c.row)
-        logger.info("created mapping %s", c.row.name)
+        if c.resumes is not None:
+            logger.info("created mapping %s again: it resumes from its checkpoints", c.row.name)
+        else:
+            logger.info("created mapping %s", c.row.name)

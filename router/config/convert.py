@@ -49,6 +49,9 @@ class RouterSettings:
     """SQLAlchemy URL of the store; None lets the caller pick its default."""
     allow_plaintext_secrets: bool = False
     """Secrets written in place are accepted (and stored as written)."""
+    deleted_mapping_retention: float = 604_800.0
+    """Seconds a mapping the YAML deleted keeps its checkpoints for a mapping of the same
+    name declared again; 0 drops them at once."""
     http_listen: str = "127.0.0.1:9090"
     log_format: str = "console"
     log_level: str = "INFO"

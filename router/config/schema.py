@@ -49,6 +49,14 @@ class RouterSettingsModel(StrictModel):
         description="SQLAlchemy URL of the store (default: sqlite+aiosqlite:///router.db); "
         "a password in it as ${NAME}, or the whole URL as ${NAME} or {file: PATH}",
     )
+    deleted_mapping_retention: float = Field(
+        604_800.0,
+        ge=0,
+        le=31_536_000,
+        description="Seconds the checkpoints of a mapping the YAML deleted are kept: declared "
+        "again under its name (same source type) within that time, it resumes them; 0 drops "
+        "them at once",
+    )
     allow_plaintext_secrets: bool = Field(
         False,
         description="Accept secrets written in place (they are then stored as written) "

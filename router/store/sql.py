@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from router.errors import StoreError
-from router.models import FailedEvent, MappingRow, StatsDelta
+from router.models import DeletedMapping, FailedEvent, MappingRow, StatsDelta
 from router.store import tables as t
 from router.store.engine import (
     PermanentStoreError,
@@ -181,15 +181,27 @@ class SQLStore:
 
     async def create_mapping(self, row: MappingRow) -> None:
         """Insert ``row``. An empty ``uuid`` is filled in (on ``row`` too), as are missing
-        ``created_at`` / ``updated_at``."""
+        ``created_at`` / ``updated_at``. A deleted mapping of the same name is forgotten: its
+        checkpoints and stats go to ``row`` if it has that mapping's uuid, else they go."""
         if not row.uuid:
             row.uuid = str(uuidlib.uuid4())
         now = _now()
         row.created_at = row.created_at or now
         row.updated_at = row.updated_at or now
         values = {name: getattr(row, name) for name in _MAPPING_FIELDS}
+        deleted = t.deleted_mappings
         try:
             async with self._write(f"creating mapping {row.name!r}") as conn:
+                gone = (
+                    await conn.execute(sa.select(deleted.c.uuid).where(deleted.c.name == row.name))
+                ).scalar()
+                if gone is not None and gone != row.uuid:
+                    await self._delete_kept(conn, gone)
+                await conn.execute(
+                    sa.delete(deleted).where(
+                        (deleted.c.name == row.name) | (deleted.c.uuid == row.uuid)
+                    )
+                )
                 await conn.execute(sa.insert(t.event_source_mappings).values(values))
         except StoreError as e:
             if isinstance(e.__cause__, exc.IntegrityError):
@@ -214,6 +226,59 @@ class SQLStore:
                 f"store {self.url}: cannot update mapping {row.name!r}: no mapping has uuid "
                 f"{row.uuid} (deleted meanwhile?)"
             )
+
+    async def retire_mapping(self, uuid: str) -> None:
+        """Delete the mapping but keep its checkpoints and stats, remembered by its name in
+        ``deleted_mappings`` (see :meth:`list_deleted_mappings`). Retiring a missing mapping
+        does nothing."""
+        mappings, deleted = t.event_source_mappings, t.deleted_mappings
+        async with self._write(f"deleting mapping {uuid}") as conn:
+            found = (
+                await conn.execute(
+                    sa.select(mappings.c.name, mappings.c.source_type).where(
+                        mappings.c.uuid == uuid
+                    )
+                )
+            ).first()
+            if found is None:
+                return
+            await conn.execute(sa.delete(deleted).where(deleted.c.name == found.name))
+            await conn.execute(
+                sa.insert(deleted).values(
+                    name=found.name, uuid=uuid, source_type=found.source_type, deleted_at=_now()
+                )
+            )
+            await conn.execute(sa.delete(mappings).where(mappings.c.uuid == uuid))
+            if self.backend == "sqlite":
+                await conn.execute(
+                    sa.delete(t.mapping_versions).where(t.mapping_versions.c.uuid == uuid)
+                )
+
+    async def list_deleted_mappings(self) -> list[DeletedMapping]:
+        query = sa.select(t.deleted_mappings).order_by(t.deleted_mappings.c.name)
+        async with self._read("listing deleted mappings") as conn:
+            rows = (await conn.execute(query)).all()
+        return [DeletedMapping(**{str(k): v for k, v in r._mapping.items()}) for r in rows]
+
+    async def purge_deleted_mappings(self, before: datetime) -> list[str]:
+        """Forget the mappings deleted before ``before``, with their checkpoints and stats;
+        returns their names."""
+        deleted = t.deleted_mappings
+        async with self._write("purging deleted mappings") as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(deleted.c.name, deleted.c.uuid).where(deleted.c.deleted_at < before)
+                )
+            ).all()
+            for row in rows:
+                await self._delete_kept(conn, row.uuid)
+                await conn.execute(sa.delete(deleted).where(deleted.c.uuid == row.uuid))
+        return sorted(row.name for row in rows)
+
+    @staticmethod
+    async def _delete_kept(conn: AsyncConnection, uuid: str) -> None:
+        await conn.execute(sa.delete(t.checkpoints).where(t.checkpoints.c.mapping_uuid == uuid))
+        await conn.execute(sa.delete(t.mapping_stats).where(t.mapping_stats.c.mapping_uuid == uuid))
 
     async def delete_mapping(self, uuid: str) -> None:
         """Delete the mapping with its checkpoints and stats (failed events stay for

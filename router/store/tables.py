@@ -162,6 +162,17 @@ failed_events = sa.Table(
     sa.Index("ix_failed_events_mapping", "mapping_uuid", "replayed_at"),
 )
 
+deleted_mappings = sa.Table(
+    "deleted_mappings",
+    metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("uuid", sa.String(36), nullable=False, unique=True),
+    sa.Column("source_type", sa.String(64), nullable=False),
+    sa.Column("deleted_at", UTCDateTime, nullable=False),
+)
+"""Mappings the YAML deleted whose checkpoints and stats are kept (under their uuid) until a
+mapping of the same name takes them back or the retention passes."""
+
 mapping_versions = sa.Table(
     "mapping_versions",
     metadata,

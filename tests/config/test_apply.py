@@ -11,6 +11,8 @@ from router.abc import Store
 from router.config import RouterConfig, apply_plan, load_config_text, plan_apply
 from router.errors import ConfigErrors
 from router.models import MappingRow
+from router.store import SQLStore
+from tests.store.helpers import external_execute
 
 pytestmark = pytest.mark.usefixtures("test_plugins")
 
@@ -214,3 +216,67 @@ async def test_the_store_keeps_references(store: Store) -> None:
     await apply_plan(plan, store)
     row = (await by_name(store))["orders"]
     assert row.source_config["sasl_password"] == {"file": "/run/secrets/kafka"}
+
+
+async def test_a_mapping_declared_again_resumes_its_checkpoints(store: SQLStore) -> None:
+    await sync(config(INBOX, ORDERS), store)
+    inbox = (await by_name(store))["inbox"]
+    await store.put_checkpoints(inbox.uuid, {"a.txt": "1:1:etag"})
+    assert await sync(config(ORDERS), store) == "- delete inbox (directory -> echo)"
+    assert "inbox" not in await by_name(store)
+
+    plan = await plan_apply(config(INBOX, ORDERS), store)
+    (create,) = plan.creates
+    assert create.resumes is not None and create.row.uuid == inbox.uuid
+    when = create.resumes.deleted_at.isoformat(timespec="seconds")
+    assert plan.render() == (
+        "+ create inbox (directory -> echo, resumes the checkpoints it had when it was "
+        f"deleted at {when})"
+    )
+    await apply_plan(plan, store)
+    assert (await by_name(store))["inbox"].uuid == inbox.uuid
+    assert await store.get_checkpoints(inbox.uuid) == {"a.txt": "1:1:etag"}
+
+
+async def test_another_source_type_under_the_name_starts_afresh(store: SQLStore) -> None:
+    await sync(config(INBOX), store)
+    inbox = (await by_name(store))["inbox"]
+    await store.put_checkpoints(inbox.uuid, {"a.txt": "1:1:etag"})
+    await sync(config(ORDERS), store)
+    renamed = ORDERS.replace("name: orders", "name: inbox")
+    assert await sync(config(renamed), store) == (
+        "+ create inbox (kafka -> echo)\n- delete orders (kafka -> echo)"
+    )
+    assert (await by_name(store))["inbox"].uuid != inbox.uuid
+    assert await store.get_checkpoints(inbox.uuid) == {}
+
+
+async def test_retention_zero_deletes_checkpoints_at_once(store: SQLStore) -> None:
+    head = "router: {deleted_mapping_retention: 0}\n" + HEAD
+    text = head + "  - " + textwrap.indent(INBOX, "    ").lstrip()
+    await sync(load_config_text(text, "router.yaml"), store)
+    inbox = (await by_name(store))["inbox"]
+    await store.put_checkpoints(inbox.uuid, {"a.txt": "1:1:etag"})
+    await sync(load_config_text(head.replace("mappings:\n", "mappings: []\n")), store)
+    assert await store.list_deleted_mappings() == []
+    assert await store.get_checkpoints(inbox.uuid) == {}
+    await sync(load_config_text(text, "router.yaml"), store)
+    assert (await by_name(store))["inbox"].uuid != inbox.uuid
+
+
+async def test_deleted_mappings_are_forgotten_after_the_retention(store: SQLStore) -> None:
+    head = "router: {deleted_mapping_retention: 3600}\n" + HEAD
+    text = head + "  - " + textwrap.indent(INBOX, "    ").lstrip()
+    await sync(load_config_text(text, "router.yaml"), store)
+    inbox = (await by_name(store))["inbox"]
+    await store.put_checkpoints(inbox.uuid, {"a.txt": "1:1:etag"})
+    await sync(load_config_text(head.replace("mappings:\n", "mappings: []\n")), store)
+    await external_execute(
+        store,
+        "UPDATE deleted_mappings SET deleted_at = '2020-01-01 00:00:00.000000'",
+    )
+    assert await sync(load_config_text(text, "router.yaml"), store) == (
+        "+ create inbox (directory -> echo)"
+    )
+    assert (await by_name(store))["inbox"].uuid != inbox.uuid
+    assert await store.get_checkpoints(inbox.uuid) == {}

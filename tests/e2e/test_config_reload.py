@@ -105,7 +105,7 @@ def test_an_emptied_file_changes_nothing_and_restoring_it_delivers_nothing_twice
     assert _keys(workdir) == ["a.txt", "b.txt", "c.txt"]
 
 
-def test_a_mapping_removed_from_the_yaml_is_deleted_with_a_warning(workdir: Path) -> None:
+def test_a_mapping_removed_from_the_yaml_and_declared_again_resumes(workdir: Path) -> None:
     config = workdir / "router.yaml"
     proc = start_router_process(
         config, f"sqlite:///{workdir / 'router.db'}", workdir, workdir / "router.log"
@@ -113,10 +113,22 @@ def test_a_mapping_removed_from_the_yaml_is_deleted_with_a_warning(workdir: Path
     try:
         _wait(lambda: "running" in _log(workdir) or proc.poll() is not None, 30, "start")
         assert proc.poll() is None, _log(workdir)
+        before = _mappings(workdir)
+        (workdir / "inbox" / "a.txt").write_text("a")
+        _wait(lambda: _keys(workdir) == ["a.txt"], 10, "a.txt delivered")
+
         config.write_text(CONFIG.split("mappings:")[0] + "mappings: []\n")
         _wait(lambda: _mappings(workdir) == {}, 10, "the mapping deleted")
         _wait(lambda: "mapping inbox stopped" in _log(workdir), 10, "the mapping stopped")
+
+        config.write_text(CONFIG)
+        _wait(lambda: _mappings(workdir) == before, 10, "the mapping back, with its uuid")
+        (workdir / "inbox" / "b.txt").write_text("b")
+        _wait(lambda: "b.txt" in _keys(workdir), 10, "b.txt delivered")
     finally:
         assert terminate(proc) == 0, _log(workdir)
+    # a.txt, processed before the mapping was deleted, is not delivered again.
+    assert _keys(workdir) == ["a.txt", "b.txt"]
     (line,) = [x for x in _log(workdir).splitlines() if "deleted mapping inbox" in x]
     assert "WARNING" in line and "no longer in the YAML" in line
+    assert "its checkpoints are kept for 7 days" in line

@@ -112,6 +112,54 @@ async def test_delete_removes_mapping_checkpoints_and_stats(store: SQLStore) -> 
     await store.delete_mapping(row.uuid)  # idempotent
 
 
+async def test_a_retired_mapping_keeps_its_checkpoints_for_its_name(store: SQLStore) -> None:
+    row = make_row("m")
+    await store.create_mapping(row)
+    await store.put_checkpoints(row.uuid, {"t:0": "10"})
+    await store.add_stats(row.uuid, StatsDelta(records_in=4))
+    await store.retire_mapping(row.uuid)
+    await store.retire_mapping(row.uuid)  # gone already: nothing to do
+    assert await store.get_mapping(row.uuid) is None
+    (gone,) = await store.list_deleted_mappings()
+    assert (gone.name, gone.uuid, gone.source_type) == ("m", row.uuid, "kafka")
+    assert gone.deleted_at.tzinfo is not None
+    assert await store.get_checkpoints(row.uuid) == {"t:0": "10"}
+
+    # Created again with its uuid: it takes back what was kept.
+    again = make_row("m", uuid=row.uuid)
+    await store.create_mapping(again)
+    assert await store.list_deleted_mappings() == []
+    assert await store.get_checkpoints(row.uuid) == {"t:0": "10"}
+    assert (await store.get_stats(row.uuid))["records_in"] == 4
+
+    # Created again under another uuid: what was kept goes.
+    await store.retire_mapping(row.uuid)
+    other = make_row("m")
+    await store.create_mapping(other)
+    assert other.uuid != row.uuid
+    assert await store.list_deleted_mappings() == []
+    assert await store.get_checkpoints(row.uuid) == {}
+    assert (await store.get_stats(row.uuid))["records_in"] == 0
+
+
+async def test_purging_deleted_mappings(store: SQLStore) -> None:
+    old, recent = make_row("old"), make_row("recent")
+    for row in (old, recent):
+        await store.create_mapping(row)
+        await store.put_checkpoints(row.uuid, {"k": "v"})
+        await store.retire_mapping(row.uuid)
+    when = {g.name: g.deleted_at for g in await store.list_deleted_mappings()}
+    assert when["old"] < when["recent"]
+    assert await store.purge_deleted_mappings(when["old"]) == []  # strictly before
+    assert await store.purge_deleted_mappings(when["recent"]) == ["old"]
+    assert [g.name for g in await store.list_deleted_mappings()] == ["recent"]
+    assert await store.get_checkpoints(old.uuid) == {}
+    assert await store.get_checkpoints(recent.uuid) == {"k": "v"}
+    later = datetime.now(UTC) + timedelta(seconds=1)
+    assert await store.purge_deleted_mappings(later) == ["recent"]
+    assert await store.list_deleted_mappings() == []
+
+
 async def test_plain_sql_insert_gets_defaults(store: SQLStore) -> None:
     await external_execute(
         store,
