@@ -186,7 +186,7 @@ def localstack_matcher(patterns: Sequence[dict[str, Any]]) -> Callable[[Any], bo
         )
     except ImportError:
         return None
-    compiler = EventPatternCompiler()  # type: ignore[no-untyped-call]
+    compiler = EventPatternCompiler()
     engine = EventRuleEngine()
     compiled = [compiler.compile_event_pattern(p) for p in patterns]
     evaluate = engine.evaluate_pattern_on_event
