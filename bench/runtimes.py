@@ -1,6 +1,6 @@
 """Managed execution environments: what the hosted Runtime API costs per invocation.
 
-Run by hand: ``python bench/runtimes.py [--invocations 5000] [--rounds 3] [--cold-starts 10]``.
+Run by hand: ``python bench/runtimes.py [--invocations 5000] [--rounds 5] [--cold-starts 10]``.
 
 In the same run, each round invokes a no-op handler ``--invocations`` times, with
 ``--concurrency`` callers (2 by default):
@@ -216,7 +216,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--invocations", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--cold-starts", type=int, default=10)
     parser.add_argument("--log-level", default="INFO", choices=["INFO", "WARNING"])
     parser.add_argument(
