@@ -313,11 +313,9 @@ async def _mappings(args: argparse.Namespace) -> int:
         if row is None:
             return _fail(f"no mapping named {args.name!r} (see `router mappings list`)", 2)
         if args.action == "show":
-            import dataclasses
-
             shown = {
                 k: (v.isoformat() if hasattr(v, "isoformat") else v)
-                for k, v in dataclasses.asdict(row).items()
+                for k, v in row.columns().items()
             }
             shown = redact_value(shown)
             shown["stats"] = {

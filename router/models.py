@@ -7,6 +7,7 @@ mutable only in ``attempts``.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import os
 from collections.abc import Hashable
@@ -163,40 +164,143 @@ class DestinationSpec:
     ``repr`` (a URL in it may hold a password where plaintext secrets are allowed)."""
 
 
+class Column(enum.StrEnum):
+    """How a mapping setting is stored: the type of its column in ``event_source_mappings``
+    (:mod:`router.store.tables` gives each its SQL type)."""
+
+    INTEGER = "integer"
+    FLOAT = "float"
+    BOOLEAN = "boolean"
+    KEYWORD = "keyword"
+    """A short string (at most 32 characters), e.g. ``TRIM_HORIZON``."""
+    TIMESTAMP = "timestamp"
+    JSON = "json"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MappingField:
+    """One setting of a mapping, as :class:`MappingConfig` declares it with :func:`setting`.
+
+    ``key`` is the setting's YAML key and the name of its column; what YAML accepts for it,
+    how it is checked against the source type and how it is stored is its rule in
+    :mod:`router.config.rules`."""
+
+    key: str
+    aliases: tuple[str, ...]
+    """Its AWS CloudFormation / API spellings, accepted in YAML (``BatchSize``)."""
+    column: Column
+    doc: str
+    """A description, for the JSON Schema of the YAML."""
+    attributes: tuple[str, ...]
+    """The :class:`MappingConfig` attributes its value becomes (usually one, named as the
+    key)."""
+
+
+_SETTING = "router.setting"
+
+
+def setting(
+    default: Any,
+    *aliases: str,
+    column: Column | None = None,
+    key: str = "",
+    doc: str = "",
+) -> Any:
+    """Declare an attribute of :class:`MappingConfig` as a mapping setting: a YAML key
+    (the attribute's name unless ``key`` says otherwise) written as it or as one of the AWS
+    ``aliases``, stored in a column of type ``column``. An attribute that only repeats the
+    ``key`` of an earlier one (no column) takes its value from that same key."""
+    declared = {"key": key, "aliases": aliases, "column": column, "doc": doc}
+    return field(default=default, metadata={_SETTING: declared})
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MappingConfig:
-    """One event source mapping, with every default already applied for its source type."""
+    """One event source mapping, with every default already applied for its source type.
+
+    This class declares the mapping's settings: each attribute made with :func:`setting` is
+    a YAML key (with its AWS spellings) and a column of ``event_source_mappings``. The store's
+    table, the rows the store reads and writes, the row conversion and the YAML model are
+    derived from these declarations (:data:`MAPPING_FIELDS`). A new setting is one attribute
+    here, its rule in :mod:`router.config.rules`, and a migration that adds its column.
+    """
 
     name: str
     function: str
     source: SourceSpec
     uuid: str = ""
     enabled: bool = True
-    batch_size: int = 10
-    maximum_batching_window: float = 0.0
-    starting_position: str | None = None
-    starting_position_timestamp: datetime | None = None
-    filter_patterns: tuple[str, ...] = ()
+    batch_size: int = setting(10, "BatchSize", column=Column.INTEGER)
+    maximum_batching_window: float = setting(
+        0.0, "MaximumBatchingWindowInSeconds", column=Column.FLOAT
+    )
+    starting_position: str | None = setting(None, "StartingPosition", column=Column.KEYWORD)
+    starting_position_timestamp: datetime | None = setting(
+        None,
+        "StartingPositionTimestamp",
+        column=Column.TIMESTAMP,
+        doc="ISO 8601 (UTC if no offset) or epoch seconds",
+    )
+    filter_patterns: tuple[str, ...] = setting(
+        (), "FilterCriteria", key="filter_criteria", column=Column.JSON
+    )
     """Each pattern as a JSON string; ORed."""
-    maximum_retry_attempts: int = -1
+    maximum_retry_attempts: int = setting(-1, "MaximumRetryAttempts", column=Column.INTEGER)
     """-1 retries until the record expires."""
-    maximum_record_age: float = -1
+    maximum_record_age: float = setting(
+        -1, "MaximumRecordAgeInSeconds", "MaximumEventAgeInSeconds", column=Column.FLOAT
+    )
     """Seconds; -1 = no limit."""
-    bisect_batch_on_function_error: bool = False
-    report_batch_item_failures: bool = False
-    parallelization_factor: int = 1
-    maximum_concurrency: int | None = None
-    on_failure: DestinationSpec | None = None
-    on_success: DestinationSpec | None = None
+    bisect_batch_on_function_error: bool = setting(
+        False, "BisectBatchOnFunctionError", column=Column.BOOLEAN
+    )
+    report_batch_item_failures: bool = setting(
+        False, "FunctionResponseTypes", key="function_response_types", column=Column.JSON
+    )
+    parallelization_factor: int = setting(1, "ParallelizationFactor", column=Column.INTEGER)
+    maximum_concurrency: int | None = setting(None, column=Column.INTEGER)
+    on_failure: DestinationSpec | None = setting(
+        None, "DestinationConfig", key="destination_config", column=Column.JSON
+    )
+    on_success: DestinationSpec | None = setting(None, key="destination_config")
     origin: str = Origin.YAML
 
 
-@dataclass(slots=True, kw_only=True)
+def _mapping_fields() -> tuple[MappingField, ...]:
+    declared: dict[str, dict[str, Any]] = {}
+    for attribute in dataclasses.fields(MappingConfig):
+        if _SETTING not in attribute.metadata:
+            continue
+        spec = attribute.metadata[_SETTING]
+        key = spec["key"] or attribute.name
+        if key in declared:
+            if spec["column"] is not None or spec["aliases"]:
+                raise TypeError(f"MappingConfig.{attribute.name}: {key!r} is declared already")
+            declared[key]["attributes"] += (attribute.name,)
+            continue
+        if spec["column"] is None:
+            raise TypeError(f"MappingConfig.{attribute.name}: a setting needs its column type")
+        declared[key] = {**spec, "key": key, "attributes": (attribute.name,)}
+    return tuple(MappingField(**values) for values in declared.values())
+
+
+MAPPING_FIELDS: tuple[MappingField, ...] = _mapping_fields()
+"""Every setting of a mapping, in the order of the configuration reference."""
+
+SETTING_COLUMNS: tuple[str, ...] = tuple(f.key for f in MAPPING_FIELDS)
+"""The columns of ``event_source_mappings`` that hold one setting each."""
+_SETTING_KEYS = frozenset(SETTING_COLUMNS)
+
+
+@dataclass(slots=True, init=False)
 class MappingRow:
     """A row of ``event_source_mappings`` as the store reads and writes it.
 
-    ``source_config``, ``filter_criteria`` and ``destination_config`` hold JSON as stored;
-    :func:`router.config.mapping_from_row` validates them into a :class:`MappingConfig`.
+    Besides the identity and status columns below, a row has one column per setting
+    (:data:`SETTING_COLUMNS`), given as keywords and read and set as attributes
+    (``row.batch_size``); NULL (None) means "the source type's default". ``source_config``,
+    ``filter_criteria`` and ``destination_config`` hold JSON as stored;
+    :func:`router.config.mapping_from_row` validates a row into a :class:`MappingConfig`.
     """
 
     uuid: str
@@ -204,26 +308,74 @@ class MappingRow:
     function_name: str
     source_type: str
     source_config: dict[str, Any]
-    enabled: bool = True
-    batch_size: int | None = None
-    maximum_batching_window: float | None = None
-    starting_position: str | None = None
-    starting_position_timestamp: datetime | None = None
-    filter_criteria: dict[str, Any] | None = None
-    maximum_retry_attempts: int | None = None
-    maximum_record_age: float | None = None
-    bisect_batch_on_function_error: bool | None = None
-    function_response_types: list[str] | None = None
-    parallelization_factor: int | None = None
-    maximum_concurrency: int | None = None
-    destination_config: dict[str, Any] | None = None
-    state: str = MappingState.CREATING
-    state_transition_reason: str = ""
-    last_processing_result: str = "No records processed"
-    origin: str = Origin.YAML
-    config_hash: str = ""
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
+    enabled: bool
+    settings: dict[str, Any]
+    """The setting columns, by name (every one present)."""
+    state: str
+    state_transition_reason: str
+    last_processing_result: str
+    origin: str
+    config_hash: str
+    created_at: datetime | None
+    updated_at: datetime | None
+
+    def __init__(
+        self,
+        *,
+        uuid: str,
+        name: str,
+        function_name: str,
+        source_type: str,
+        source_config: dict[str, Any],
+        enabled: bool = True,
+        state: str = MappingState.CREATING,
+        state_transition_reason: str = "",
+        last_processing_result: str = "No records processed",
+        origin: str = Origin.YAML,
+        config_hash: str = "",
+        created_at: datetime | None = None,
+        updated_at: datetime | None = None,
+        **settings: Any,
+    ) -> None:
+        unknown = set(settings) - _SETTING_KEYS
+        if unknown:
+            raise TypeError(f"MappingRow has no column {', '.join(sorted(unknown))}")
+        self.uuid = uuid
+        self.name = name
+        self.function_name = function_name
+        self.source_type = source_type
+        self.source_config = source_config
+        self.enabled = enabled
+        self.settings = {key: settings.get(key) for key in SETTING_COLUMNS}
+        self.state = state
+        self.state_transition_reason = state_transition_reason
+        self.last_processing_result = last_processing_result
+        self.origin = origin
+        self.config_hash = config_hash
+        self.created_at = created_at
+        self.updated_at = updated_at
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for names that are not attributes: the setting columns.
+        if name in _SETTING_KEYS:
+            return self.settings[name]
+        raise AttributeError(f"MappingRow has no column {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _SETTING_KEYS:
+            self.settings[name] = value
+        else:
+            object.__setattr__(self, name, value)
+
+    def columns(self) -> dict[str, Any]:
+        """Every column by name, in the table's order."""
+        out: dict[str, Any] = {}
+        for attribute in dataclasses.fields(self):
+            if attribute.name == "settings":
+                out.update(self.settings)
+            else:
+                out[attribute.name] = getattr(self, attribute.name)
+        return out
 
 
 @dataclass(slots=True, kw_only=True)

@@ -15,12 +15,12 @@ from pydantic import BaseModel
 
 from router import registry
 from router.config.plugins import settings_class
+from router.config.rules import MappingModel
 from router.config.schema import (
     DestinationConfigModel,
     FilterCriteriaModel,
     FilterModel,
     FunctionModel,
-    MappingModel,
     RouterSettingsModel,
     ScalingConfigModel,
     field_aliases,

@@ -15,31 +15,14 @@ from datetime import datetime
 from typing import Any
 
 from router.config.convert import RouterSettings, build_mapping
-from router.config.destinations import destination_to_raw
-from router.config.schema import REPORT_BATCH_ITEM_FAILURES, Locate
+from router.config.rules import stored_settings, yaml_is_integer
+from router.config.schema import Locate
 from router.config.yaml_lines import KeyPath, format_path
 from router.errors import ConfigError, ConfigErrors, Location
-from router.models import FunctionConfig, MappingConfig, MappingRow
+from router.models import SETTING_COLUMNS, FunctionConfig, MappingConfig, MappingRow
 from router.secrets import secret_policy
 
 _COLUMN_OF = {"function": "function_name", "maximum_concurrency": "maximum_concurrency"}
-
-
-SETTING_COLUMNS = (
-    "batch_size",
-    "maximum_batching_window",
-    "starting_position",
-    "starting_position_timestamp",
-    "filter_criteria",
-    "maximum_retry_attempts",
-    "maximum_record_age",
-    "bisect_batch_on_function_error",
-    "function_response_types",
-    "parallelization_factor",
-    "maximum_concurrency",
-    "destination_config",
-)
-"""Mapping columns that hold one setting each, in the order of the configuration reference."""
 
 
 def _row_locator(name: str) -> Locate:
@@ -92,12 +75,11 @@ def mapping_from_row(
         },
         "enabled": row.enabled,
     }
-    for column in SETTING_COLUMNS:
-        value = getattr(row, column)
+    for column, value in row.settings.items():
         if value is None:
             continue
-        # Numeric columns come back from SQL as float or Decimal; the checks take care of range.
-        if column in {"maximum_record_age"} and isinstance(value, float) and value.is_integer():
+        # A FLOAT column gives 60.0 back for an integer setting; the rule checks the range.
+        if isinstance(value, float) and value.is_integer() and yaml_is_integer(column):
             value = int(value)
         raw[column] = value
     with secret_policy(allow_plaintext=True, resolve=resolve):
@@ -115,8 +97,7 @@ def mapping_from_row(
     return replace(mapping, uuid=row.uuid, origin=row.origin)
 
 
-_CONFIG_COLUMNS = ("function_name", "source_type", "source_config", *SETTING_COLUMNS)
-CONFIG_COLUMNS = _CONFIG_COLUMNS
+CONFIG_COLUMNS = ("function_name", "source_type", "source_config", *SETTING_COLUMNS)
 """The columns a YAML mapping sets, besides ``enabled`` (which has its own rule)."""
 
 
@@ -128,7 +109,7 @@ def _json_default(value: Any) -> Any:
 
 def config_digest(row: MappingRow) -> str:
     """A stable hash of the configuration columns (``enabled`` excluded)."""
-    payload = {c: getattr(row, c) for c in _CONFIG_COLUMNS}
+    payload = {c: getattr(row, c) for c in CONFIG_COLUMNS}
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=_json_default)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
@@ -144,13 +125,6 @@ def split_config_hash(value: str) -> tuple[str, bool | None]:
 
 def row_from_mapping(m: MappingConfig) -> MappingRow:
     """The row that stores ``m`` (every default written out); a new uuid if ``m`` has none."""
-    destination: dict[str, Any] | None = None
-    if m.on_failure is not None or m.on_success is not None:
-        destination = {}
-        if m.on_failure is not None:
-            destination["on_failure"] = destination_to_raw(m.on_failure)
-        if m.on_success is not None:
-            destination["on_success"] = destination_to_raw(m.on_success)
     row = MappingRow(
         uuid=m.uuid or str(uuid_module.uuid4()),
         name=m.name,
@@ -158,23 +132,8 @@ def row_from_mapping(m: MappingConfig) -> MappingRow:
         source_type=m.source.type,
         source_config=m.source.settings.model_dump(mode="json", by_alias=True),
         enabled=m.enabled,
-        batch_size=m.batch_size,
-        maximum_batching_window=m.maximum_batching_window,
-        starting_position=m.starting_position,
-        starting_position_timestamp=m.starting_position_timestamp,
-        filter_criteria=(
-            {"Filters": [{"Pattern": p} for p in m.filter_patterns]} if m.filter_patterns else None
-        ),
-        maximum_retry_attempts=m.maximum_retry_attempts,
-        maximum_record_age=m.maximum_record_age,
-        bisect_batch_on_function_error=m.bisect_batch_on_function_error,
-        function_response_types=[REPORT_BATCH_ITEM_FAILURES]
-        if m.report_batch_item_failures
-        else None,
-        parallelization_factor=m.parallelization_factor,
-        maximum_concurrency=m.maximum_concurrency,
-        destination_config=destination,
         origin=str(m.origin),
+        **stored_settings(m),
     )
     row.config_hash = f"{config_digest(row)}:{int(m.enabled)}"
     return row

@@ -1,8 +1,9 @@
 """Pydantic models of the YAML file, and translation of their errors into located messages.
 
 These models check shapes and types only (strict: ``"5"`` is not an integer). Limits that
-depend on the source type (batch size, retries, starting positions...) are checked in
-:mod:`router.config.convert` against the source's :class:`~router.abc.SourceTraits`.
+depend on the source type (batch size, retries, starting positions...) are checked by each
+setting's rule (:mod:`router.config.rules`) against the source's
+:class:`~router.abc.SourceTraits`.
 Per-plug-in blocks (``source``, a function's invoker keys, typed destinations) stay plain
 mappings here and are validated by the plug-in's own ``Settings`` model.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 import difflib
 import types
 from collections.abc import Callable, Mapping
-from datetime import datetime
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -116,53 +116,14 @@ class DestinationConfigModel(StrictModel):
     on_success: dict[str, Any] | None = aka("on_success", "OnSuccess", default=None)
 
 
-class MappingModel(StrictModel):
-    """One entry of ``mappings:``. ``None`` means "the source type's default"."""
+class MappingKeys(StrictModel):
+    """The keys of a ``mappings:`` entry that are not settings. The settings' keys are added
+    to these from their declaration (:data:`router.config.rules.MappingModel`)."""
 
     name: str = Field(pattern=NAME_PATTERN, description="Unique name, [A-Za-z0-9_.-]{1,64}")
     function: str = aka("function", "FunctionName", description="A key of functions:")
     source: dict[str, Any] = Field(description="type: <source type> and its settings")
     enabled: bool = aka("enabled", "Enabled", default=True)
-    batch_size: int | None = aka("batch_size", "BatchSize", default=None)
-    maximum_batching_window: float | None = aka(
-        "maximum_batching_window", "MaximumBatchingWindowInSeconds", default=None
-    )
-    starting_position: str | None = aka("starting_position", "StartingPosition", default=None)
-    starting_position_timestamp: datetime | float | str | None = aka(
-        "starting_position_timestamp",
-        "StartingPositionTimestamp",
-        default=None,
-        description="ISO 8601 (UTC if no offset) or epoch seconds",
-    )
-    filter_criteria: FilterCriteriaModel | None = aka(
-        "filter_criteria", "FilterCriteria", default=None
-    )
-    maximum_retry_attempts: int | None = aka(
-        "maximum_retry_attempts", "MaximumRetryAttempts", default=None
-    )
-    maximum_record_age: int | None = aka(
-        "maximum_record_age",
-        "MaximumRecordAgeInSeconds",
-        "MaximumEventAgeInSeconds",
-        default=None,
-    )
-    bisect_batch_on_function_error: bool | None = aka(
-        "bisect_batch_on_function_error", "BisectBatchOnFunctionError", default=None
-    )
-    function_response_types: list[Literal["ReportBatchItemFailures"]] | None = aka(
-        "function_response_types", "FunctionResponseTypes", default=None
-    )
-    parallelization_factor: int | None = aka(
-        "parallelization_factor", "ParallelizationFactor", default=None
-    )
-    maximum_concurrency: int | None = Field(None)
-    scaling_config: ScalingConfigModel | None = aka("scaling_config", "ScalingConfig", default=None)
-    destination_config: DestinationConfigModel | None = aka(
-        "destination_config", "DestinationConfig", default=None
-    )
-
-
-MAPPING_FIELDS: tuple[str, ...] = tuple(MappingModel.model_fields)
 
 
 def field_aliases(model: type[BaseModel]) -> dict[str, tuple[str, ...]]:

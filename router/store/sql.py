@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import uuid as uuidlib
 from collections.abc import AsyncIterator, Collection, Mapping
@@ -36,7 +35,6 @@ from router.store.notify import ChangeFeed, PgChangeFeed, PollingChangeFeed
 
 logger = logging.getLogger(__name__)
 
-_MAPPING_FIELDS = tuple(f.name for f in dataclasses.fields(MappingRow))
 _STATS_COUNTERS = ("records_in", "filtered", "invoked", "failed")
 # SQLAlchemy's asyncpg connect arguments that asyncpg.connect() itself does not take.
 _NOT_ASYNCPG_ARGS = (
@@ -188,7 +186,7 @@ class SQLStore:
         now = _now()
         row.created_at = row.created_at or now
         row.updated_at = row.updated_at or now
-        values = {name: getattr(row, name) for name in _MAPPING_FIELDS}
+        values = row.columns()
         deleted = t.deleted_mappings
         try:
             async with self._write(f"creating mapping {row.name!r}") as conn:
@@ -515,7 +513,7 @@ class SQLStore:
 
 
 def _mapping_row(values: sa.RowMapping) -> MappingRow:
-    return MappingRow(**{name: values[name] for name in _MAPPING_FIELDS})
+    return MappingRow(**{str(name): value for name, value in values.items()})
 
 
 __all__ = ["SQLStore"]

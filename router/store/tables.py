@@ -1,8 +1,10 @@
 """The store's schema as SQLAlchemy Core tables.
 
-This module is what the store's queries are written against. The migrations in
-``migrations/versions`` are frozen snapshots that create the same schema (plus triggers and
-the ``mapping_overview`` view); a change here needs a new migration.
+This module is what the store's queries are written against. The setting columns of
+``event_source_mappings`` come from the mapping's declaration
+(:data:`router.models.MAPPING_FIELDS`). The migrations in ``migrations/versions`` are frozen
+snapshots that create the same schema (plus triggers and the ``mapping_overview`` view); a
+change here, or a new setting, needs a new migration.
 
 Timestamps are timezone-aware UTC everywhere: :class:`UTCDateTime` converts on the way in
 and attaches UTC on the way out, because SQLite stores them as naive text.
@@ -16,6 +18,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine.interfaces import Dialect
+
+from router.models import MAPPING_FIELDS, SETTING_COLUMNS, Column
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -47,6 +51,16 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 """JSON on SQLite, JSONB on PostgreSQL (so operators can use ``@>`` and equality works)."""
 
+_SQL_TYPES: dict[Column, Any] = {
+    Column.INTEGER: sa.Integer,
+    Column.FLOAT: sa.Float,
+    Column.BOOLEAN: sa.Boolean,
+    Column.KEYWORD: sa.String(32),
+    Column.TIMESTAMP: UTCDateTime,
+    Column.JSON: JSONType,
+}
+"""The SQL type of each kind of setting column (:class:`router.models.Column`)."""
+
 metadata = sa.MetaData()
 
 event_source_mappings = sa.Table(
@@ -58,18 +72,7 @@ event_source_mappings = sa.Table(
     sa.Column("source_type", sa.String(64), nullable=False),
     sa.Column("source_config", JSONType, nullable=False),
     sa.Column("enabled", sa.Boolean, nullable=False),
-    sa.Column("batch_size", sa.Integer),
-    sa.Column("maximum_batching_window", sa.Float),
-    sa.Column("starting_position", sa.String(32)),
-    sa.Column("starting_position_timestamp", UTCDateTime),
-    sa.Column("filter_criteria", JSONType),
-    sa.Column("maximum_retry_attempts", sa.Integer),
-    sa.Column("maximum_record_age", sa.Float),
-    sa.Column("bisect_batch_on_function_error", sa.Boolean),
-    sa.Column("function_response_types", JSONType),
-    sa.Column("parallelization_factor", sa.Integer),
-    sa.Column("maximum_concurrency", sa.Integer),
-    sa.Column("destination_config", JSONType),
+    *(sa.Column(f.key, _SQL_TYPES[f.column]) for f in MAPPING_FIELDS),
     sa.Column("state", sa.String(32), nullable=False),
     sa.Column("state_transition_reason", sa.Text, nullable=False),
     sa.Column("last_processing_result", sa.Text, nullable=False),
@@ -85,18 +88,7 @@ CONFIG_COLUMNS: tuple[str, ...] = (
     "source_type",
     "source_config",
     "enabled",
-    "batch_size",
-    "maximum_batching_window",
-    "starting_position",
-    "starting_position_timestamp",
-    "filter_criteria",
-    "maximum_retry_attempts",
-    "maximum_record_age",
-    "bisect_batch_on_function_error",
-    "function_response_types",
-    "parallelization_factor",
-    "maximum_concurrency",
-    "destination_config",
+    *SETTING_COLUMNS,
     "origin",
     "config_hash",
 )
