@@ -91,6 +91,36 @@ async def test_upgrade_is_idempotent_and_start_checks_revision(empty_url: str) -
         assert [m.name for m in await store.list_mappings()] == ["kept"]
 
 
+async def test_migrations_create_every_column_the_code_declares(empty_url: str) -> None:
+    """A new mapping setting (declared on MappingConfig) or any other new column needs a
+    migration: the migrated schema has exactly the columns of router.store.tables."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from router.store import tables
+
+    await upgrade_async(empty_url)
+    engine = create_async_engine(normalize_url(empty_url))
+
+    def columns(conn: sa.Connection) -> dict[str, set[str]]:
+        inspector = sa.inspect(conn)
+        present = set(inspector.get_table_names())
+        return {
+            name: {column["name"] for column in inspector.get_columns(name)}
+            for name in tables.metadata.tables
+            if name in present
+        }
+
+    try:
+        async with engine.connect() as conn:
+            found = await conn.run_sync(columns)
+    finally:
+        await engine.dispose()
+    declared = {name: set(t.columns.keys()) for name, t in tables.metadata.tables.items()}
+    # mapping_versions serves SQLite's change feed only.
+    assert set(declared) - set(found) <= {"mapping_versions"}
+    assert found == {name: declared[name] for name in found}
+
+
 async def test_start_refuses_an_old_or_unknown_revision(empty_url: str) -> None:
     from alembic import command
     from sqlalchemy.ext.asyncio import create_async_engine
