@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import gc
 import logging
 import os
@@ -21,17 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from router import registry
-from router.abc import (
-    Destination,
-    DestinationContext,
-    Invoker,
-    InvokerContext,
-    SourceContext,
-    Store,
-)
-from router.aio import wait_event
+from router.abc import Destination, DestinationContext, SourceContext, Store
+from router.aio import cancel_and_wait, close_logged, wait_event
 from router.config import RouterConfig, mapping_from_row
 from router.errors import ConfigError, RouterError, StoreError
+from router.functions import Functions
 from router.models import (
     DestinationSpec,
     FunctionConfig,
@@ -93,26 +86,31 @@ class _Running:
 
 
 class Router:
-    """Owns the invokers and the pipelines. ``start`` returns once everything runs;
-    ``stop`` drains (up to ``shutdown_timeout``) and is idempotent."""
+    """Runs the pipelines of the enabled mappings, on the functions' invokers. ``start``
+    returns once everything runs; ``stop`` drains (up to ``shutdown_timeout``) and is
+    idempotent."""
 
     def __init__(
         self,
         config: RouterConfig,
         store: Store,
         *,
+        functions: Functions | None = None,
         replica_id: str | None = None,
         backoff: Backoff | None = None,
         shutdown_timeout: float | None = None,
     ) -> None:
         self.config = config
         self.store = store
+        self._owns_functions = functions is None
+        self.functions = Functions(config.functions, store) if functions is None else functions
+        """The invokers; started and closed by the router itself unless it was given them."""
+        self.functions.on_init_error = self._init_error
         self.replica_id = replica_id or default_replica_id()
         self.backoff = backoff or default_backoff()
         self.shutdown_timeout = (
             config.settings.shutdown_timeout if shutdown_timeout is None else shutdown_timeout
         )
-        self.invokers: dict[str, Invoker] = {}
         self.running: dict[str, _Running] = {}
         self.problems: dict[str, str] = {}
         self.retired: dict[str, tuple[str, Counters]] = {}
@@ -120,7 +118,6 @@ class Router:
         self._status: dict[str, str] = {}
         self._unflushed: dict[str, _Running] = {}
         """Stopped pipelines whose last stats could not be written yet."""
-        self._init_errors: dict[str, str] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._reconcile_lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -129,16 +126,9 @@ class Router:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start_functions(self) -> None:
-        """Start the invokers of every function (handlers imported, listeners bound).
-        :meth:`start` does it too; ``router run`` calls this first, so that nothing is
-        applied to the store when a function cannot start."""
-        for function in self.config.functions.values():
-            if function.name not in self.invokers:
-                await self._start_invoker(function)
-
     async def start(self) -> None:
-        await self.start_functions()
+        if self._owns_functions:
+            await self.functions.start()
         await self.reconcile()
         self._tasks.append(asyncio.create_task(self._watch_store(), name="watch-store"))
         self._tasks.append(asyncio.create_task(self._flush_loop(), name="flush-stats"))
@@ -152,20 +142,20 @@ class Router:
         # instead of being cancelled half-way (which would leave a pipeline running).
         async with self._reconcile_lock:
             for task in self._tasks:
-                task.cancel()
-            for task in self._tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            await asyncio.gather(
-                *(self._stop_mapping(u) for u in list(self.running)),
-                return_exceptions=True,
+                await cancel_and_wait(task, f"the router's {task.get_name()} task", logger)
+            names = {uid: r.config.name for uid, r in self.running.items()}
+            results = await asyncio.gather(
+                *(self._stop_mapping(u) for u in names), return_exceptions=True
             )
-        for invoker in self.invokers.values():
-            with contextlib.suppress(Exception):
-                await invoker.aclose()
-        self.invokers.clear()
-        with contextlib.suppress(Exception):
+            for name, result in zip(names.values(), results, strict=True):
+                if isinstance(result, Exception):
+                    logger.error("mapping %s: stopping it failed", name, exc_info=result)
+        if self._owns_functions:
+            await self.functions.aclose()
+        try:
             await self._flush()
+        except (RouterError, OSError) as e:
+            logger.warning("the last statuses and stats could not be written: %s", redact(str(e)))
 
     async def __aenter__(self) -> Router:
         await self.start()
@@ -174,20 +164,7 @@ class Router:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def _start_invoker(self, function: FunctionConfig) -> None:
-        self.invokers[function.name] = await self._build_invoker(function)
-
-    async def _build_invoker(self, function: FunctionConfig) -> Invoker:
-        cls = registry.load_invoker(function.invoker)
-        context = InvokerContext(
-            store=self.store, report_init_error=functools.partial(self._init_error, function.name)
-        )
-        invoker: Invoker = cls(function, context)
-        await invoker.start()
-        return invoker
-
     def _init_error(self, function: str, message: str) -> None:
-        self._init_errors[function] = message
         for uid, running in self.running.items():
             if running.config.function == function:
                 self._set_status(
@@ -207,7 +184,6 @@ class Router:
         }
         if not changed:
             return
-        applied = dict(functions)
         problems: list[str] = []
         try:
             async with self._reconcile_lock:
@@ -216,23 +192,9 @@ class Router:
                 affected = [u for u, r in self.running.items() if r.config.function in changed]
                 for uid in affected:
                     await self._stop_mapping(uid)
-                for name in sorted(changed):
-                    old = self.invokers.pop(name, None)
-                    if old is not None:
-                        # Closed first: a runtime-api invoker's new listener needs the port.
-                        await old.aclose()
-                    if name not in functions:
-                        continue
-                    try:
-                        self.invokers[name] = await self._build_invoker(functions[name])
-                    except (RouterError, OSError) as e:
-                        problems.append(f"function {name}: {redact(str(e))}")
-                        previous = self.config.functions.get(name)
-                        if previous is None:
-                            del applied[name]
-                        else:
-                            applied[name] = previous
-                            self.invokers[name] = await self._build_invoker(previous)
+                problems = await self.functions.replace(functions, changed)
+                running = self.functions.config
+                applied = {name: running[name] for name in functions if name in running}
                 self.config = dataclasses.replace(self.config, functions=applied)
         finally:
             await self.reconcile()
@@ -337,7 +299,7 @@ class Router:
 
     async def _start_mapping(self, config: MappingConfig) -> None:
         function = self.config.functions.get(config.function)
-        invoker = self.invokers.get(config.function)
+        invoker = self.functions.get(config.function)
         if function is None or invoker is None:
             raise ConfigError(f"function {config.function!r} is not declared under functions:")
         arn = function_arn(function.name, function.arn)
@@ -370,11 +332,10 @@ class Router:
         )
         self.running[uid] = _Running(config=config, pipeline=pipeline, destinations=destinations)
         pipeline.start()
-        if config.function in self._init_errors:
+        init_error = self.functions.init_errors.get(config.function)
+        if init_error is not None:
             self._set_status(
-                uid,
-                f"PROBLEM: function {config.function} failed to initialise: "
-                f"{self._init_errors[config.function]}",
+                uid, f"PROBLEM: function {config.function} failed to initialise: {init_error}"
             )
         logger.info(
             "mapping %s started (%s -> %s)", config.name, config.source.type, config.function
@@ -404,8 +365,8 @@ class Router:
             return
         await running.pipeline.stop(self.shutdown_timeout)
         for destination in running.destinations:
-            with contextlib.suppress(Exception):
-                await destination.aclose()
+            what = f"mapping {running.config.name}: its {type(destination).__name__}"
+            await close_logged(destination.aclose, what, logger)
         try:
             await self._flush_one(uid, running)
         except RouterError as e:

@@ -9,41 +9,34 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import logging
 import os
 import signal
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import orjson
 
 from router import __version__, logs
-from router.aio import wait_event
 from router.config import (
     RouterConfig,
     apply_plan,
-    check_functions,
     config_files,
     json_schema,
+    load_checked_config,
     load_config,
     plan_apply,
 )
 from router.errors import (
     ConfigError,
-    ConfigErrors,
     MissingDependencyError,
     RouterError,
     SchemaOutdatedError,
-    StoreError,
+    SetupError,
 )
 from router.secrets import SecretError, redact, redact_value
-
-logger = logging.getLogger("router")
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 DEFAULT_CONFIG = "config"
@@ -62,17 +55,7 @@ def _load(args: argparse.Namespace, *, check: bool = False) -> RouterConfig:
         raise ConfigError(
             f"configuration {path!r} not found: pass --config FILE_OR_DIR or set ROUTER_CONFIG"
         )
-    return _load_checked(path) if check else load_config(path)
-
-
-def _load_checked(path: str) -> RouterConfig:
-    """The configuration as ``run`` needs it: valid, every secret reference readable, every
-    function loadable."""
-    config = load_config(path, resolve=True)
-    errors = check_functions(config)
-    if errors:
-        raise ConfigErrors(errors)
-    return config
+    return load_checked_config(path) if check else load_config(path)
 
 
 def _store_url(args: argparse.Namespace, config: RouterConfig | None) -> str:
@@ -90,43 +73,6 @@ def _store_url(args: argparse.Namespace, config: RouterConfig | None) -> str:
     return DEFAULT_URL
 
 
-async def _open_store(url: str) -> Any:
-    """Open the store; an embedded SQLite store is created or upgraded on the spot, any
-    other store must be upgraded explicitly with ``router db upgrade``."""
-    from router.store import normalize_url, open_store
-    from router.store.migrate import upgrade_async
-
-    with _store_setup():
-        if normalize_url(url).startswith("sqlite"):
-            await upgrade_async(url)
-        store = open_store(url)
-        await store.start()
-    return store
-
-
-@contextlib.contextmanager
-def _store_setup() -> Iterator[None]:
-    """A store that cannot be opened is a setup problem (exit 2) whose message says where
-    the URL comes from; an outdated schema keeps its own message (and exit 1)."""
-    try:
-        yield
-    except SchemaOutdatedError:
-        raise
-    except StoreError as e:
-        message = redact(str(e))
-        if "--store" not in message:
-            message += (
-                "; check that the store is reachable and the URL (from --store, "
-                "$ROUTER_STORE_URL or router.store)"
-            )
-        raise SetupError(message) from e
-
-
-class SetupError(RouterError):
-    """The router cannot start here (a store it cannot open, a port in use, a missing
-    extra): exit 2 with one line that says how to fix it."""
-
-
 def _listen_address(args: argparse.Namespace, config: RouterConfig) -> str:
     """``--http-listen``, else ``$ROUTER_HTTP_LISTEN``, else ``router.http_listen``."""
     if args.http_listen:
@@ -141,24 +87,6 @@ def _listen_address(args: argparse.Namespace, config: RouterConfig) -> str:
     return str(value)
 
 
-async def _start_listener(router: Any, listen: str) -> Any:
-    from router.ops import start_listener
-
-    try:
-        runner = await start_listener(router, listen)
-    except OSError as e:
-        raise SetupError(
-            f"cannot listen on {listen} for /healthz, /readyz and /metrics: "
-            f"{os.strerror(e.errno) if e.errno else e}. Is another router running on this "
-            "host? Give each its own "
-            "port with --http-listen HOST:PORT, $ROUTER_HTTP_LISTEN or router.http_listen "
-            "(off: no listener)"
-        ) from e
-    for site in runner.sites:
-        logger.info("operations listener on %s", site.name)
-    return runner
-
-
 def _fail(message: str, code: int) -> int:
     print(f"router: {message}", file=sys.stderr)
     return code
@@ -168,98 +96,27 @@ def _fail(message: str, code: int) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from router.app import Router, tune_gc
+    from router.service import Service
 
     config = _load(args, check=True)
     listen = _listen_address(args, config)
     logs.setup(
         args.log_format or config.settings.log_format, args.log_level or config.settings.log_level
     )
-    store = await _open_store(_store_url(args, config))
-    router: Router | None = None
-    runner = None
-    watcher: asyncio.Task[None] | None = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    try:
-        router = Router(config, store, replica_id=args.replica_id)
-        # Functions and the listener first: when one of them cannot start, nothing has been
-        # written to the store.
-        try:
-            await router.start_functions()
-        except ConfigError as e:
-            raise config.relocate(e) from e
-        if listen != "off":
-            runner = await _start_listener(router, listen)
-        await apply_plan(await plan_apply(config, store), store)
-        await router.start()
-        tune_gc()
-        watching = asyncio.Event()
-        watcher = asyncio.create_task(_watch_config(_config_path(args), router, store, watching))
-        await wait_event(watching, 10)
-        logger.info(
-            "router %s running: %d mappings running, replica %s",
-            __version__,
-            len(router.running),
-            router.replica_id,
-        )
+    service = Service(
+        config,
+        store_url=_store_url(args, config),
+        http_listen=listen,
+        watch=_config_path(args),
+        replica_id=args.replica_id,
+    )
+    async with service:
         await stop.wait()
-        logger.info("stopping: draining in-flight batches")
-    finally:
-        if router is not None:
-            await router.stop()  # waits for a configuration change being applied
-        if watcher is not None:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await watcher
-        if runner is not None:
-            await runner.cleanup()
-        await store.aclose()
-    logger.info("stopped")
     return EXIT_OK
-
-
-def _fingerprint(path: str) -> bytes:
-    """The configuration's bytes, to notice a change the file watcher may have missed."""
-    parts = []
-    for file in config_files(path):
-        with contextlib.suppress(OSError):
-            parts.append(str(file).encode() + b"\0" + file.read_bytes())
-    return b"\0\0".join(parts)
-
-
-async def _watch_config(path: str, router: Any, store: Any, ready: asyncio.Event) -> None:
-    """Re-apply the YAML when it changes; a file that fails validation is rejected whole.
-
-    The watcher also wakes every second and compares the files' bytes with what was applied,
-    so an edit made while it was starting (or one the OS did not report) is not lost."""
-    from watchfiles import awatch
-
-    applied = await asyncio.to_thread(_fingerprint, path)
-    async for _ in awatch(path, debounce=300, rust_timeout=1000, yield_on_timeout=True):
-        ready.set()
-        current = await asyncio.to_thread(_fingerprint, path)
-        if current == applied:
-            continue
-        try:
-            config = await asyncio.to_thread(_load_checked, path)
-        except ConfigError as e:
-            applied = current  # rejected whole; looked at again when the files change
-            logger.error("configuration rejected, running mappings unchanged:\n%s", e)
-            continue
-        try:
-            plan = await plan_apply(config, store)
-            if not plan.is_empty:
-                logger.info("configuration changed:\n%s", plan.render())
-            await apply_plan(plan, store)
-            applied = current
-            await router.update_functions(config.functions)
-        except ConfigError as e:
-            logger.error("configuration partly applied: %s", e)
-        except Exception as e:  # noqa: BLE001 - the store may be down: retried next tick
-            logger.error("cannot apply the changed configuration (will retry): %s", e)
 
 
 # ---------------------------------------------------------------------------- commands
@@ -273,8 +130,10 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 async def _apply(args: argparse.Namespace) -> int:
+    from router.store import connect
+
     config = _load(args)
-    store = await _open_store(_store_url(args, config))
+    store = await connect(_store_url(args, config))
     try:
         plan = await plan_apply(config, store)
         print(plan.render() if not plan.is_empty else "no changes")
@@ -292,8 +151,10 @@ def _optional_config(args: argparse.Namespace) -> RouterConfig | None:
 
 
 async def _mappings(args: argparse.Namespace) -> int:
+    from router.store import connect
+
     config = _optional_config(args)
-    store = await _open_store(_store_url(args, config))
+    store = await connect(_store_url(args, config))
     try:
         if args.action == "list":
             rows = await store.list_mappings()
@@ -301,12 +162,13 @@ async def _mappings(args: argparse.Namespace) -> int:
                 f"{'NAME':24} {'STATE':9} {'SOURCE':10} {'FUNCTION':16} {'IN':>8} "
                 f"{'INVOKED':>8} {'FAILED':>7}  LAST RESULT"
             )
-            for row in rows:
-                stats = await store.get_stats(row.uuid)
+            for listed in rows:
+                stats = await store.get_stats(listed.uuid)
                 print(
-                    f"{row.name:24} {row.state:9} {row.source_type:10} {row.function_name:16} "
-                    f"{stats.get('records_in', 0):>8} {stats.get('invoked', 0):>8} "
-                    f"{stats.get('failed', 0):>7}  {row.last_processing_result}"
+                    f"{listed.name:24} {listed.state:9} {listed.source_type:10} "
+                    f"{listed.function_name:16} {stats.get('records_in', 0):>8} "
+                    f"{stats.get('invoked', 0):>8} {stats.get('failed', 0):>7}  "
+                    f"{listed.last_processing_result}"
                 )
             return EXIT_OK
         row = await store.get_mapping_by_name(args.name)
@@ -333,11 +195,11 @@ async def _mappings(args: argparse.Namespace) -> int:
 
 
 async def _db_upgrade(args: argparse.Namespace) -> int:
-    from router.store import display_url
+    from router.store import display_url, setup_errors
     from router.store.migrate import upgrade_async
 
     url = _store_url(args, None)
-    with _store_setup():
+    with setup_errors():
         revision = await upgrade_async(url)
     print(f"{display_url(url)}: schema at revision {revision}")
     return EXIT_OK
@@ -348,9 +210,10 @@ async def _replay(args: argparse.Namespace) -> int:
     from router.abc import Invoker, InvokerContext
     from router.models import Invocation, Outcome, function_arn
     from router.pipeline.records import REJECTED
+    from router.store import connect
 
     config = _load(args, check=True)
-    store = await _open_store(_store_url(args, config))
+    store = await connect(_store_url(args, config))
     invokers: dict[str, Invoker] = {}
     failures = 0
     replayed = 0

@@ -62,6 +62,11 @@ class MissingDependencyError(RouterError, ImportError):
     """An optional library is not installed; the message names the extra to install."""
 
 
+class SetupError(RouterError):
+    """The router cannot start here (a store it cannot open, a port in use): one line that
+    says how to fix it (``router run`` exits 2)."""
+
+
 class PlatformError(RouterError):
     """Infrastructure failed (broker, store, network); trying again later may help."""
 

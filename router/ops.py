@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Iterable
 
 from aiohttp import web
 
 from router.abc import MetricFamily
 from router.app import Router
+from router.errors import SetupError
 from router.pipeline import Counters
 from router.pipeline.delivery import LATENCY_BUCKETS
+
+logger = logging.getLogger(__name__)
 
 _COUNTERS = (
     ("records_in", "router_records_in_total", "Records read from the source"),
@@ -52,7 +57,7 @@ def render_metrics(router: Router) -> str:
     for running in router.running.values():
         held = running.pipeline.held
         lines.append(f'router_buffered_records{{mapping="{_label(running.config.name)}"}} {held}')
-    lines.extend(_families(family for i in router.invokers.values() for family in i.metrics()))
+    lines.extend(_families(router.functions.metrics()))
     return "\n".join(lines) + "\n"
 
 
@@ -118,3 +123,33 @@ async def start_listener(router: Router, listen: str) -> web.AppRunner:
     site = web.TCPSite(runner, host or "127.0.0.1", int(port))
     await site.start()
     return runner
+
+
+class OperationsListener:
+    """``async with OperationsListener(router, "HOST:PORT")``: the operations endpoints served
+    for the duration of the block. A port that cannot be bound raises :class:`SetupError`
+    saying how to choose another."""
+
+    def __init__(self, router: Router, listen: str) -> None:
+        self.router = router
+        self.listen = listen
+        self.runner: web.AppRunner | None = None
+
+    async def __aenter__(self) -> OperationsListener:
+        try:
+            self.runner = await start_listener(self.router, self.listen)
+        except OSError as e:
+            raise SetupError(
+                f"cannot listen on {self.listen} for /healthz, /readyz and /metrics: "
+                f"{os.strerror(e.errno) if e.errno else e}. Is another router running on this "
+                "host? Give each its own port with --http-listen HOST:PORT, "
+                "$ROUTER_HTTP_LISTEN or router.http_listen (off: no listener)"
+            ) from e
+        for site in self.runner.sites:
+            logger.info("operations listener on %s", site.name)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        runner, self.runner = self.runner, None
+        if runner is not None:
+            await runner.cleanup()

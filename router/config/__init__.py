@@ -14,7 +14,7 @@ from router.config.apply import (
     apply_plan,
     plan_apply,
 )
-from router.config.checks import check_functions
+from router.config.checks import check_functions, load_checked_config
 from router.config.convert import RouterSettings
 from router.config.jsonschema import json_schema
 from router.config.loader import RouterConfig, config_files, load_config, load_config_text
@@ -32,6 +32,7 @@ __all__ = [
     "check_functions",
     "config_files",
     "json_schema",
+    "load_checked_config",
     "load_config",
     "load_config_text",
     "mapping_from_row",

@@ -1,11 +1,12 @@
 """Checks of a loaded configuration that go beyond its shape: each invoker's ``check`` hook
-(a handler that does not import, settings every call would fail with)."""
+(a handler that does not import, settings every call would fail with), and loading a
+configuration to run it."""
 
 from __future__ import annotations
 
 from router import registry
-from router.config.loader import RouterConfig
-from router.errors import ConfigError
+from router.config.loader import RouterConfig, load_config
+from router.errors import ConfigError, ConfigErrors
 
 
 def check_functions(config: RouterConfig) -> list[ConfigError]:
@@ -18,3 +19,13 @@ def check_functions(config: RouterConfig) -> list[ConfigError]:
             for problem in cls.check(function)
         )
     return errors
+
+
+def load_checked_config(path: str) -> RouterConfig:
+    """The configuration at ``path`` as ``router run`` needs it: valid, every secret
+    reference readable, every function loadable; raises :class:`ConfigErrors` otherwise."""
+    config = load_config(path, resolve=True)
+    errors = check_functions(config)
+    if errors:
+        raise ConfigErrors(errors)
+    return config

@@ -108,12 +108,13 @@ def source_view(source_type: str) -> View:
 
 async def _stored_mapping(args: argparse.Namespace) -> tuple[list[str], str]:
     """The patterns and the source type of the stored mapping ``args.mapping``."""
-    from router.cli import _open_store, _optional_config, _store_url
+    from router.cli import _optional_config, _store_url
     from router.errors import RouterError
+    from router.store import connect
 
     try:
         config = _optional_config(args)
-        store = await _open_store(_store_url(args, config))
+        store = await connect(_store_url(args, config))
     except RouterError as e:
         raise _UsageError(f"--mapping: {e}") from e
     try:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from typing import Any, Protocol
 
 from router.abc import Destination, Invoker, Sink, Source
-from router.aio import wait_event
+from router.aio import cancel_and_wait, close_logged, wait_event
 from router.models import FunctionConfig, MappingConfig, Record, SourceKind
 from router.pipeline.batcher import EVENT_OVERHEAD, RECORD_OVERHEAD, BatchPolicy
 from router.pipeline.delivery import Abandoned, Counters, Delivery
@@ -139,9 +139,9 @@ class Pipeline(Sink):
         """Stop polling, let in-flight batches finish (up to ``timeout``), then cancel."""
         self._stopping.set()
         if self._source_task is not None:
-            self._source_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._source_task
+            await cancel_and_wait(
+                self._source_task, f"mapping {self.mapping.name}: its source", logger
+            )
         # Queued records that were never dispatched are not acknowledged: the source gives
         # them again (a stream re-reads them, a queue makes them visible again).
         released: list[Record] = []
@@ -150,8 +150,7 @@ class Pipeline(Sink):
             self._drop(lane)
             lane.wake.set()  # a lane waiting for its batching window ends now
         if released and self.kind is SourceKind.QUEUE:
-            with contextlib.suppress(Exception):
-                await self.source.release(released)
+            await self._release(released)
         tasks = [t for t in self._tasks() if not t.done()]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=timeout)
@@ -165,8 +164,21 @@ class Pipeline(Sink):
                     timeout,
                 )
                 await asyncio.wait(pending)
-        with contextlib.suppress(Exception):
-            await self.source.aclose()
+        await close_logged(self.source.aclose, f"mapping {self.mapping.name}: its source", logger)
+
+    async def _release(self, records: Sequence[Record]) -> None:
+        """Give queue records back to the queue now. A failure is logged: the queue makes
+        them visible again when their visibility timeout ends anyway."""
+        try:
+            await self.source.release(records)
+        except Exception as e:  # noqa: BLE001 - see above
+            logger.warning(
+                "mapping %s: %d records not released to the queue (%s); they come back when "
+                "their visibility timeout ends",
+                self.mapping.name,
+                len(records),
+                redact(str(e)) or type(e).__name__,
+            )
 
     def _tasks(self) -> list[asyncio.Task[None]]:
         tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]
@@ -282,8 +294,7 @@ class Pipeline(Sink):
                 # The source's receive loop was cancelled mid-delete: give the room back, and
                 # let the queue redeliver (and filter) them rather than hold them forever.
                 self._done(len(skip_now))
-                with contextlib.suppress(Exception):
-                    await self.source.release(skip_now)
+                await self._release(skip_now)
                 raise
 
     async def revoke(self, lanes: Collection[Hashable], timeout: float) -> None:
@@ -404,8 +415,7 @@ class Pipeline(Sink):
         """Leave ``batch`` unacknowledged; a queue gets the records back now."""
         self._done(len(batch))
         if self.kind is SourceKind.QUEUE and batch:
-            with contextlib.suppress(Exception):
-                await self.source.release([r for r, _ in batch])
+            await self._release([r for r, _ in batch])
 
     async def _run_unordered(self, lane: Lane, batch: list[Entry]) -> None:
         try:
@@ -437,8 +447,7 @@ class Pipeline(Sink):
             self.report("PROBLEM: internal error, see the router log")
             self._done(len(batch))
             if self.kind is SourceKind.QUEUE:
-                with contextlib.suppress(Exception):
-                    await self.source.release([r for r, _ in batch])
+                await self._release([r for r, _ in batch])
 
     async def _run_stream_batch(self, batch: list[Entry]) -> None:
         """A stream lane never moves past a batch it has not finished: an unexpected error is

@@ -1,0 +1,151 @@
+"""The running service: every long-lived component of ``router run`` on one exit stack.
+
+``async with Service(config, ...) as service:`` starts, in this order, each on the service's
+:class:`~contextlib.AsyncExitStack`:
+
+1. the store (an embedded SQLite store is created or upgraded on the spot);
+2. the functions' invokers (handlers imported, runtime listeners bound);
+3. the operations listener (``/healthz``, ``/readyz``, ``/metrics``), unless it is ``off``;
+4. the router: the YAML's mappings are applied to the store first, then every enabled mapping
+   runs (its source, lanes and destinations), following changes made in the store;
+5. the configuration watcher, when the configuration comes from files.
+
+Nothing is written to the store until the functions and the listener have started, so a
+function or a port that cannot start leaves the store as it was. Leaving the block closes the
+components in reverse order: the watcher lets a change being applied finish, the router
+drains in-flight batches (up to ``router.shutdown_timeout``), then the listener, the invokers
+and the store close. A component that fails to close is logged; the others still close.
+
+A new component is one more ``await self._start(stack, "what", component)`` line in
+:meth:`Service.__aenter__`, where it belongs in that order: anything with ``__aenter__`` /
+``__aexit__``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from types import TracebackType
+from typing import TypeVar
+
+from router import __version__
+from router.app import Router, tune_gc
+from router.config import RouterConfig, apply_plan, plan_apply
+from router.errors import ConfigError
+from router.functions import Functions
+from router.ops import OperationsListener
+from router.store import DEFAULT_URL, SQLStore, connect
+from router.watcher import ConfigWatcher
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+ExitCallback = Callable[
+    [type[BaseException] | None, BaseException | None, TracebackType | None],
+    Awaitable[bool | None],
+]
+
+
+class Service:
+    """The router with everything it runs on; see the module's docstring.
+
+    ``store_url`` defaults to ``router.store`` of the configuration (else the embedded SQLite
+    store), ``http_listen`` to ``router.http_listen`` (``"off"``: no listener); ``watch`` is
+    the configuration's path, re-applied when it changes (None: not watched).
+    """
+
+    def __init__(
+        self,
+        config: RouterConfig,
+        *,
+        store_url: str | None = None,
+        http_listen: str | None = None,
+        watch: str | None = None,
+        replica_id: str | None = None,
+    ) -> None:
+        self.config = config
+        if store_url is None:
+            store = config.settings.store
+            store_url = DEFAULT_URL if store is None else store.reveal()
+        self.store_url = store_url
+        self.http_listen = config.settings.http_listen if http_listen is None else http_listen
+        self.watch = watch
+        self.replica_id = replica_id
+        self._stack: AsyncExitStack | None = None
+
+    async def __aenter__(self) -> Service:
+        config = self.config
+        async with AsyncExitStack() as stack:
+            self.store: SQLStore = await self._start(stack, "the store", _connected(self.store_url))
+            try:
+                functions = Functions(config.functions, self.store)
+                self.functions = await self._start(stack, "the functions' invokers", functions)
+            except ConfigError as e:
+                raise config.relocate(e) from e
+            self.router = Router(
+                config, self.store, functions=self.functions, replica_id=self.replica_id
+            )
+            if self.http_listen != "off":
+                listener = OperationsListener(self.router, self.http_listen)
+                await self._start(stack, "the operations listener", listener)
+            await apply_plan(await plan_apply(config, self.store), self.store)
+            await self._start(stack, "the router", self.router)
+            if self.watch is not None:
+                watcher = ConfigWatcher(self.watch, self.router, self.store)
+                await self._start(stack, "the configuration watcher", watcher)
+            self._stack = stack.pop_all()
+        tune_gc()
+        logger.info(
+            "router %s running: %d mappings running, replica %s",
+            __version__,
+            len(self.router.running),
+            self.router.replica_id,
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return
+        logger.info("stopping: draining in-flight batches")
+        await stack.aclose()
+        logger.info("stopped")
+
+    @staticmethod
+    async def _start(
+        stack: AsyncExitStack, what: str, component: AbstractAsyncContextManager[T]
+    ) -> T:
+        """Enter ``component`` on ``stack``; when the stack unwinds, a failure to close it
+        is logged, naming ``what``, and does not keep the components below from closing."""
+        value = await component.__aenter__()
+        stack.push_async_exit(_logged(what, component.__aexit__))
+        return value
+
+
+def _logged(what: str, exit: ExitCallback) -> ExitCallback:
+    async def close(
+        kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        try:
+            await exit(kind, error, tb)
+        except Exception:
+            logger.exception("stopping %s failed", what)
+        return False
+
+    return close
+
+
+@contextlib.asynccontextmanager
+async def _connected(url: str) -> AsyncIterator[SQLStore]:
+    """The store at ``url`` for the duration of the block (see :func:`router.store.connect`)."""
+    store = await connect(url)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+__all__ = ["Service"]

@@ -1,0 +1,103 @@
+"""Re-applying the YAML configuration when its files change, while the router runs.
+
+A configuration that fails validation is rejected whole, with the error logged, and the
+running mappings stay as they were. Besides the file watcher's events, the files' bytes are
+compared with what was applied every second, so an edit made while the watcher was starting
+(or one the OS did not report) is not lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+from router.abc import Store
+from router.aio import cancel_and_wait, wait_event
+from router.app import Router
+from router.config import apply_plan, config_files, load_checked_config, plan_apply
+from router.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+STARTUP_WAIT = 10.0
+"""Seconds entering the watcher waits for the files to be watched."""
+
+
+class ConfigWatcher:
+    """``async with ConfigWatcher(path, router, store)``: ``path`` (a file or a directory of
+    files) is applied to ``store`` whenever it changes, and its functions to ``router``.
+    Entering returns once the files are watched; leaving lets a change that is being applied
+    finish, then stops."""
+
+    def __init__(self, path: str, router: Router, store: Store) -> None:
+        self.path = path
+        self.router = router
+        self.store = store
+        self._watching = asyncio.Event()
+        self._applying = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> ConfigWatcher:
+        self._task = asyncio.create_task(self._watch(), name="watch-config")
+        await wait_event(self._watching, STARTUP_WAIT)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        task, self._task = self._task, None
+        if task is None:
+            return
+        async with self._applying:
+            task.cancel()
+        await cancel_and_wait(task, "the configuration watcher", logger)
+
+    async def _watch(self) -> None:
+        from watchfiles import awatch
+
+        applied = await asyncio.to_thread(_fingerprint, self.path)
+        async for _ in awatch(self.path, debounce=300, rust_timeout=1000, yield_on_timeout=True):
+            self._watching.set()
+            current = await asyncio.to_thread(_fingerprint, self.path)
+            if current == applied:
+                continue
+            async with self._applying:
+                if await self._apply():
+                    applied = current
+
+    async def _apply(self) -> bool:
+        """Apply the files as they are now; False when they are to be looked at again (the
+        store could not be written)."""
+        try:
+            config = await asyncio.to_thread(load_checked_config, self.path)
+        except ConfigError as e:
+            # Rejected whole; looked at again when the files change.
+            logger.error("configuration rejected, running mappings unchanged:\n%s", e)
+            return True
+        try:
+            plan = await plan_apply(config, self.store)
+            if not plan.is_empty:
+                logger.info("configuration changed:\n%s", plan.render())
+            await apply_plan(plan, self.store)
+        except ConfigError as e:
+            logger.error("configuration partly applied: %s", e)
+            return False
+        except Exception as e:  # noqa: BLE001 - the store may be down: retried next tick
+            logger.error("cannot apply the changed configuration (will retry): %s", e)
+            return False
+        try:
+            await self.router.update_functions(config.functions)
+        except ConfigError as e:
+            logger.error("configuration partly applied: %s", e)
+        except Exception as e:  # noqa: BLE001 - the mappings were applied: do not retry them
+            logger.error("cannot apply the changed configuration (will retry): %s", e)
+        return True
+
+
+def _fingerprint(path: str) -> bytes:
+    """The configuration's bytes, to notice a change the file watcher may have missed."""
+    parts = []
+    for file in config_files(path):
+        with contextlib.suppress(OSError):
+            parts.append(str(file).encode() + b"\0" + Path(file).read_bytes())
+    return b"\0\0".join(parts)
