@@ -101,8 +101,15 @@ class DestinationError(PlatformError):
 
 
 class FunctionError(RouterError):
-    """The function ran and reported an error (X-Amz-Function-Error, a raised exception)."""
+    """An answer of a function the router cannot accept as it is.
+
+    A function that raised, timed out or was throttled is not an exception in the router: an
+    invoker classifies every ending into an :class:`~router.models.InvokeResult` (its
+    ``outcome``), and the pipeline retries by the mapping's policy. These errors are what the
+    pipeline raises where it reads an answer."""
 
 
 class PartialBatchFailure(FunctionError):
-    """The function reported some records of the batch as failed (batchItemFailures)."""
+    """A partial batch response (``ReportBatchItemFailures``) that Lambda would not accept: not
+    an object, ``batchItemFailures`` not a list, an item without a non-empty string
+    ``itemIdentifier`` or naming no record of the batch. As on AWS, the whole batch failed."""

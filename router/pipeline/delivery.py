@@ -45,7 +45,7 @@ from router.models import (
 from router.pipeline.records import async_record, stream_failure_record
 from router.pipeline.retry import (
     Backoff,
-    MalformedResponse,
+    PartialBatchFailure,
     failed_identifiers,
     first_failed_index,
     names_no_failure,
@@ -382,7 +382,7 @@ class Delivery:
         identifiers = self.source.identifiers(records)
         try:
             failed = failed_identifiers(result.payload, set(identifiers))
-        except MalformedResponse as e:
+        except PartialBatchFailure as e:
             logger.warning(
                 "mapping %s: malformed partial batch response, whole batch failed: %s",
                 self.mapping.name,
@@ -473,7 +473,7 @@ class Delivery:
                 known = set(identifiers)
                 try:
                     bad = failed_identifiers(result.payload, known)
-                except MalformedResponse:
+                except PartialBatchFailure:
                     bad = known
                 failed = [r for r, i in zip(records, identifiers, strict=True) if i in bad]
         else:

@@ -6,18 +6,15 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from router.backoff import Backoff
+from router.errors import PartialBatchFailure
 
 __all__ = [
     "Backoff",
-    "MalformedResponse",
+    "PartialBatchFailure",
     "failed_identifiers",
     "first_failed_index",
     "names_no_failure",
 ]
-
-
-class MalformedResponse(ValueError):
-    """A partial batch response Lambda would treat as a failure of the whole batch."""
 
 
 def names_no_failure(response: Any) -> bool:
@@ -38,27 +35,27 @@ def failed_identifiers(response: Any, identifiers: Collection[str]) -> set[str]:
     As AWS: a null or empty response, or an empty / null ``batchItemFailures`` list, means the
     whole batch succeeded; a response that is not an object, whose ``batchItemFailures`` is
     not a list, or that holds an item without a non-empty string ``itemIdentifier`` that
-    names a record of the batch raises :class:`MalformedResponse` (whole batch failed).
+    names a record of the batch raises :class:`PartialBatchFailure` (whole batch failed).
     """
     if names_no_failure(response):
         return set()
     if not isinstance(response, dict):
-        raise MalformedResponse(f"response is a {type(response).__name__}, not an object")
+        raise PartialBatchFailure(f"response is a {type(response).__name__}, not an object")
     items = response.get("batchItemFailures")
     if not isinstance(items, list):
-        raise MalformedResponse("batchItemFailures is not a list")
+        raise PartialBatchFailure("batchItemFailures is not a list")
     failed: set[str] = set()
     for item in items:
         if not isinstance(item, dict) or "itemIdentifier" not in item:
-            raise MalformedResponse(f"batchItemFailures entry {item!r} has no itemIdentifier")
+            raise PartialBatchFailure(f"batchItemFailures entry {item!r} has no itemIdentifier")
         ident = item["itemIdentifier"]
         if isinstance(ident, dict) and "partition" in ident and "offset" in ident:
             # Kafka's form: {"partition": "<topic>-<partition>", "offset": N}.
             ident = f"{ident['partition']}:{ident['offset']}"
         if not isinstance(ident, str) or not ident:
-            raise MalformedResponse(f"itemIdentifier {ident!r} is empty or not a string")
+            raise PartialBatchFailure(f"itemIdentifier {ident!r} is empty or not a string")
         if ident not in identifiers:
-            raise MalformedResponse(f"itemIdentifier {ident!r} is not in the batch")
+            raise PartialBatchFailure(f"itemIdentifier {ident!r} is not in the batch")
         failed.add(ident)
     return failed
 

@@ -6,15 +6,11 @@ from typing import Any
 
 import pytest
 
+from router.errors import PartialBatchFailure
 from router.models import MAX_PAYLOAD_BYTES
 from router.pipeline import Backoff, BatchPolicy
 from router.pipeline.batcher import EVENT_OVERHEAD
-from router.pipeline.retry import (
-    MalformedResponse,
-    failed_identifiers,
-    first_failed_index,
-    names_no_failure,
-)
+from router.pipeline.retry import failed_identifiers, first_failed_index, names_no_failure
 
 MB = 1024 * 1024
 
@@ -125,13 +121,13 @@ def test_kafka_identifiers_as_object_or_string(item: Any, failed: set[str]) -> N
 
 def test_kafka_object_identifier_not_in_the_batch_is_malformed() -> None:
     response = {"batchItemFailures": [{"itemIdentifier": {"partition": "orders-0", "offset": 9}}]}
-    with pytest.raises(MalformedResponse):
+    with pytest.raises(PartialBatchFailure):
         failed_identifiers(response, {"orders-0:4"})
 
 
 @pytest.mark.parametrize("response", MALFORMED, ids=repr)
 def test_malformed_response_fails_the_whole_batch(response: Any) -> None:
-    with pytest.raises(MalformedResponse):
+    with pytest.raises(PartialBatchFailure):
         failed_identifiers(response, set(BATCH))
     assert not names_no_failure(response)
 
