@@ -418,6 +418,14 @@ async def _inject(
         replica.signal(signal.SIGCONT)
 
 
+async def _running(replica: Replica) -> None:
+    while "running:" not in (replica.log.read_text() if replica.log.exists() else ""):
+        assert replica.proc is not None
+        if replica.proc.poll() is not None:
+            raise SystemExit(f"{replica.name} exited:\n{replica.log.read_text()}")
+        await asyncio.sleep(0.1)
+
+
 def _expected_fires(start: float, end: float) -> list[str]:
     out: list[str] = []
     minute = (int(start) // 60 + 1) * 60
@@ -481,7 +489,9 @@ async def run(minutes: float, seed: int) -> None:
             )
             replicas = [Replica(n, work, store_url) for n in ("replica-a", "replica-b")]
             for r in replicas:
+                # One after the other: the first applies the YAML into the empty store.
                 r.start()
+                await _running(r)
             producer = Producer(work / "inbox", broker, "chaos", sqs, queue)
             started = time.time()
             end = time.monotonic() + minutes * 60
@@ -559,12 +569,17 @@ def _report(stats: dict[str, FaultStats], codes: list[int], work: Path) -> None:
             row[1] += count > 0
             row[2] += max(0, count - 1)
             row[3] += count == 0
-    disorder = 0
+    disorder: list[str] = []
     for (source, lane), ids in LEDGER.order.items():
         if source in ("kafka", "sqs"):
             wanted = [i for i in ids if not i.startswith("poison")]
-            got = [i for i in LEDGER.firsts.get((source, lane), []) if i in set(wanted)]
-            disorder += got != [i for i in wanted if i in set(got)]
+            known = set(wanted)
+            got = [i for i in LEDGER.firsts.get((source, lane), []) if i in known]
+            arrived = set(got)
+            expected = [i for i in wanted if i in arrived]
+            if got != expected:
+                at = next(n for n, (a, b) in enumerate(zip(got, expected, strict=True)) if a != b)
+                disorder.append(f"{source} {lane}: {got[at]} came before {expected[at]}")
     print()
     print(
         f"{'fault':18s} {'injected':>8s} {'produced':>9s} {'delivered':>9s} "
@@ -588,8 +603,10 @@ def _report(stats: dict[str, FaultStats], codes: list[int], work: Path) -> None:
     for source, (produced, delivered, dups, lost) in sorted(by_source.items()):
         print(f"{source:18s} {produced:9d} {delivered:9d} {dups:10d} {lost:5d}")
     print()
+    for line in disorder:
+        print(f"  out of order: {line}")
     print(
-        f"lanes out of order (first deliveries): {disorder}; "
+        f"lanes out of order (first deliveries): {len(disorder)}; "
         f"records of failed sends (not counted): {len(LEDGER.uncertain)}; "
         f"replica exit codes: {codes}; logs in {work}"
     )
