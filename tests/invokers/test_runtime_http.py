@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import cast
 
 import orjson
 import pytest
@@ -172,3 +173,31 @@ async def test_a_runtime_that_hangs_up_while_waiting_is_forgotten(
         assert (await task).outcome is Outcome.FUNCTION_ERROR
     finally:
         other.close()
+
+
+async def test_a_listener_whose_start_is_cancelled_leaves_the_next_one_working() -> None:
+    """An environment stopped as it spawns cancels its listener's start; the descriptor the
+    next listener gets (the same number, freed a moment ago) must still accept."""
+    from router.invokers.runtime.server import Host, RuntimeServer, bind
+
+    first = RuntimeServer(cast(Host, None))  # nothing is served: only the start matters
+    starting = asyncio.create_task(first.start(bind("127.0.0.1", 0, "listen")))
+    await asyncio.sleep(0)  # the loop is registering the socket
+    starting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await starting
+    await first.aclose()
+
+    settings = RuntimeApiInvokerSettings(listen="127.0.0.1:0")
+    second = RuntimeApiInvoker(function("b", "runtime-api", settings), InitErrors().context())
+    await second.start()
+    try:
+        host, port = second.address.rsplit(":", 1)
+        async with asyncio.timeout(10):  # a listener that never accepts hangs here
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"GET /2018-06-01/ping HTTP/1.1\r\nHost: x\r\n\r\n")
+            status = await reader.readline()
+        writer.close()
+        assert status.startswith(b"HTTP/1.1 200")
+    finally:
+        await second.aclose()

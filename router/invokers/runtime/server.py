@@ -129,13 +129,20 @@ class RuntimeServer:
 
     async def start(self, sock: socket.socket) -> None:
         try:
-            self._server = await asyncio.get_running_loop().create_server(
-                self._connection, sock=sock
+            server = await asyncio.get_running_loop().create_server(
+                self._connection, sock=sock, start_serving=False
             )
         except BaseException:
             sock.close()
             raise
+        # Kept before serving starts: a start cancelled while the loop registers the socket
+        # (an environment stopped as it spawns) is undone by aclose(), which unregisters the
+        # socket before closing it. Closing a socket the loop still watches would leave a
+        # stale registration behind, and the next socket given that descriptor would never
+        # be accepted on.
+        self._server = server
         self.address = format_address(sock)
+        await server.start_serving()
 
     def _connection(self) -> Connection:
         connection = Connection(self.handle, lambda: self.host.max_payload)
