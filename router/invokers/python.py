@@ -1,10 +1,13 @@
-"""The ``python`` invoker: a ``module:function`` handler called in-process.
+"""The ``python`` invoker: a ``module:function`` handler, called in the router's process
+(``isolation: shared``, the default) or in worker processes of its own (``isolation:
+process``, :mod:`router.invokers.isolation`).
 
-Sync handlers run in a thread pool of ``max_threads`` workers (so a slow handler never blocks
-the event loop); async handlers are awaited on the loop. The deadline is enforced either way:
-a sync handler that overruns keeps its thread until it returns, but its result is discarded
-and the invocation is a timeout. An async handler that blocks the loop cannot be interrupted;
-write async handlers that await.
+Shared: sync handlers run in a thread pool of ``max_threads`` workers (so a slow handler never
+blocks the event loop); async handlers are awaited on the loop. The deadline is enforced
+either way: a sync handler that overruns keeps its thread until it returns, but its result is
+discarded and the invocation is a timeout. An async handler that blocks the loop cannot be
+interrupted; write async handlers that await. Every function shares the router's interpreter:
+module-level state (a library's globals, ``os.environ``) is one for all of them.
 
 The event object is passed as it is, not copied: the pipeline builds a fresh event for every
 invocation (a retry builds a new one), so a handler that mutates its event cannot affect what
@@ -15,30 +18,31 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import importlib
 import inspect
 import logging
-import os
-import sys
 import time
-import traceback
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
-from types import TracebackType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from router.abc import Invoker, InvokerContext, SettingsProblem
+from router.abc import Invoker, InvokerContext, MetricFamily, SettingsProblem
 from router.errors import ConfigError, Location
 from router.invokers.context import ClientContext, CognitoIdentity, LambdaContext
-from router.invokers.results import (
+from router.invokers.handlers import (
+    Handler,
+    HandlerError,
     MarshalError,
-    decode_payload,
     encode_response,
     error_payload,
+    exception_payload,
+    is_coroutine_callable,
+    load_handler,
+    parse_handler,
+)
+from router.invokers.results import (
+    decode_payload,
     function_error,
     response_too_large,
     success,
@@ -53,25 +57,23 @@ from router.models import (
     function_arn,
 )
 
+if TYPE_CHECKING:
+    from router.invokers.isolation import ProcessIsolation
+
+__all__ = [
+    "HandlerError",
+    "Isolation",
+    "PythonInvoker",
+    "PythonInvokerSettings",
+    "load_handler",
+    "parse_handler",
+]
+
 logger = logging.getLogger(__name__)
 
-Handler = Callable[[Any, LambdaContext], Any]
+DEFAULT_MAX_PROCESSES = 4
 
-
-def parse_handler(spec: str) -> tuple[str, str]:
-    """Split ``module:function`` (or AWS's ``module.function``) into module and attribute.
-
-    After a colon the attribute may be dotted (``pkg.mod:App.handle``); without a colon the
-    last dot separates the function, as in a Lambda function's ``Handler`` setting.
-    """
-    spec = spec.strip()
-    if ":" in spec:
-        module, _, attr = spec.partition(":")
-    else:
-        module, _, attr = spec.rpartition(".")
-    if not module or not attr or ":" in attr:
-        raise ValueError(f"handler {spec!r} must look like 'module:function' or 'module.function'")
-    return module, attr
+Isolation = Literal["shared", "process"]
 
 
 class PythonInvokerSettings(PluginSettings):
@@ -84,8 +86,13 @@ class PythonInvokerSettings(PluginSettings):
     path: str | None = None
     """A directory put in front of ``sys.path`` before importing; relative to the working
     directory of the router process."""
+    isolation: Isolation = "shared"
+    """``shared``: the handler runs in the router's process, sharing its interpreter with
+    every other function. ``process``: in worker processes of its own."""
     max_threads: int = Field(default=16, ge=1, le=1024)
-    """How many invocations of a sync handler may run at once (worker threads)."""
+    """Shared: how many invocations of a sync handler may run at once (worker threads)."""
+    max_processes: int = Field(default=DEFAULT_MAX_PROCESSES, ge=1, le=1000)
+    """Process: most worker processes at once, each running one invocation at a time."""
     memory_size: int = Field(default=128, ge=128, le=10240)
     """Reported as ``context.memory_limit_in_mb``; nothing is enforced."""
 
@@ -95,67 +102,19 @@ class PythonInvokerSettings(PluginSettings):
         parse_handler(value)
         return value.strip()
 
-
-class HandlerError(Exception):
-    """The handler cannot be loaded; ``key`` is the setting at fault."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message)
-        self.key = key
-        self.message = message
-
-
-def load_handler(settings: PythonInvokerSettings) -> Handler:
-    """Import ``settings.handler`` (after putting ``settings.path`` in front of
-    ``sys.path``); raises :class:`HandlerError` saying what is wrong."""
-    spec = settings.handler
-    module_name, attr_path = parse_handler(spec)
-    if settings.path is not None:
-        directory = Path(settings.path).expanduser().resolve()
-        if not directory.is_dir():
-            raise HandlerError(
-                "path", f"{directory} is not a directory (handler {spec!r} is imported from it)"
+    @model_validator(mode="after")
+    def _check_isolation(self) -> PythonInvokerSettings:
+        if self.isolation == "shared" and "max_processes" in self.model_fields_set:
+            raise ValueError(
+                "max_processes needs isolation: process (shared handlers run on threads of "
+                "the router: set max_threads)"
             )
-        if str(directory) not in sys.path:
-            sys.path.insert(0, str(directory))
-    try:
-        target: Any = importlib.import_module(module_name)
-    except Exception as e:
-        raise HandlerError(
-            "handler",
-            f"cannot import module {module_name!r} of handler {spec!r}: "
-            f"{type(e).__name__}: {e} (check the module name, 'path' and sys.path)",
-        ) from e
-    for part in attr_path.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise HandlerError(
-                "handler", f"handler {spec!r}: {module_name!r} has no attribute {attr_path!r}"
-            ) from None
-    if not callable(target):
-        raise HandlerError("handler", f"handler {spec!r} is not callable")
-    handler: Handler = target
-    return handler
-
-
-def _is_infrastructure(filename: str) -> bool:
-    return filename == __file__ or any(filename.startswith(d) for d in _INFRA_DIRS)
-
-
-_INFRA_DIRS = tuple(
-    os.path.dirname(m.__file__ or "") + os.sep for m in (asyncio, concurrent.futures)
-)
-
-
-def format_stack(tb: TracebackType | None) -> list[str]:
-    """The ``stackTrace`` list Lambda's Python runtime reports: the handler's frames only,
-    each formatted by :func:`traceback.format_list`."""
-    frames = traceback.extract_tb(tb)
-    start = 0
-    while start < len(frames) and _is_infrastructure(frames[start].filename):
-        start += 1
-    return traceback.format_list(frames[start:] if start < len(frames) else frames)
+        if self.isolation == "process" and "max_threads" in self.model_fields_set:
+            raise ValueError(
+                "max_threads is for isolation: shared; with isolation: process each worker "
+                "process runs one invocation at a time: set max_processes"
+            )
+        return self
 
 
 def _exception_result(exc: BaseException, request_id: str) -> InvokeResult:
@@ -165,8 +124,7 @@ def _exception_result(exc: BaseException, request_id: str) -> InvokeResult:
             f"RequestId: {request_id} Error: Runtime exited with error: exit status {exc.code}"
         )
         return function_error(error_payload(message, "Runtime.ExitError"))
-    stack = format_stack(exc.__traceback__)
-    return function_error(error_payload(str(exc), type(exc).__name__, stack))
+    return function_error(exception_payload(exc))
 
 
 def _call_sync(handler: Handler, event: Any, context: LambdaContext) -> Any:
@@ -177,13 +135,6 @@ def _call_sync(handler: Handler, event: Any, context: LambdaContext) -> Any:
         raise _HandlerExit(e) from None
 
 
-def _is_coroutine_callable(obj: object) -> bool:
-    if inspect.iscoroutinefunction(obj):
-        return True
-    # A callable object whose __call__ is ``async def``.
-    return inspect.iscoroutinefunction(getattr(type(obj), "__call__", None))  # noqa: B004
-
-
 class _HandlerExit(Exception):
     def __init__(self, exc: SystemExit) -> None:
         super().__init__(exc.code)
@@ -191,7 +142,8 @@ class _HandlerExit(Exception):
 
 
 class PythonInvoker(Invoker):
-    """Calls an in-process Python handler with a Lambda-like context."""
+    """Calls a Python handler with a Lambda-like context, in-process or in worker
+    processes of its own (``isolation: process``)."""
 
     Settings: ClassVar[type[PluginSettings]] = PythonInvokerSettings
     settings: PythonInvokerSettings
@@ -203,17 +155,31 @@ class PythonInvoker(Invoker):
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._arn = function_arn(function.name, function.arn)
         self._log_stream = ""
+        self._isolated: ProcessIsolation | None = None
+        if self.settings.isolation == "process":
+            from router.invokers.isolation import ProcessIsolation
+
+            self._isolated = ProcessIsolation(function, self.settings, context)
 
     @property
     def handler(self) -> Handler | None:
-        """The imported handler (after :meth:`start`)."""
+        """The imported handler (after :meth:`start`; never with ``isolation: process``,
+        where only the worker processes import it)."""
         return self._handler
 
+    @property
+    def isolation(self) -> ProcessIsolation | None:
+        """The worker processes (``isolation: process``)."""
+        return self._isolated
+
     async def start(self) -> None:
+        if self._isolated is not None:
+            await self._isolated.start()
+            return
         if self._handler is not None:
             return
         self._handler = self._import()
-        self._is_async = _is_coroutine_callable(self._handler)
+        self._is_async = is_coroutine_callable(self._handler)
         if not self._is_async:
             self._executor = concurrent.futures.ThreadPoolExecutor(
                 max_workers=self.settings.max_threads,
@@ -225,23 +191,30 @@ class PythonInvoker(Invoker):
     @classmethod
     def check(cls, function: FunctionConfig) -> list[SettingsProblem]:
         """Imports the handler exactly as :meth:`start` does (same ``path``, same
-        ``sys.path``), so that ``router validate`` fails where ``router run`` would."""
+        ``sys.path``), so that ``router validate`` fails where ``router run`` would. With
+        ``isolation: process`` the import happens in a process of its own, as a worker's."""
         settings = function.settings
         assert isinstance(settings, PythonInvokerSettings)
+        if settings.isolation == "process":
+            from router.invokers import isolation
+
+            return isolation.check(function)
         try:
-            load_handler(settings)
+            load_handler(settings.handler, settings.path)
         except HandlerError as e:
             return [SettingsProblem((e.key,), e.message)]
         return []
 
     def _import(self) -> Handler:
         try:
-            return load_handler(self.settings)
+            return load_handler(self.settings.handler, self.settings.path)
         except HandlerError as e:
             where = Location(path=f"functions.{self.function.name}.{e.key}")
             raise ConfigError(e.message, where) from e.__cause__
 
     async def invoke(self, invocation: Invocation) -> InvokeResult:
+        if self._isolated is not None:
+            return await self._isolated.invoke(invocation)
         handler = self._handler
         if handler is None:
             raise RuntimeError("PythonInvoker.invoke() called before start()")
@@ -297,7 +270,14 @@ class PythonInvoker(Invoker):
         # (tuples become lists, Decimals numbers) and no alias of the handler's own objects.
         return success(decode_payload(body))
 
+    def metrics(self) -> list[MetricFamily]:
+        """With ``isolation: process``, the worker processes' (as a managed ``runtime-api``
+        function's: invocations, durations, cold starts, processes by state)."""
+        return [] if self._isolated is None else self._isolated.metrics()
+
     async def aclose(self) -> None:
+        if self._isolated is not None:
+            await self._isolated.aclose()
         executor, self._executor = self._executor, None
         if executor is not None:
             # Overrunning handlers cannot be stopped; do not wait for them.

@@ -6,28 +6,14 @@ whichever invoker ran the function.
 
 from __future__ import annotations
 
-import decimal
 from typing import Any
 
 import orjson
 
+from router.invokers.handlers import error_payload
 from router.models import MAX_PAYLOAD_BYTES, InvokeResult, Outcome
 
 UNHANDLED = "Unhandled"
-
-_ORJSON_OPTS = (
-    orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
-)
-"""Lambda's Python runtime (simplejson) accepts int keys but not datetimes or dataclasses."""
-
-
-class MarshalError(TypeError):
-    """A handler's return value cannot be encoded as JSON."""
-
-
-def error_payload(message: str, error_type: str, stack_trace: list[str] | None = None) -> Any:
-    """The error object a function returns when it fails, as Lambda shapes it."""
-    return {"errorMessage": message, "errorType": error_type, "stackTrace": stack_trace or []}
 
 
 def function_error(payload: Any, detail: str = "", status_code: int = 200) -> InvokeResult:
@@ -94,31 +80,6 @@ def response_too_large(size: int, limit: int = MAX_PAYLOAD_BYTES) -> InvokeResul
         f"({limit} bytes)."
     )
     return function_error(error_payload(message, "Function.ResponseSizeTooLarge"))
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, decimal.Decimal):
-        # DynamoDB hands out Decimals; Lambda's encoder writes them as plain numbers.
-        if value.is_nan():
-            return None
-        if value == value.to_integral_value():
-            return int(value)
-        return float(value)
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-def encode_response(value: Any) -> bytes:
-    """Serialise a handler's return value as Lambda's Python runtime would.
-
-    Raises :class:`MarshalError` for values Lambda cannot marshal either (datetimes, sets,
-    arbitrary objects). ``bytes`` are sent as they are, as the runtime does.
-    """
-    if isinstance(value, bytes):
-        return value
-    try:
-        return orjson.dumps(value, default=_default, option=_ORJSON_OPTS)
-    except TypeError as e:
-        raise MarshalError(f"Unable to marshal response: {e}") from e
 
 
 def decode_payload(body: bytes) -> Any:

@@ -34,6 +34,7 @@ import asyncio
 import collections
 import logging
 import weakref
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import orjson
@@ -162,7 +163,18 @@ class RuntimeApiInvoker(Invoker):
     Settings: ClassVar[type[PluginSettings]] = RuntimeApiInvokerSettings
     settings: RuntimeApiInvokerSettings
 
-    def __init__(self, function: FunctionConfig, context: InvokerContext) -> None:
+    def __init__(
+        self,
+        function: FunctionConfig,
+        context: InvokerContext,
+        *,
+        inherited_environment: Mapping[str, str] | None = None,
+        initialization_type: str | None = None,
+    ) -> None:
+        """For the ``python`` invoker's worker processes (:mod:`router.invokers.isolation`):
+        ``inherited_environment``, variables managed environments start from (none by
+        default, as on Lambda); ``initialization_type``, the
+        ``AWS_LAMBDA_INITIALIZATION_TYPE`` of all of them."""
         super().__init__(function, context)
         self.arn = local_arn(function.name, function.arn)
         self.metrics_ = FunctionMetrics(function.name)
@@ -179,7 +191,14 @@ class RuntimeApiInvoker(Invoker):
         self.pool: EnvironmentPool | None = None
         self._external: _External | None = None
         if runtime is not None:
-            self.pool = EnvironmentPool(function, self.settings, context, self.metrics_)
+            self.pool = EnvironmentPool(
+                function,
+                self.settings,
+                context,
+                self.metrics_,
+                inherited=inherited_environment,
+                initialization_type=initialization_type,
+            )
         else:
             self._external = _External(self)
         self._server: RuntimeServer | None = None

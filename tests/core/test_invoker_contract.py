@@ -7,7 +7,7 @@ from typing import cast
 import pytest
 
 from router.abc import InvokerContext, Store
-from router.invokers.python import PythonInvoker, PythonInvokerSettings
+from router.invokers.python import Isolation, PythonInvoker, PythonInvokerSettings
 from router.models import FunctionConfig, PluginSettings
 
 
@@ -15,8 +15,12 @@ def _context() -> InvokerContext:
     return InvokerContext(store=cast(Store, None), report_init_error=lambda _: None)
 
 
-def test_settings_of_the_invokers_own_type_are_kept() -> None:
-    settings = PythonInvokerSettings(handler="router.examples.hello:handler")
+ISOLATION = pytest.mark.parametrize("isolation", ["shared", "process"])
+
+
+@ISOLATION
+def test_settings_of_the_invokers_own_type_are_kept(isolation: Isolation) -> None:
+    settings = PythonInvokerSettings(handler="router.examples.hello:handler", isolation=isolation)
     function = FunctionConfig(name="f", invoker="python", settings=settings)
     assert PythonInvoker(function, _context()).settings is settings
 
@@ -27,13 +31,14 @@ def test_settings_of_another_type_are_refused() -> None:
         PythonInvoker(function, _context())
 
 
-def test_check_finds_what_start_would_fail_on() -> None:
+@ISOLATION
+def test_check_finds_what_start_would_fail_on(isolation: Isolation) -> None:
     from router.abc import SettingsProblem
     from router.invokers.http import HttpInvoker, HttpInvokerSettings
 
-    fine = PythonInvokerSettings(handler="router.examples.hello:handler")
+    fine = PythonInvokerSettings(handler="router.examples.hello:handler", isolation=isolation)
     assert PythonInvoker.check(FunctionConfig(name="f", invoker="python", settings=fine)) == []
-    missing = PythonInvokerSettings(handler="router.examples.hello:nope")
+    missing = PythonInvokerSettings(handler="router.examples.hello:nope", isolation=isolation)
     assert PythonInvoker.check(FunctionConfig(name="f", invoker="python", settings=missing)) == [
         SettingsProblem(
             ("handler",),

@@ -1,4 +1,7 @@
-"""The ``python`` invoker: sync and async handlers, errors, timeouts, context, import errors."""
+"""The ``python`` invoker: sync and async handlers, errors, timeouts, context, import errors.
+
+Every test that invokes runs twice: in the router's process (``isolation: shared``) and in
+worker processes (``isolation: process``): both modes keep the same contract."""
 
 from __future__ import annotations
 
@@ -10,20 +13,31 @@ from typing import Any
 import pytest
 
 from router.errors import ConfigError
-from router.invokers.python import PythonInvoker, PythonInvokerSettings, parse_handler
+from router.invokers.python import (
+    Isolation,
+    PythonInvoker,
+    PythonInvokerSettings,
+    parse_handler,
+)
 from router.models import MAX_PAYLOAD_BYTES, Invocation, Outcome
 from tests.invokers.helpers import EXAMPLES, HANDLERS, InitErrors, function, invocation
 
 Factory = Callable[..., PythonInvoker]
 
 
+@pytest.fixture(params=["shared", "process"])
+def isolation(request: pytest.FixtureRequest) -> Isolation:
+    mode: Isolation = request.param
+    return mode
+
+
 @pytest.fixture
-async def make() -> AsyncIterator[Factory]:
+async def make(isolation: Isolation) -> AsyncIterator[Factory]:
     made: list[PythonInvoker] = []
 
     def factory(handler: str, path: str | None = str(HANDLERS), **settings: Any) -> PythonInvoker:
         timeout = settings.pop("timeout", 3.0)
-        config = PythonInvokerSettings(handler=handler, path=path, **settings)
+        config = PythonInvokerSettings(handler=handler, path=path, isolation=isolation, **settings)
         invoker = PythonInvoker(function("fn", "python", config, timeout), InitErrors().context())
         made.append(invoker)
         return invoker
@@ -165,13 +179,16 @@ async def test_sys_exit_is_a_runtime_exit_error_not_a_router_exit(make: Factory)
 
 async def test_sync_handler_overrunning_is_a_timeout(make: Factory) -> None:
     invoker = await started(make, "invoker_handlers:block", timeout=0.3)
-    module = sys.modules["invoker_handlers"]
-    module.RELEASE.clear()
+    # In-process, the abandoned thread is let go afterwards; a worker process is killed.
+    module = sys.modules.get("invoker_handlers") if invoker.handler is not None else None
+    if module is not None:
+        module.RELEASE.clear()
     call = invocation({}, timeout=0.3)
     try:
         result = await invoker.invoke(call)
     finally:
-        module.RELEASE.set()  # let the abandoned thread finish
+        if module is not None:
+            module.RELEASE.set()
     assert result.outcome is Outcome.TIMEOUT
     assert result.payload["errorType"] == "Sandbox.Timedout"
     assert call.request_id in result.payload["errorMessage"]

@@ -26,6 +26,11 @@ logger = logging.getLogger(__name__)
 LINE_LIMIT = 256 * 1024
 """Longest line logged as one entry (Lambda cuts log events at 256 KB)."""
 
+RECORD_MARK = "\x1f"
+"""Starts a line that is a log record of a worker process (:mod:`router.invokers.worker`):
+``<mark><level number><mark><logger><mark><message>``. It is logged at its own level, as
+``<function> <request id>: <logger>: <message>``."""
+
 
 def start_line(request_id: str) -> str:
     return f"START RequestId: {request_id} Version: $LATEST"
@@ -138,4 +143,9 @@ class Output:
 def _log(prefix: str, chunk: bytes | bytearray) -> None:
     # awslambdaric ends the lines of a multi-line error with "\r" to keep them one event.
     text = chunk.decode("utf-8", errors="replace").rstrip("\r\n").replace("\r", "\n")
+    if text.startswith(RECORD_MARK):
+        parts = text.split(RECORD_MARK, 3)
+        if len(parts) == 4 and parts[1].isdigit():
+            logger.log(int(parts[1]), "%s: %s: %s", prefix, parts[2], parts[3])
+            return
     logger.info("%s: %s", prefix, text)

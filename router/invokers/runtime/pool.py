@@ -26,6 +26,7 @@ import os
 import shutil
 import signal
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,7 +137,14 @@ class EnvironmentPool:
         settings: RuntimeApiInvokerSettings,
         context: InvokerContext,
         metrics: FunctionMetrics,
+        *,
+        inherited: Mapping[str, str] | None = None,
+        initialization_type: str | None = None,
     ) -> None:
+        """``inherited``: variables every environment starts from, under Lambda's and the
+        function's own (none: a clean environment, as on Lambda). ``initialization_type``:
+        ``AWS_LAMBDA_INITIALIZATION_TYPE`` of every environment (none: ``provisioned-
+        concurrency`` or ``on-demand``, as each was started)."""
         assert settings.runtime is not None
         self.function = function.name
         self.settings = settings
@@ -158,6 +166,8 @@ class EnvironmentPool:
         self._provisioned_failures = 0
         self._provisioned_retry: asyncio.TimerHandle | None = None
         self._variables: dict[str, str] = {}
+        self._inherited = dict(inherited or {})
+        self._initialization_type = initialization_type
         self._closed = False
         self._system_info = settings.system_log_level != "WARN"
 
@@ -209,6 +219,7 @@ class EnvironmentPool:
         region = self.arn.split(":")[3] if self.arn.count(":") >= 6 else ""
         region = region or "us-east-1"
         variables = {
+            **self._inherited,
             "PATH": default_path(),
             "LANG": "C.UTF-8",
             "TZ": ":UTC",
@@ -231,9 +242,8 @@ class EnvironmentPool:
             **self._variables,
             "AWS_LAMBDA_RUNTIME_API": env.server.address,
             "AWS_LAMBDA_LOG_STREAM_NAME": env.log_stream,
-            "AWS_LAMBDA_INITIALIZATION_TYPE": (
-                "provisioned-concurrency" if env.provisioned else "on-demand"
-            ),
+            "AWS_LAMBDA_INITIALIZATION_TYPE": self._initialization_type
+            or ("provisioned-concurrency" if env.provisioned else "on-demand"),
         }
 
     # -- admission and scaling -------------------------------------------------------------
