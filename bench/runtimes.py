@@ -9,12 +9,16 @@ In the same run, each round invokes a no-op handler ``--invocations`` times, wit
 * runtime-api: the same handler under awslambdaric, in ``--concurrency`` warm managed
   environments (provisioned), through the hosted Runtime API (each invocation is a ``/next``
   answer and a ``/response`` over loopback HTTP, START/END/REPORT lines and a ``/proc``
-  memory sample).
+  memory sample);
+* isolation: process: the ``python`` invoker with the handler in ``--concurrency`` warm
+  worker processes (the router's own runtime loop under the same hosted Runtime API, no
+  START/END/REPORT lines).
 
-It prints invocations/s of both, their ratio (the target is >= 0.25), and p50/p99 of the
-latency each invocation adds (the whole ``invoke`` call: for a no-op handler, all of it is
-overhead). Then the cold start of an awslambdaric environment: from the invocation that
-finds no environment to its answer, and the init duration (spawn to first ``/next``).
+It prints invocations/s of each, their ratios to the baseline (runtime-api's target is
+>= 0.25), and p50/p99 of the latency each invocation adds (the whole ``invoke`` call: for a
+no-op handler, all of it is overhead). Then the cold start of an awslambdaric environment:
+from the invocation that finds no environment to its answer, and the init duration (spawn
+to first ``/next``).
 
 The router's console logging is set up as ``router run`` does, writing to /dev/null, so the
 log lines cost what they cost in production (three per invocation: START, END, REPORT;
@@ -105,6 +109,24 @@ async def in_process(folder: Path, total: int, concurrency: int) -> tuple[float,
         await invoker.aclose()
 
 
+async def isolated(folder: Path, total: int, concurrency: int) -> tuple[float, list[float]]:
+    """The ``python`` invoker with ``isolation: process``: the handler in ``concurrency``
+    worker processes (the router's own runtime loop under the hosted Runtime API)."""
+    settings = PythonInvokerSettings(
+        handler="noop_app.handler", path=str(folder), isolation="process", max_processes=concurrency
+    )
+    invoker = PythonInvoker(function("python", settings), context())
+    await invoker.start()
+    try:
+        # The first worker starts with the function; the warm-up starts the others.
+        await drive(invoker, min(total, 500), concurrency)
+        assert invoker.isolation is not None
+        await invoker.isolation.wait_idle(concurrency)
+        return await drive(invoker, total, concurrency)
+    finally:
+        await invoker.aclose()
+
+
 SystemLogLevel = Literal["DEBUG", "INFO", "WARN"]
 
 
@@ -178,6 +200,7 @@ async def main(args: argparse.Namespace) -> None:
         folder = Path(tmp)
         (folder / "noop_app.py").write_text(HANDLER)
         ratios: list[float] = []
+        isolated_ratios: list[float] = []
         print(
             f"{args.invocations} no-op invocations per run, {args.concurrency} callers, "
             f"log level {args.log_level}, system_log_level {args.system_log_level}"
@@ -189,6 +212,7 @@ async def main(args: argparse.Namespace) -> None:
                     f"runtime-api, {args.concurrency} warm awslambdaric environments",
                     functools.partial(hosted, system_log_level=args.system_log_level),
                 ),
+                (f"python isolation: process, {args.concurrency} workers", isolated),
             ]
             rates = []
             for name, run in runs:
@@ -199,8 +223,16 @@ async def main(args: argparse.Namespace) -> None:
                     f"p50 {ms(percentile(latencies, 0.5))}, p99 {ms(percentile(latencies, 0.99))}"
                 )
             ratios.append(rates[1] / rates[0])
-            print(f"round {n}: runtime-api / in-process = {ratios[-1]:.2f}")
-        print(f"median ratio over {args.rounds} rounds: {statistics.median(ratios):.2f}")
+            isolated_ratios.append(rates[2] / rates[0])
+            print(
+                f"round {n}: runtime-api / in-process = {ratios[-1]:.2f}, "
+                f"isolation: process / in-process = {isolated_ratios[-1]:.2f}"
+            )
+        print(
+            f"median ratios over {args.rounds} rounds: runtime-api "
+            f"{statistics.median(ratios):.2f}, isolation: process "
+            f"{statistics.median(isolated_ratios):.2f}"
+        )
         if args.cold_starts:
             firsts, inits = await cold_starts(folder, args.cold_starts)
             print(
