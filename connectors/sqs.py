@@ -42,12 +42,14 @@ from connectors.aws_common import (
     region_from,
     run_all,
 )
+from router import logs
 from router.abc import Sink, Source, SourceContext, SourceTraits
 from router.aio import wait_event
 from router.errors import SourceError
 from router.models import Record, SourceKind
 
 logger = logging.getLogger(__name__)
+warnings = logs.LimitedLogger(logger)
 
 BATCH_LIMIT = 10
 """SQS's limit on messages per ReceiveMessage and entries per *Batch call."""
@@ -440,6 +442,8 @@ class SQSSource(Source):
         received = time.monotonic()
         now = time.time()
         records: list[Record] = []
+        again = 0
+        most = 0
         for m in messages:
             message_id = m["MessageId"]
             receipt = m["ReceiptHandle"]
@@ -464,6 +468,10 @@ class SQSSource(Source):
             data["eventSourceARN"] = arn
             data["awsRegion"] = region
             sent = attributes.get("SentTimestamp")
+            count = str(attributes.get("ApproximateReceiveCount", "1"))
+            if count != "1" and count.isdigit():
+                again += 1
+                most = max(most, int(count))
             queue.track(message_id, receipt, received)
             records.append(
                 Record(
@@ -475,7 +483,25 @@ class SQSSource(Source):
                     arrival=int(sent) / 1000 if sent else now,
                 )
             )
+        if again:
+            self._redelivered(again, len(messages), most)
         return records
+
+    def _redelivered(self, again: int, received: int, most: int) -> None:
+        mapping = self.context.mapping
+        warnings.warning(
+            (mapping.uuid or mapping.name, "redelivery"),
+            "mapping %s: %d of %d messages received from %s were received before "
+            "(ApproximateReceiveCount up to %d): an earlier delivery failed, or took longer "
+            "than the visibility timeout",
+            mapping.name,
+            again,
+            received,
+            self.queue.url,
+            most,
+            mapping=mapping.name,
+            cause="redelivery",
+        )
 
     def build_event(self, records: Sequence[Record]) -> dict[str, Any]:
         return {"Records": [r.data for r in records]}

@@ -15,11 +15,12 @@ import gc
 import logging
 import os
 import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from router import registry
+from router import logs, registry
 from router.abc import Destination, DestinationContext, SourceContext, Store
 from router.aio import cancel_and_wait, close_logged, wait_event
 from router.config import RouterConfig, mapping_from_row
@@ -118,6 +119,10 @@ class Router:
         self._status: dict[str, str] = {}
         self._unflushed: dict[str, _Running] = {}
         """Stopped pipelines whose last stats could not be written yet."""
+        self._failing_since: dict[str, float] = {}
+        """Monotonic time each running mapping's result turned PROBLEM (until a success)."""
+        self.enabled: dict[str, str] = {}
+        """Names of the mappings enabled in the store, by uuid, as last read from it."""
         self._tasks: list[asyncio.Task[None]] = []
         self._reconcile_lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -234,7 +239,13 @@ class Router:
             else:
                 rows = await self.store.list_mappings()
                 gone = set(self.running) - {row.uuid for row in rows}
+            for uid in gone:
+                self.enabled.pop(uid, None)
             for row in rows:
+                if row.enabled:
+                    self.enabled[row.uuid] = row.name
+                else:
+                    self.enabled.pop(row.uuid, None)
                 try:
                     await self._reconcile_one(row, changed)
                 except StoreError:
@@ -374,6 +385,7 @@ class Router:
             logger.info("mapping %s: stats kept until the store answers: %s", uid, e)
             self._unflushed[uid] = running
         self._retire(uid, running)
+        self._failing_since.pop(uid, None)
         logger.info("mapping %s stopped", running.config.name)
 
     def _retire(self, uid: str, running: _Running) -> None:
@@ -383,6 +395,7 @@ class Router:
             "records_in",
             "filtered",
             "invoked",
+            "attempts",
             "invocations",
             "failed",
             "retries",
@@ -402,13 +415,24 @@ class Router:
     # ------------------------------------------------------------------ status and stats
 
     def _set_status(self, uid: str, result: str) -> None:
+        # The store gets the latest result at the next flush: a problem followed by a
+        # success within one interval is not written, only logged (where it was reported).
         self._status[uid] = result
+        if result.startswith("PROBLEM"):
+            self._failing_since.setdefault(uid, time.monotonic())
+        else:
+            self._failing_since.pop(uid, None)
         self._wake.set()
+
+    def failing_for(self, uid: str) -> float | None:
+        """Seconds a running mapping has been failing (PROBLEM since its last success)."""
+        since = self._failing_since.get(uid)
+        return None if since is None else time.monotonic() - since
 
     async def _flush_loop(self) -> None:
         """Write statuses and stats every second. While the store is down the writes wait
         (counters keep counting, the newest status per mapping is kept) and are made when it
-        is back."""
+        is back. Summaries of rate-limited log lines are written here too."""
         supervisor = Supervisor("stats", backoff=FEED_BACKOFF)
 
         async def flush_forever() -> None:
@@ -416,6 +440,7 @@ class Router:
                 await wait_event(self._wake, STATS_INTERVAL)
                 await asyncio.sleep(0.05)  # let a burst of status changes settle into one write
                 self._wake.clear()
+                logs.flush_suppressed()
                 await supervisor.retry("writing mapping status and stats", self._flush)
 
         await supervisor.run(flush_forever)
@@ -462,3 +487,29 @@ class Router:
 
     def ready(self) -> bool:
         return self.started.is_set() and not self._stopped
+
+    async def unready_mappings(self) -> dict[str, Any]:
+        """What keeps this router from being ready (empty when it is): mappings enabled in
+        the store that do not run here (``not_running``), and running mappings failing for
+        longer than ``readiness_failure_grace`` (``failing``). Reads the store; raises
+        RouterError (or OSError, TimeoutError) when it cannot."""
+        rows = await self.store.list_mappings()
+        grace = self.config.settings.readiness_failure_grace
+        not_running = sorted(r.name for r in rows if r.enabled and r.uuid not in self.running)
+        failing = []
+        for uid, running in sorted(self.running.items(), key=lambda item: item[1].config.name):
+            seconds = self.failing_for(uid)
+            if seconds is not None and seconds > grace:
+                failing.append(
+                    {
+                        "name": running.config.name,
+                        "failing_seconds": round(seconds, 1),
+                        "last_result": running.pipeline.status,
+                    }
+                )
+        out: dict[str, Any] = {}
+        if not_running:
+            out["not_running"] = not_running
+        if failing:
+            out["failing"] = failing
+        return out

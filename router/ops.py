@@ -1,7 +1,10 @@
-"""The operations listener: ``/healthz``, ``/readyz`` and Prometheus ``/metrics``."""
+"""The operations listener: ``/healthz`` (liveness), ``/readyz`` (readiness: every enabled
+mapping runs and none has been failing for long) and Prometheus ``/metrics``. What each
+metric means is in docs/operations.md."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Iterable
@@ -10,18 +13,31 @@ from aiohttp import web
 
 from router.abc import MetricFamily
 from router.app import Router
-from router.errors import SetupError
+from router.errors import RouterError, SetupError
 from router.pipeline import Counters
 from router.pipeline.delivery import LATENCY_BUCKETS
+from router.secrets import redact
+
+READINESS_STORE_TIMEOUT = 5.0
+"""Seconds /readyz waits for the store's list of mappings."""
 
 logger = logging.getLogger(__name__)
 
 _COUNTERS = (
     ("records_in", "router_records_in_total", "Records read from the source"),
     ("filtered", "router_records_filtered_total", "Records that matched no filter pattern"),
-    ("invoked", "router_records_invoked_total", "Records sent to the function"),
+    (
+        "invoked",
+        "router_records_invoked_total",
+        "Records delivered to the function (once per record, however many attempts)",
+    ),
+    (
+        "attempts",
+        "router_record_attempts_total",
+        "Records sent to the function, once per attempt (retries, throttles included)",
+    ),
     ("invocations", "router_invocations_total", "Function invocations"),
-    ("failed", "router_records_failed_total", "Records in failed invocations"),
+    ("failed", "router_records_failed_total", "Records in failed invocations, per attempt"),
     ("retries", "router_retries_total", "Retries after function errors"),
     ("throttles", "router_throttles_total", "Throttled or unreachable invocations"),
     ("destination_sends", "router_destination_sends_total", "Records sent to destinations"),
@@ -52,6 +68,7 @@ def render_metrics(router: Router) -> str:
     lines.append(f"# TYPE {metric} histogram")
     for name, parts in merged.values():
         lines.extend(_histogram(metric, _label(name), parts))
+    lines.extend(_states(router))
     lines.append("# HELP router_buffered_records Records held in lanes, not yet acknowledged")
     lines.append("# TYPE router_buffered_records gauge")
     for running in router.running.values():
@@ -81,6 +98,42 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
+MAPPING_STATES = ("ok", "problem", "not_running")
+
+
+def _states(router: Router) -> list[str]:
+    """One-hot ``router_mapping_state`` and ``router_mapping_failing_seconds`` of every
+    mapping that runs here or is enabled in the store (as last read)."""
+    names = dict(router.enabled)
+    names.update((uid, r.config.name) for uid, r in router.running.items())
+    lines = [
+        "# HELP router_mapping_state 1 for the mapping's state on this router: ok, problem "
+        "(last_processing_result is PROBLEM), not_running (enabled in the store, not running)",
+        "# TYPE router_mapping_state gauge",
+    ]
+    failing: list[str] = []
+    for uid, name in sorted(names.items(), key=lambda item: item[1]):
+        label = _label(name)
+        if uid not in router.running:
+            state = "not_running"
+            seconds = 0.0
+        else:
+            found = router.failing_for(uid)
+            state = "ok" if found is None else "problem"
+            seconds = found or 0.0
+        for candidate in MAPPING_STATES:
+            value = 1 if candidate == state else 0
+            lines.append(f'router_mapping_state{{mapping="{label}",state="{candidate}"}} {value}')
+        failing.append(f'router_mapping_failing_seconds{{mapping="{label}"}} {seconds:.1f}')
+    lines.append(
+        "# HELP router_mapping_failing_seconds Seconds the mapping has been failing "
+        "(PROBLEM since its last success); 0 when it is not"
+    )
+    lines.append("# TYPE router_mapping_failing_seconds gauge")
+    lines.extend(failing)
+    return lines
+
+
 def _histogram(metric: str, name: str, parts: Iterable[Counters]) -> list[str]:
     parts = list(parts)
     buckets = [sum(c.latency_buckets[i] for c in parts) for i in range(len(LATENCY_BUCKETS) + 1)]
@@ -101,9 +154,19 @@ def make_app(router: Router) -> web.Application:
         return web.json_response({"status": "ok"})
 
     async def readyz(request: web.Request) -> web.Response:
-        if router.ready():
-            return web.json_response({"status": "ready", "mappings": len(router.running)})
-        return web.json_response({"status": "starting"}, status=503)
+        if not router.ready():
+            return web.json_response({"status": "starting"}, status=503)
+        try:
+            async with asyncio.timeout(READINESS_STORE_TIMEOUT):
+                unready = await router.unready_mappings()
+        except (RouterError, OSError, TimeoutError) as e:
+            reason = redact(str(e)) or type(e).__name__
+            return web.json_response(
+                {"status": "not ready", "store": f"unreachable: {reason}"}, status=503
+            )
+        if unready:
+            return web.json_response({"status": "not ready", **unready}, status=503)
+        return web.json_response({"status": "ready", "mappings": len(router.running)})
 
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(text=render_metrics(router), content_type="text/plain")

@@ -48,6 +48,8 @@ class RouterSettings:
     max_filter_patterns: int = 5
     poll_interval: float = 2.0
     shutdown_timeout: float = 30.0
+    readiness_failure_grace: float = 300.0
+    """Seconds a running mapping may fail (PROBLEM) before /readyz answers 503."""
 
 
 # -- functions ------------------------------------------------------------------------------

@@ -76,6 +76,12 @@ class RouterSettingsModel(StrictModel):
     shutdown_timeout: float = Field(
         30.0, ge=0, le=3600, description="Seconds in-flight batches get to finish on SIGTERM"
     )
+    readiness_failure_grace: float = Field(
+        300.0,
+        ge=0,
+        le=86400,
+        description="Seconds a mapping may fail (PROBLEM) before /readyz answers 503",
+    )
 
     @field_validator("http_listen")
     @classmethod

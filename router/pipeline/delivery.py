@@ -29,6 +29,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
+from router import logs
 from router.abc import Destination, Invoker, Source
 from router.aio import wait_event
 from router.models import (
@@ -53,6 +56,8 @@ from router.pipeline.retry import (
 from router.secrets import redact
 
 logger = logging.getLogger(__name__)
+warnings = logs.LimitedLogger(logger)
+"""Warnings about a mapping, rate-limited per (mapping, cause)."""
 
 Entry = tuple[Record, bool]
 
@@ -66,11 +71,16 @@ class Abandoned(Exception):
 
 @dataclass(slots=True)
 class Counters:
-    """Per-mapping counters; the app flushes them to the store and to /metrics."""
+    """Per-mapping counters; the app flushes them to the store and to /metrics (see
+    docs/operations.md for what each one counts)."""
 
     records_in: int = 0
     filtered: int = 0
     invoked: int = 0
+    """Records delivered: the function took them (success, and not named in a partial batch
+    response). Once per record, however many attempts it took."""
+    attempts: int = 0
+    """Records sent to the function, once per attempt (throttled and unreachable included)."""
     invocations: int = 0
     failed: int = 0
     retries: int = 0
@@ -149,6 +159,51 @@ class Delivery:
         if await wait_event(self.stopping, delay):
             raise Abandoned
 
+    def warn(self, cause: str, msg: str, *args: Any, **fields: Any) -> None:
+        """A WARNING about this mapping, rate-limited per (mapping, cause)."""
+        name = self.mapping.name
+        warnings.warning(
+            (self.mapping.uuid or name, cause),
+            "mapping %s: " + msg,
+            name,
+            *args,
+            mapping=name,
+            cause=cause,
+            **fields,
+        )
+
+    def _function_failed(self, result: InvokeResult, count: int, attempt: int | None) -> None:
+        """Report and log a failed invocation: the function raised, timed out or returned
+        an error."""
+        self.report(f"PROBLEM: function error: {_describe(result)}")
+        error_type, message = error_fields(result)
+        tried = f"attempt {attempt}, " if attempt else ""
+        self.warn(
+            str(result.outcome),
+            "function %s failed (%s%s): errorType=%s errorMessage=%s",
+            self.function.name,
+            tried,
+            _records(count),
+            error_type,
+            orjson.dumps(message).decode(),
+            function=self.function.name,
+            errorType=error_type,
+            errorMessage=message,
+        )
+
+    def _items_failed(self, failed: int, count: int) -> None:
+        self.report(
+            f"PROBLEM: function reported {failed} of {count} records failed (batchItemFailures)"
+        )
+        self.warn(
+            "batch_item_failures",
+            "function %s reported %d of %d records failed (batchItemFailures)",
+            self.function.name,
+            failed,
+            count,
+            function=self.function.name,
+        )
+
     def _expired(self, record: Record, now: float) -> bool:
         return self.max_age >= 0 and now - record.arrival > self.max_age
 
@@ -167,9 +222,19 @@ class Delivery:
                 break
             except Exception as e:  # noqa: BLE001 - any source failure: retry, never lose
                 attempt += 1
-                self.report(f"PROBLEM: cannot acknowledge at the source: {redact(str(e))}")
-                logger.warning("mapping %s: ack failed: %s", self.mapping.name, redact(str(e)))
-                await self.sleep(self.backoff.delay(attempt))
+                message = redact(str(e)) or type(e).__name__
+                self.report(f"PROBLEM: cannot acknowledge at the source: {message}")
+                delay = self.backoff.delay(attempt)
+                self.warn(
+                    "ack",
+                    "cannot acknowledge %d records at the source (attempt %d, retrying in "
+                    "%.1fs): %s",
+                    len(records),
+                    attempt,
+                    delay,
+                    message,
+                )
+                await self.sleep(delay)
         self.done(len(records))
 
     async def release(self, records: Sequence[Record]) -> None:
@@ -179,7 +244,7 @@ class Delivery:
             await self.source.release(records)
         except Exception as e:  # noqa: BLE001
             # The queue redelivers them when their visibility timeout ends anyway.
-            logger.warning("mapping %s: release failed: %s", self.mapping.name, redact(str(e)))
+            self.warn("release", "release at the source failed: %s", redact(str(e)))
         self.done(len(records))
 
     async def send(self, destination: Destination, record: dict[str, Any], what: str) -> None:
@@ -194,16 +259,18 @@ class Delivery:
                 return
             except Exception as e:  # noqa: BLE001 - a destination that is down blocks the lane
                 attempt += 1
-                message = redact(str(e))
+                message = redact(str(e)) or type(e).__name__
                 self.report(f"PROBLEM: {what} destination unavailable: {message}")
-                logger.warning(
-                    "mapping %s: %s destination failed (attempt %d): %s",
-                    self.mapping.name,
+                delay = self.backoff.delay(attempt)
+                self.warn(
+                    "destination",
+                    "%s destination failed (attempt %d, the lane waits; retrying in %.1fs): %s",
                     what,
                     attempt,
+                    delay,
                     message,
                 )
-                await self.sleep(self.backoff.delay(attempt))
+                await self.sleep(delay)
 
     async def invoke(self, records: Sequence[Record]) -> tuple[InvokeResult, str, Any]:
         """Invoke the function with ``records``; throttles and transport errors are retried
@@ -237,7 +304,7 @@ class Delivery:
                     result = await self._call(event, request_id)
             counters = self.counters
             counters.invocations += 1
-            counters.invoked += len(records)
+            counters.attempts += len(records)
             counters.batch_sizes_sum += len(records)
             counters.last_invoke = datetime.now(UTC)
             counters.observe_latency(time.monotonic() - started)
@@ -246,11 +313,25 @@ class Delivery:
             attempt += 1
             counters.throttles += 1
             self.report(f"PROBLEM: function {result.outcome}: {result.detail}")
+            delay = self.backoff.delay(attempt, result.retry_after)
+            expired = False
             if self.kind is not SourceKind.QUEUE:
                 now = time.time()
-                if all(self._expired(r, now) for r in records):
-                    return result, request_id, event
-            await self.sleep(self.backoff.delay(attempt, result.retry_after))
+                expired = all(self._expired(r, now) for r in records)
+            self.warn(
+                str(result.outcome),
+                "function %s %s (attempt %d, %s; %s): %s",
+                self.function.name,
+                "throttled" if result.outcome is Outcome.THROTTLED else "unreachable",
+                attempt,
+                _records(len(records)),
+                "records expired" if expired else f"retrying in {delay:.1f}s",
+                result.detail or result.outcome,
+                function=self.function.name,
+            )
+            if expired:
+                return result, request_id, event
+            await self.sleep(delay)
 
     async def _call(self, event: Any, request_id: str) -> InvokeResult:
         invocation = Invocation(
@@ -320,11 +401,15 @@ class Delivery:
                     work.pop(0)
                     continue
                 # Checkpoint before the first failed record, retry from there.
+                self._items_failed(len(segment.records) - failed_from, len(segment.records))
+                self.counters.invoked += failed_from
                 finished.update(id(r) for r in segment.records[:failed_from])
                 segment.records = segment.records[failed_from:]
             elif result.outcome in _PLATFORM:
                 # Every record expired while the function was throttled or unreachable.
                 continue
+            else:
+                self._function_failed(result, len(segment.records), segment.retries + 1)
             self.counters.failed += len(segment.records)
             segment.result, segment.request_id = result, request_id
             if result.status_code == 413 and len(segment.records) == 1:
@@ -357,7 +442,6 @@ class Delivery:
                 work.pop(0)
                 continue
             self.counters.retries += 1
-            self.report(f"PROBLEM: function error: {_describe(result)}")
             # Checkpoint what succeeded before waiting: a stop during the backoff must not
             # send those records again.
             await self._ack_prefix(batch, finished)
@@ -383,10 +467,12 @@ class Delivery:
         try:
             failed = failed_identifiers(result.payload, set(identifiers))
         except PartialBatchFailure as e:
-            logger.warning(
-                "mapping %s: malformed partial batch response, whole batch failed: %s",
-                self.mapping.name,
+            self.warn(
+                "batch_item_failures",
+                "function %s: malformed partial batch response, the whole batch failed: %s",
+                self.function.name,
                 e,
+                function=self.function.name,
             )
             return 0
         if not failed:
@@ -396,6 +482,7 @@ class Delivery:
     async def _succeed(
         self, records: Sequence[Record], result: InvokeResult, request_id: str, event: Any
     ) -> None:
+        self.counters.invoked += len(records)
         self.report("OK")
         if self.on_success is None:
             return
@@ -429,9 +516,9 @@ class Delivery:
         invoke_count: int,
     ) -> None:
         if self.on_failure is None:
-            logger.warning(
-                "mapping %s: %d records dropped (%s) and no on-failure destination is set",
-                self.mapping.name,
+            self.warn(
+                "dropped",
+                "%d records dropped (%s) and no on-failure destination is set",
                 len(records),
                 condition,
             )
@@ -476,11 +563,13 @@ class Delivery:
                 except PartialBatchFailure:
                     bad = known
                 failed = [r for r, i in zip(records, identifiers, strict=True) if i in bad]
+            self._items_failed(len(failed), len(records))
+            self.counters.invoked += len(records) - len(failed)
         else:
             failed = records
+            self._function_failed(result, len(records), None)
         failed_ids = {id(r) for r in failed}
         self.counters.failed += len(failed)
-        self.report(f"PROBLEM: function error: {_describe(result)}")
         await self.ack([r for r, _ in batch if id(r) not in failed_ids])
         # Acknowledged: no longer the caller's to account for if we are cancelled below.
         batch[:] = [(r, False) for r in failed]
@@ -512,22 +601,22 @@ class Delivery:
                 return
             if result.outcome in _PLATFORM:
                 continue  # expired while throttled: the age check above sends it on
+            self._function_failed(result, 1, record.attempts + 1)
             record.attempts += 1
             self.counters.failed += 1
             if 0 <= self.max_retries < record.attempts:
                 await self._async_failed(record, "RetriesExhausted", result, request_id)
                 return
             self.counters.retries += 1
-            self.report(f"PROBLEM: function error: {_describe(result)}")
             await self.sleep(self.backoff.delay(record.attempts))
 
     async def _async_failed(
         self, record: Record, condition: str, result: InvokeResult | None, request_id: str
     ) -> None:
         if self.on_failure is None:
-            logger.warning(
-                "mapping %s: event %s dropped (%s) and no on-failure destination is set",
-                self.mapping.name,
+            self.warn(
+                "dropped",
+                "event %s dropped (%s) and no on-failure destination is set",
                 record.identifier,
                 condition,
             )
@@ -541,6 +630,24 @@ class Delivery:
             request_payload=self.source.build_event([record]),
         )
         await self.send(self.on_failure, payload, "on-failure")
+
+
+def _records(n: int) -> str:
+    return "1 record" if n == 1 else f"{n} records"
+
+
+def error_fields(result: InvokeResult) -> tuple[str, str]:
+    """``(errorType, errorMessage)`` of a failed invocation."""
+    payload = result.payload
+    if isinstance(payload, dict) and ("errorType" in payload or "errorMessage" in payload):
+        error_type = str(payload.get("errorType") or result.function_error or "Error")
+        message = str(payload.get("errorMessage") or "")
+    else:
+        error_type = result.function_error or str(result.outcome)
+        message = result.detail or ("" if payload is None else str(payload))
+    if len(message) > 1000:
+        message = message[:997] + "..."
+    return error_type, redact(message)
 
 
 def _describe(result: InvokeResult) -> str:

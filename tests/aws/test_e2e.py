@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -257,3 +258,26 @@ async def test_bucket_polling_resumes_after_a_restart(
             await eventually(lambda: len(keys()) == 3, what="changed object")
         assert keys() == ["in/first.json", "in/second.json", "in/first.json"]
         assert all(e["Records"][0]["eventName"] == "ObjectCreated:Put" for e in events)
+
+
+async def test_a_redelivered_message_is_logged(
+    aws: Any, sqlite_store: SQLStore, events: list[dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first delivery fails; the message comes back after its visibility timeout, and the
+    router says so (at WARNING, naming the mapping) before it succeeds."""
+    caplog.set_level(logging.WARNING)
+    async with aws.client("sqs") as sqs:
+        url = await make_queue(sqs, unique("again"), visibility=1)
+        await sqs.send_message(QueueUrl=url, MessageBody="a2")
+        config = _config("fail_on_a2", _sqs_source(aws.endpoint, url, receivers=1))
+        async with run_router(config, sqlite_store):
+            await eventually(lambda: _empty(sqs, url), timeout=30, what="queue drained")
+    assert _bodies(events) == ["a2", "a2"]
+    failed = [r for r in caplog.records if getattr(r, "cause", None) == "function_error"]
+    assert [getattr(r, "errorMessage", None) for r in failed] == ["a2 fails once"]
+    [again] = [r for r in caplog.records if getattr(r, "cause", None) == "redelivery"]
+    assert again.levelno == logging.WARNING
+    assert getattr(again, "mapping", None) == "m"
+    text = again.getMessage()
+    assert text.startswith("mapping m: 1 of 1 messages received from ")
+    assert "ApproximateReceiveCount up to 2" in text
