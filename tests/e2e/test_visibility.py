@@ -236,7 +236,9 @@ async def test_an_invoker_that_is_down_is_logged(
 async def test_an_http_invoker_that_can_never_send_is_logged(
     sqlite_store: SQLStore, folder: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Credentials in the URL and an Authorization header: aiohttp refuses every call."""
+    """Credentials in the URL and an Authorization header: aiohttp refuses every call.
+    ``router validate`` and ``router run`` refuse this configuration before it runs; a
+    Router given it anyway says why every call fails instead of retrying in silence."""
     caplog.set_level(logging.WARNING)
     function = f"""
   fn:
