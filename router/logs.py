@@ -7,9 +7,9 @@ out):
 
 - :class:`LimitedLogger`: the router's own warnings, keyed by what they are about (a
   mapping and a cause), so that one failing mapping cannot hide another's lines.
-- :class:`LibraryFilter`: lines of third-party clients (aiokafka, botocore, aiohttp...) keyed
-  by logger and message template: a broker that is down makes a client log the same few
-  lines many times a second.
+- :class:`LibraryFilter`: lines of the client libraries (aiokafka, botocore, aiohttp...)
+  keyed by logger and message template: a broker that is down makes a client log the same
+  few lines many times a second. Lines of functions (their own loggers) are never limited.
 
 Summaries are written when a key's window ends (checked on every line and every second by
 :func:`flush_suppressed`, which the running router calls).
@@ -35,8 +35,26 @@ LINES = 5
 """Lines per key (a mapping and a cause; a library logger and message) in each interval."""
 INTERVAL = 60.0
 """Seconds of a rate-limit window."""
-OWN_LOGGERS = ("router", "connectors", "migrations")
-"""Loggers whose lines are limited where they are written (by :class:`LimitedLogger`)."""
+CLIENT_LOGGERS = frozenset(
+    {
+        "aiokafka",
+        "aiobotocore",
+        "aioboto3",
+        "boto3",
+        "botocore",
+        "urllib3",
+        "aiohttp",
+        "asyncpg",
+        "aiosqlite",
+        "sqlalchemy",
+        "watchfiles",
+        "apscheduler",
+        "asyncio",
+    }
+)
+"""Top-level loggers of the client libraries the router uses, rate-limited by
+:class:`LibraryFilter`. The router's own lines are limited where they are written (by
+:class:`LimitedLogger`); the lines of functions (handlers' own loggers) are never limited."""
 FIELDS = ("mapping", "function", "cause", "errorType", "errorMessage", "suppressed")
 """Structured fields a line may carry (``extra=``); JSON lines include them as keys."""
 
@@ -177,8 +195,8 @@ class LimitedLogger:
 
 
 class LibraryFilter(logging.Filter):
-    """Rate-limits the lines of third-party loggers per (logger, message template); the
-    router's own loggers (:data:`OWN_LOGGERS`) pass untouched. Summaries go to ``handler``."""
+    """Rate-limits the lines of the client libraries (:data:`CLIENT_LOGGERS`) per (logger,
+    message template); every other line passes untouched. Summaries go to ``handler``."""
 
     def __init__(
         self,
@@ -193,7 +211,7 @@ class LibraryFilter(logging.Filter):
         _flushables.add(self)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.name.partition(".")[0] in OWN_LOGGERS or hasattr(record, "suppressed"):
+        if record.name.partition(".")[0] not in CLIENT_LOGGERS or hasattr(record, "suppressed"):
             return True
         admitted, owed = self.limiter.admit((record.name, str(record.msg)), record)
         if owed is not None:

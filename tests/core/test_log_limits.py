@@ -112,12 +112,15 @@ def test_library_lines_are_limited_per_message_template(
     monkeypatch.setattr(limit, "limiter", logs.RateLimiter(logs.LINES, logs.INTERVAL, clock))
     client = logging.getLogger("aiokafka.conn")
     own = logging.getLogger("connectors.kafka")
+    handler_code = logging.getLogger("orders.handler")
     for i in range(100):
         client.error("Unable connect to node with id %s: %s", 1, f"refused {i}")
         client.warning("Got error produce response: %s", "NotLeader")
         own.warning("kafka %s: cluster unreachable", "b:9092")
+        handler_code.info("order %d processed", i)
     messages = [str(e["message"]) for e in _entries(captured)]
     assert messages.count("kafka b:9092: cluster unreachable") == 100, "own lines untouched"
+    assert sum(m.startswith("order ") for m in messages) == 100, "a function's lines untouched"
     assert sum(m.startswith("Unable connect") for m in messages) == logs.LINES
     assert sum(m.startswith("Got error produce") for m in messages) == logs.LINES
     clock.now += logs.INTERVAL
