@@ -246,7 +246,8 @@ async def test_an_http_invoker_that_can_never_send_is_logged(
     url: http://user:hunter2@127.0.0.1:{free_port()}
     headers:
       Authorization: Bearer abc"""
-    async with run_router(_config(folder, function), sqlite_store):
+    config = "router:\n  allow_plaintext_secrets: true\n" + _config(folder, function)
+    async with run_router(config, sqlite_store):
         (folder / "inbox" / "a.txt").write_text("x")
         found = await eventually(
             lambda: _warnings(caplog, "transport_error"), what="a WARNING for the failing call"
