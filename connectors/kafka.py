@@ -23,6 +23,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
+from connectors.kafka_membership import (
+    group_instance_id,
+    static_join_limit,
+    static_membership_supported,
+)
 from connectors.kafka_offsets import (
     PartitionOffsets,
     ResetPlan,
@@ -92,6 +97,13 @@ class KafkaSource(Source):
         self._slots = max(1, mapping.parallelization_factor)
         self._convert = record_converter(self._slots)
         self._group_id = settings.consumer_group_id or mapping.uuid or mapping.name
+        self._instance_id = (
+            group_instance_id(context.replica_id, mapping.uuid or mapping.name)
+            if settings.static_membership
+            else None
+        )
+        """Static membership (see connectors.kafka_membership); None: a dynamic member."""
+        self._membership_told = False
         self._position: str
         if settings.starting_position is not None:
             self._position = settings.starting_position
@@ -120,16 +132,7 @@ class KafkaSource(Source):
         self._sink = sink
         await self._close_consumer()  # a previous run that ended with an error
         self._resets = await self._load_resets()
-        consumer = self._consumer = self._new_consumer()  # the listener may run during start
-        try:
-            await consumer.start()
-        except (KafkaError, OSError) as e:
-            self._consumer = None
-            with contextlib.suppress(Exception):
-                await consumer.stop()
-            raise SourceError(
-                f"kafka {self._bootstrap}: cannot join group {self._group_id!r}: {_describe(e)}"
-            ) from e
+        consumer = await self._join()
         self._commit_task = asyncio.create_task(self._commit_loop(), name="kafka-commit")
         settings = self.settings
         convert = self._convert
@@ -178,6 +181,77 @@ class KafkaSource(Source):
                 await self._revoked(set(self._offsets))
             await self._close_consumer()
             raise SourceError(f"kafka {self._bootstrap}: {_describe(e)}") from e
+
+    async def _join(self) -> AIOKafkaConsumer:
+        """Start a consumer and join the group: as a static member while the cluster
+        handles it (see connectors.kafka_membership), else as a dynamic one. Raises
+        SourceError when the cluster cannot be reached."""
+        consumer = self._consumer = self._new_consumer()  # the listener may run during start
+        try:
+            if self._instance_id is None:
+                await consumer.start()
+            else:
+                consumer = await self._join_static(consumer)
+        except (KafkaError, OSError) as e:
+            self._consumer = None
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            raise SourceError(
+                f"kafka {self._bootstrap}: cannot join group {self._group_id!r}: {_describe(e)}"
+            ) from e
+        if not self._membership_told:
+            self._membership_told = True
+            session = self.settings.session_timeout_ms
+            if self._instance_id is None:
+                logger.info(
+                    "kafka group %s: dynamic member: a restarted replica gets its partitions "
+                    "back once its old session (%d ms) expired",
+                    self._group_id,
+                    session,
+                )
+            else:
+                logger.info(
+                    "kafka group %s: static member %s: restarted within %d ms, a replica gets "
+                    "its partitions back at once",
+                    self._group_id,
+                    self._instance_id,
+                    session,
+                )
+        return consumer
+
+    async def _join_static(self, consumer: AIOKafkaConsumer) -> AIOKafkaConsumer:
+        session = self.settings.session_timeout_ms
+        limit = static_join_limit(session)
+        try:
+            async with asyncio.timeout(limit):
+                await consumer.start()
+        except TimeoutError:
+            problem = (
+                f"could not join as static member {self._instance_id} within {limit:.0f}s (a "
+                "cluster that does not handle static membership, e.g. tansu 0.6.0 when the "
+                "group's last leader was another static member that is gone)"
+            )
+        else:
+            if static_membership_supported(consumer) is not False:
+                return consumer
+            # aiokafka dropped the instance id: a dynamic member that would not leave the
+            # group when it stops. Joined again as what it is.
+            problem = "the cluster does not support static membership (JoinGroup v5, Kafka 2.3+)"
+        logger.warning(
+            "kafka group %s: %s; joining as a dynamic member: a restarted replica waits for "
+            "its old session (%d ms) to expire (static_membership: false skips this attempt)",
+            self._group_id,
+            problem,
+            session,
+        )
+        self._instance_id = None
+        self._membership_told = True
+        self._consumer = None
+        with contextlib.suppress(Exception):
+            await consumer.stop()
+        consumer = self._consumer = self._new_consumer()
+        await consumer.start()
+        return consumer
 
     async def _probe(self, consumer: AIOKafkaConsumer) -> str | None:
         """Ask the cluster for its metadata; a description of the failure, or None."""
@@ -245,6 +319,7 @@ class KafkaSource(Source):
             fetch_max_wait_ms=s.fetch_max_wait_ms,
             max_partition_fetch_bytes=s.max_partition_fetch_bytes,
             max_poll_records=s.max_poll_records,
+            group_instance_id=self._instance_id,
             **s.client_kwargs(),
         )
         consumer.subscribe(topics=list(s.topics), listener=_Rebalance(self))

@@ -123,6 +123,12 @@ class KafkaSourceSettings(KafkaConnection):
     close_timeout: float = Field(default=10.0, gt=0)
     """Seconds the last offset commit, and then leaving the group, may each take when the
     source stops; what could not be committed is delivered again after a restart."""
+    static_membership: bool = True
+    """Join the group as a static member (Kafka's ``group.instance.id``, made of the replica
+    id and the mapping): a replica restarted within ``session_timeout_ms`` gets its
+    partitions back at once, without waiting for its old session to expire. A static member
+    that stops does not leave the group: its partitions move after ``session_timeout_ms``.
+    Needs Kafka 2.3+; replicas must have distinct ids."""
     probe_interval: float = Field(default=10.0, gt=0)
     """Seconds without fetched records after which the source asks the cluster for its
     metadata: a broker that cannot be reached then shows as ``PROBLEM`` (the client itself

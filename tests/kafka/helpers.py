@@ -16,8 +16,15 @@ from router.abc import SourceContext, Store
 from router.models import MappingConfig, SourceSpec
 from tests.kafka.sink import RecordingSink
 
-# Fast group membership: the tansu broker with default timeouts makes joins slow.
-FAST = {"session_timeout_ms": 1000, "heartbeat_interval_ms": 100, "revoke_timeout": 5.0}
+# Fast group membership: the tansu broker with default timeouts makes joins slow (it holds
+# a join for half the session timeout, a static member's 6 s more). Static membership has
+# tests of its own (test_membership.py, test_crash.py).
+FAST = {
+    "session_timeout_ms": 1000,
+    "heartbeat_interval_ms": 100,
+    "revoke_timeout": 5.0,
+    "static_membership": False,
+}
 
 Message = tuple[bytes | None, bytes | None, list[tuple[str, bytes]] | None]
 
@@ -32,6 +39,7 @@ def make_source(
     timestamp: datetime | None = None,
     parallelization_factor: int = 1,
     uuid_: str | None = None,
+    replica: str = "test",
     **overrides: Any,
 ) -> KafkaSource:
     settings = KafkaSourceSettings(
@@ -49,7 +57,7 @@ def make_source(
         starting_position_timestamp=timestamp,
         parallelization_factor=parallelization_factor,
     )
-    context = SourceContext(mapping=mapping, store=store, replica_id="test")
+    context = SourceContext(mapping=mapping, store=store, replica_id=replica)
     return KafkaSource(settings, context)
 
 

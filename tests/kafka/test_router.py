@@ -54,6 +54,7 @@ def partial(event, context):
 FAST_SOURCE = """
       session_timeout_ms: 1000
       heartbeat_interval_ms: 100
+      static_membership: false
       commit_interval: 0.01"""
 
 
