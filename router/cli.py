@@ -12,8 +12,6 @@ import asyncio
 import os
 import signal
 import sys
-import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -206,15 +204,11 @@ async def _db_upgrade(args: argparse.Namespace) -> int:
 
 
 async def _replay(args: argparse.Namespace) -> int:
-    from router import registry
-    from router.abc import Invoker, InvokerContext
-    from router.models import Invocation, Outcome, function_arn
-    from router.pipeline.records import REJECTED
+    from router.replay import Replay, replay
     from router.store import connect
 
     config = _load(args, check=True)
     store = await connect(_store_url(args, config))
-    invokers: dict[str, Invoker] = {}
     failures = 0
     replayed = 0
     try:
@@ -227,60 +221,33 @@ async def _replay(args: argparse.Namespace) -> int:
         events = await store.list_failed_events(mapping_uuid=mapping_uuid)
         if args.id:
             events = [e for e in events if e.id in set(args.id)]
-        for event in events:
-            function = config.functions.get(event.function_name)
-            if function is None:
-                print(
-                    f"failed event {event.id}: function {event.function_name!r} is not "
-                    "declared in the configuration; skipped",
-                    file=sys.stderr,
-                )
+        async for done in replay(config, store, events, dry_run=args.dry_run):
+            event, function = done.event.id, done.event.function_name
+            if done.what is Replay.UNKNOWN_FUNCTION:
                 failures += 1
-                continue
-            payload = event.payload
-            if event.condition == REJECTED:
-                reason = payload.get("responsePayload", {}).get("errorMessage", "")
                 print(
-                    f"failed event {event.id}: the source could not turn it into an event "
-                    f"({reason}); nothing to replay, skipped",
+                    f"failed event {event}: function {function!r} is not declared in the "
+                    "configuration; skipped",
                     file=sys.stderr,
                 )
-                continue
-            request = payload.get("requestPayload", payload.get("payload"))
-            if args.dry_run:
-                print(f"would replay failed event {event.id} to {function.name}")
-                continue
-            invoker = invokers.get(function.name)
-            if invoker is None:
-                cls = registry.load_invoker(function.invoker)
-                invoker = cls(function, InvokerContext(store=store, report_init_error=print))
-                await invoker.start()
-                invokers[function.name] = invoker
-            result = await invoker.invoke(
-                Invocation(
-                    function=function.name,
-                    event=request,
-                    request_id=str(uuid.uuid4()),
-                    deadline=time.time() + function.timeout,
-                    invoked_function_arn=function_arn(function.name, function.arn),
+            elif done.what is Replay.NOTHING_TO_REPLAY:
+                print(
+                    f"failed event {event}: the source could not turn it into an event "
+                    f"({done.detail}); nothing to replay, skipped",
+                    file=sys.stderr,
                 )
-            )
-            reported = isinstance(result.payload, dict) and result.payload.get("batchItemFailures")
-            if result.outcome is Outcome.SUCCESS and not reported:
-                assert event.id is not None
-                await store.mark_replayed([event.id])
+            elif done.what is Replay.WOULD_REPLAY:
+                print(f"would replay failed event {event} to {function}")
+            elif done.what is Replay.REPLAYED:
                 replayed += 1
-                print(f"replayed failed event {event.id} to {function.name}: OK")
+                print(f"replayed failed event {event} to {function}: OK")
             else:
                 failures += 1
                 print(
-                    f"replayed failed event {event.id} to {function.name}: {result.outcome} "
-                    f"{result.detail}",
+                    f"replayed failed event {event} to {function}: {done.detail}",
                     file=sys.stderr,
                 )
     finally:
-        for invoker in invokers.values():
-            await invoker.aclose()
         await store.aclose()
     if not args.dry_run:
         print(f"{replayed} replayed, {failures} failed")

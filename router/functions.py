@@ -45,12 +45,19 @@ class Functions:
 
     async def start(self) -> None:
         try:
-            for function in self.config.values():
-                if function.name not in self.invokers:
-                    self.invokers[function.name] = await self._build(function)
+            for function in list(self.config.values()):
+                await self.start_one(function)
         except BaseException:
             await self.aclose()
             raise
+
+    async def start_one(self, function: FunctionConfig) -> Invoker:
+        """The invoker of ``function``, started now unless it runs already."""
+        invoker = self.invokers.get(function.name)
+        if invoker is None:
+            invoker = self.invokers[function.name] = await self._build(function)
+            self.config[function.name] = function
+        return invoker
 
     async def aclose(self) -> None:
         invokers, self.invokers = self.invokers, {}
