@@ -148,35 +148,25 @@ async def test_an_async_handler_overrunning_is_a_timeout_too(isolated: Factory) 
     assert await ok(invoker, {"seconds": 0}) != before
 
 
+@pytest.mark.parametrize(
+    ("event", "status"), [({"kill": True}, "signal: killed"), ({"exit": 3}, "exit status 3")]
+)
 async def test_a_crash_is_a_function_error_and_the_next_invocation_works(
-    isolated: Factory,
+    isolated: Factory, event: dict[str, Any], status: str
 ) -> None:
-    crash = await isolated("isolation_handlers:crash")
-    call = invocation({})
-    result = await crash.invoke(call)
+    invoker = await isolated("isolation_handlers:crash")
+    before = await ok(invoker, {})
+    call = invocation(event)
+    result = await invoker.invoke(call)
     assert result.outcome is Outcome.FUNCTION_ERROR
     assert result.payload == {
         "errorType": "Runtime.ExitError",
-        "errorMessage": f"RequestId: {call.request_id} Error: Runtime exited with error: "
-        "signal: killed",
+        "errorMessage": f"RequestId: {call.request_id} Error: Runtime exited with error: {status}",
     }
-    # A crash of one function's worker leaves the router and other functions alone, and
-    # the function itself gets a fresh worker.
-    again = await crash.invoke(invocation({}))
-    assert again.outcome is Outcome.FUNCTION_ERROR
-    assert again.payload["errorType"] == "Runtime.ExitError"
-
-
-async def test_after_a_crash_the_function_answers_again(isolated: Factory) -> None:
-    """``sys.exit`` ends the worker (as on Lambda): an ExitError with the code, then a
-    fresh worker answers."""
-    invoker = await isolated("invoker_handlers:exits")
-    result = await invoker.invoke(invocation({}))
-    assert result.payload["errorType"] == "Runtime.ExitError"
-    assert "exit status 3" in result.payload["errorMessage"]
-    pids = await isolated("isolation_handlers:pid", name="other")
-    first = await ok(pids, {})
-    assert first != os.getpid()
+    # The router carries on, and a fresh worker takes the next invocation.
+    after = await ok(invoker, {})
+    assert after not in (before, os.getpid())
+    assert not alive(before)
 
 
 async def test_max_processes_workers_run_at_once_and_no_more(

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -47,8 +48,13 @@ async def async_sleep(event: dict[str, Any], context: Any) -> int:
     return os.getpid()
 
 
-def crash(event: Any, context: Any) -> None:
-    os.kill(os.getpid(), signal.SIGKILL)
+def crash(event: dict[str, Any], context: Any) -> int:
+    """Killed by a signal (``{"kill": true}``), exits (``{"exit": 3}``), or answers its pid."""
+    if event.get("kill"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    if "exit" in event:
+        sys.exit(event["exit"])
+    return os.getpid()
 
 
 def logs(event: Any, context: Any) -> str:
