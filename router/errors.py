@@ -61,6 +61,13 @@ class ConfigErrors(ConfigError):
 class MissingDependencyError(RouterError, ImportError):
     """An optional library is not installed; the message names the extra to install."""
 
+    def __init__(self, message: str, *, library: str = "", extra: str = "") -> None:
+        super().__init__(message)
+        self.library = library
+        """The library that is missing (``aiokafka``), when known."""
+        self.extra = extra
+        """The pip extra that brings it (``kafka``), when known."""
+
 
 class SetupError(RouterError):
     """The router cannot start here (a store it cannot open, a port in use): one line that

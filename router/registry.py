@@ -1,6 +1,7 @@
 """Maps the YAML ``type:`` of sources, invokers and destinations to lazily imported classes.
 
-A connector whose library is missing fails with an install hint naming the extra.
+A connector whose library is missing fails with an install hint naming the extra: its package
+calls :func:`require` first thing.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from router.errors import ConfigError, MissingDependencyError
 SOURCES: dict[str, str] = {
     "directory": "connectors.directory:DirectorySource",
     "schedule": "connectors.schedule:ScheduleSource",
-    "kafka": "connectors.kafka:KafkaSource",
+    "kafka": "connectors.kafka.source:KafkaSource",
     "sqs": "connectors.sqs:SQSSource",
     "s3": "connectors.s3:S3Source",
 }
@@ -32,17 +33,32 @@ DESTINATIONS: dict[str, str] = {
     "sqs": "connectors.aws_destinations:SQSDestination",
     "sns": "connectors.aws_destinations:SNSDestination",
     "s3": "connectors.aws_destinations:S3Destination",
-    "kafka": "connectors.kafka:KafkaDestination",
+    "kafka": "connectors.kafka.destination:KafkaDestination",
 }
 
 # The pip extra that brings each optional library.
 EXTRAS: dict[str, str] = {
-    "aiokafka": "kafka",
     "aioboto3": "aws",
     "aiobotocore": "aws",
     "botocore": "aws",
     "asyncpg": "postgres",
 }
+
+
+def require(library: str, *, extra: str) -> None:
+    """Import ``library`` or raise :class:`MissingDependencyError` naming the pip ``extra``
+    that installs it. A connector package calls this in its ``__init__``, so that every
+    module of the package can import the library plainly."""
+    try:
+        importlib.import_module(library)
+    except ModuleNotFoundError as e:
+        if e.name is not None and e.name.split(".")[0] != library.split(".")[0]:
+            raise  # the library is there, one of its own imports failed
+        raise MissingDependencyError(
+            f"the {library!r} library is missing: pip install 'event-router[{extra}]'",
+            library=library,
+            extra=extra,
+        ) from e
 
 
 def load(kind: str, table: dict[str, str], type_name: str) -> Any:
@@ -55,6 +71,15 @@ def load(kind: str, table: dict[str, str], type_name: str) -> Any:
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)
+    except MissingDependencyError as e:
+        if not e.library:
+            raise
+        raise MissingDependencyError(
+            f"the {kind} type {type_name!r} needs the {e.library!r} library: "
+            f"pip install 'event-router[{e.extra}]'",
+            library=e.library,
+            extra=e.extra,
+        ) from e
     except ModuleNotFoundError as e:
         missing = (e.name or "").split(".")[0]
         extra = EXTRAS.get(missing)

@@ -11,7 +11,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from connectors.kafka import KafkaSource, KafkaSourceSettings
+from connectors.kafka.settings import KafkaSourceSettings
+from connectors.kafka.source import KafkaSource
 from router.abc import SourceContext, Store
 from router.models import MappingConfig, SourceSpec
 from tests.kafka.sink import RecordingSink

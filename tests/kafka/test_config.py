@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.kafka import KafkaDestinationSettings, KafkaSource, KafkaSourceSettings
+from connectors.kafka.settings import KafkaDestinationSettings, KafkaSourceSettings
+from connectors.kafka.source import KafkaSource
 from router.config import load_config_text
 
 YAML = """

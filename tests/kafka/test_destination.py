@@ -6,7 +6,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from connectors.kafka import KafkaDestination, KafkaDestinationSettings, KafkaSourceSettings
+from connectors.kafka.destination import KafkaDestination
+from connectors.kafka.settings import KafkaDestinationSettings, KafkaSourceSettings
 from router.abc import DestinationContext
 from router.errors import DestinationError
 from router.secrets import Secret

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from connectors.kafka_membership import (
+from connectors.kafka.membership import (
     INSTANCE_ID_MAX,
     group_instance_id,
     static_membership_supported,
@@ -196,7 +196,7 @@ async def test_a_static_member_that_cannot_join_falls_back_to_dynamic(
     async with running(second, sink2):
         records = await sink2.wait_count(6, timeout=90)
         assert sorted(offsets(records)) == [0, 0, 1, 1, 2, 2]
-    messages = [r.getMessage() for r in caplog.records if r.name == "connectors.kafka"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "connectors.kafka.source"]
     assert any(
         f"kafka group {group}: could not join as static member other.{uuid_}" in m
         and "joining as a dynamic member" in m

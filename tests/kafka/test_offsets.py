@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.kafka_offsets import (
+from connectors.kafka.offsets import (
     PartitionOffsets,
     ResetTarget,
     mirror_rows,

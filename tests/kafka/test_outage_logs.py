@@ -70,7 +70,7 @@ mappings:
             if proc.poll() is None:
                 terminate(proc)
     assert any(
-        "WARNING connectors.kafka: kafka" in line and "cluster unreachable" in line
+        "WARNING connectors.kafka.source: kafka" in line and "cluster unreachable" in line
         for line in during
     ), "\n".join(during)
     repeats = collections.Counter(_template(line) for line in during)

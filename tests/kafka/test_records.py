@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiokafka.structs import ConsumerRecord
 
-from connectors.kafka_records import (
+from connectors.kafka.records import (
     build_event,
     filter_viewer,
     identifiers,

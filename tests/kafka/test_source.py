@@ -16,8 +16,8 @@ import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from connectors.kafka import KafkaSource
-from connectors.kafka_records import key_slot
+from connectors.kafka.records import key_slot
+from connectors.kafka.source import KafkaSource
 from router.errors import SourceError
 from router.store import SQLStore
 from tests.fixtures.kafka import TopicFactory

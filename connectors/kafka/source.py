@@ -1,5 +1,4 @@
-"""Kafka as a source (Lambda's self-managed Apache Kafka event source mapping) and as an
-on-failure / on-success destination.
+"""Kafka as a source: Lambda's self-managed Apache Kafka event source mapping.
 
 One consumer group per mapping; one lane per partition (or, with ``parallelization_factor``,
 up to N lanes per partition by record key). Offsets are committed only up to the contiguous
@@ -16,47 +15,38 @@ import logging
 import time
 from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
-import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
-from connectors.kafka_membership import (
+from connectors.kafka.membership import (
     group_instance_id,
     static_join_limit,
     static_membership_supported,
 )
-from connectors.kafka_offsets import (
+from connectors.kafka.offsets import (
     PartitionOffsets,
     ResetPlan,
     ResetTarget,
     mirror_rows,
     plan_resets,
 )
-from connectors.kafka_records import (
+from connectors.kafka.records import (
     batch_info,
     build_event,
     filter_viewer,
     identifiers,
     record_converter,
 )
-from connectors.kafka_settings import KafkaDestinationSettings, KafkaSourceSettings
-from router.abc import Destination, DestinationContext, Sink, Source, SourceContext, SourceTraits
-from router.errors import DestinationError, SourceError
+from connectors.kafka.settings import KafkaSourceSettings, describe
+from router.abc import Sink, Source, SourceContext, SourceTraits
+from router.errors import SourceError
 from router.models import Record, SourceKind
-
-__all__ = ["KafkaDestination", "KafkaDestinationSettings", "KafkaSource", "KafkaSourceSettings"]
 
 logger = logging.getLogger(__name__)
 
 _RETRY_BACKOFF = 1.0
-
-
-def _describe(error: BaseException) -> str:
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 class KafkaSource(Source):
@@ -102,7 +92,7 @@ class KafkaSource(Source):
             if settings.static_membership
             else None
         )
-        """Static membership (see connectors.kafka_membership); None: a dynamic member."""
+        """Static membership (see connectors.kafka.membership); None: a dynamic member."""
         self._membership_told = False
         self._position: str
         if settings.starting_position is not None:
@@ -180,11 +170,11 @@ class KafkaSource(Source):
             with contextlib.suppress(Exception):
                 await self._revoked(set(self._offsets))
             await self._close_consumer()
-            raise SourceError(f"kafka {self._bootstrap}: {_describe(e)}") from e
+            raise SourceError(f"kafka {self._bootstrap}: {describe(e)}") from e
 
     async def _join(self) -> AIOKafkaConsumer:
         """Start a consumer and join the group: as a static member while the cluster
-        handles it (see connectors.kafka_membership), else as a dynamic one. Raises
+        handles it (see connectors.kafka.membership), else as a dynamic one. Raises
         SourceError when the cluster cannot be reached."""
         consumer = self._consumer = self._new_consumer()  # the listener may run during start
         try:
@@ -197,7 +187,7 @@ class KafkaSource(Source):
             with contextlib.suppress(Exception):
                 await consumer.stop()
             raise SourceError(
-                f"kafka {self._bootstrap}: cannot join group {self._group_id!r}: {_describe(e)}"
+                f"kafka {self._bootstrap}: cannot join group {self._group_id!r}: {describe(e)}"
             ) from e
         if not self._membership_told:
             self._membership_told = True
@@ -259,8 +249,8 @@ class KafkaSource(Source):
             async with asyncio.timeout(self.settings.request_timeout_ms / 1000):
                 await consumer.topics()
         except (KafkaError, OSError, TimeoutError) as e:
-            logger.warning("kafka %s: cluster unreachable: %s", self._bootstrap, _describe(e))
-            return f"kafka {self._bootstrap}: cluster unreachable: {_describe(e)}"
+            logger.warning("kafka %s: cluster unreachable: %s", self._bootstrap, describe(e))
+            return f"kafka {self._bootstrap}: cluster unreachable: {describe(e)}"
         return None
 
     def build_event(self, records: Sequence[Record]) -> dict[str, Any]:
@@ -351,7 +341,7 @@ class KafkaSource(Source):
                     raise
                 logger.warning("kafka %s: closing the consumer was cut short", self._bootstrap)
             except (KafkaError, OSError, TimeoutError) as e:
-                logger.warning("kafka %s: closing the consumer: %s", self._bootstrap, _describe(e))
+                logger.warning("kafka %s: closing the consumer: %s", self._bootstrap, describe(e))
 
     # -- commits ------------------------------------------------------------------------
 
@@ -401,7 +391,7 @@ class KafkaSource(Source):
                     await consumer.commit({tp: target for tp, (_, target) in pending.items()})
             except (CommitFailedError, IllegalStateError) as e:
                 # The group is rebalancing: the revoke callback commits for these partitions.
-                logger.info("kafka group %s: commit skipped: %s", self._group_id, _describe(e))
+                logger.info("kafka group %s: commit skipped: %s", self._group_id, describe(e))
                 return True
             except (KafkaError, TimeoutError) as e:
                 return self._commit_failed(e)
@@ -413,9 +403,9 @@ class KafkaSource(Source):
             self._commit_lock.release()
 
     def _commit_failed(self, error: Exception) -> bool:
-        logger.warning("kafka group %s: commit failed: %s", self._group_id, _describe(error))
+        logger.warning("kafka group %s: commit failed: %s", self._group_id, describe(error))
         if self._sink is not None:
-            self._sink.report(f"PROBLEM: kafka offset commit failed: {_describe(error)}")
+            self._sink.report(f"PROBLEM: kafka offset commit failed: {describe(error)}")
         return False
 
     async def _commit_foreign(self, consumer: AIOKafkaConsumer, deadline: float) -> bool:
@@ -434,7 +424,7 @@ class KafkaSource(Source):
                     assignment, {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()}
                 )
         except (KafkaError, TimeoutError) as e:
-            logger.warning("kafka group %s: committing a reset: %s", self._group_id, _describe(e))
+            logger.warning("kafka group %s: committing a reset: %s", self._group_id, describe(e))
             return False
         for tp, offset in offsets.items():
             if self._foreign.get(tp) == offset:
@@ -465,7 +455,7 @@ class KafkaSource(Source):
         except Exception as e:  # noqa: BLE001 - the copy is informational; commits are the truth
             if reset_keys:
                 self._reset_keys = reset_keys
-            logger.warning("kafka mapping %s: copying offsets to the store: %s", uuid, _describe(e))
+            logger.warning("kafka mapping %s: copying offsets to the store: %s", uuid, describe(e))
         else:
             self._mirrored.clear()
 
@@ -478,7 +468,7 @@ class KafkaSource(Source):
         try:
             rows = await self.context.store.get_checkpoints(uuid)
         except Exception as e:
-            raise SourceError(f"kafka mapping {uuid}: reading checkpoints: {_describe(e)}") from e
+            raise SourceError(f"kafka mapping {uuid}: reading checkpoints: {describe(e)}") from e
         plan = plan_resets(rows, self.settings.topics)
         for problem in plan.problems:
             logger.warning("kafka mapping %s: ignoring %s", uuid, problem)
@@ -586,74 +576,3 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
         await self._source._assigned(assigned)
-
-
-class KafkaDestination(Destination):
-    """Produces each destination record as one JSON message to a topic (``acks=all``)."""
-
-    Settings: ClassVar[type[KafkaDestinationSettings]] = KafkaDestinationSettings
-    settings: KafkaDestinationSettings
-
-    def __init__(self, settings: KafkaDestinationSettings, context: DestinationContext) -> None:
-        super().__init__(settings, context)
-        self._producer: AIOKafkaProducer | None = None
-        self._lock = asyncio.Lock()
-
-    @classmethod
-    def from_target(
-        cls, target: str, source: KafkaSourceSettings | None = None
-    ) -> KafkaDestinationSettings:
-        """Settings for ``kafka://host:port[,host:port]/topic``. Lambda's own form
-        ``kafka://topic`` means "a topic on the source's cluster": pass the mapping's Kafka
-        source settings and its servers and security settings are used."""
-        parts = urlsplit(target)
-        if parts.scheme != "kafka":
-            raise ValueError(f"expected kafka://host:port/topic or kafka://topic, got {target!r}")
-        topic = parts.path.lstrip("/")
-        if topic:
-            servers = [s for s in parts.netloc.split(",") if s]
-            return KafkaDestinationSettings(bootstrap_servers=servers, topic=topic)
-        topic = parts.netloc
-        if not topic:
-            raise ValueError(f"no topic in {target!r}")
-        if source is None:
-            raise ValueError(
-                f"{target!r} names only a topic; use kafka://host:port/{topic} "
-                "or a mapping with a kafka source"
-            )
-        inherited = source.model_dump(include=set(KafkaDestinationSettings.model_fields))
-        return KafkaDestinationSettings(**inherited, topic=topic)
-
-    async def _started(self) -> AIOKafkaProducer:
-        async with self._lock:
-            if self._producer is None:
-                producer = AIOKafkaProducer(
-                    acks="all",
-                    enable_idempotence=False,
-                    max_request_size=self.settings.max_request_size,
-                    **self.settings.client_kwargs(),
-                )
-                try:
-                    await producer.start()
-                except BaseException:
-                    with contextlib.suppress(Exception):
-                        await producer.stop()
-                    raise
-                self._producer = producer
-            return self._producer
-
-    async def send(self, record: Mapping[str, Any]) -> None:
-        s = self.settings
-        try:
-            producer = await self._started()
-            await producer.send_and_wait(s.topic, orjson.dumps(record))
-        except (KafkaError, OSError, TimeoutError) as e:
-            raise DestinationError(
-                f"kafka destination {s.topic!r} on {s.bootstrap}: {_describe(e)}"
-            ) from e
-
-    async def aclose(self) -> None:
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            with contextlib.suppress(KafkaError, OSError):
-                await producer.stop()

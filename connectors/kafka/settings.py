@@ -1,5 +1,5 @@
 """Settings of the Kafka source and destination: the ``source:`` block of a mapping and a
-``kafka`` destination, validated at the YAML boundary."""
+``kafka`` destination, validated at the YAML boundary; and how both describe a client error."""
 
 from __future__ import annotations
 
@@ -12,6 +12,13 @@ from router.models import PluginSettings
 from router.secrets import Secret
 
 StartingPosition = Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"]
+
+
+def describe(error: BaseException) -> str:
+    """A Kafka client error in one line (``KafkaConnectionError: ...``), for logs and
+    ``last_processing_result``."""
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _as_list(value: Any) -> Any:
