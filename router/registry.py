@@ -15,24 +15,24 @@ SOURCES: dict[str, str] = {
     "directory": "connectors.directory:DirectorySource",
     "schedule": "connectors.schedule:ScheduleSource",
     "kafka": "connectors.kafka.source:KafkaSource",
-    "sqs": "connectors.sqs:SQSSource",
-    "s3": "connectors.s3:S3Source",
+    "sqs": "connectors.aws.sqs:SQSSource",
+    "s3": "connectors.aws.s3:S3Source",
 }
 
 INVOKERS: dict[str, str] = {
     "python": "router.invokers.python:PythonInvoker",
     "http": "router.invokers.http:HttpInvoker",
     "runtime-api": "router.invokers.runtime_api:RuntimeApiInvoker",
-    "lambda": "connectors.aws_lambda:LambdaInvoker",
+    "lambda": "connectors.aws.lambda_invoker:LambdaInvoker",
 }
 
 DESTINATIONS: dict[str, str] = {
     "directory": "router.destinations.directory:DirectoryDestination",
     "table": "router.destinations.table:TableDestination",
     "http": "router.destinations.http:HttpDestination",
-    "sqs": "connectors.aws_destinations:SQSDestination",
-    "sns": "connectors.aws_destinations:SNSDestination",
-    "s3": "connectors.aws_destinations:S3Destination",
+    "sqs": "connectors.aws.destinations:SQSDestination",
+    "sns": "connectors.aws.destinations:SNSDestination",
+    "s3": "connectors.aws.destinations:S3Destination",
     "kafka": "connectors.kafka.destination:KafkaDestination",
 }
 

@@ -8,14 +8,14 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors.aws_destinations import (
+from connectors.aws.destinations import (
     MESSAGE_LIMIT,
     S3Destination,
     SNSDestination,
     SQSDestination,
     fit_message,
 )
-from connectors.sqs import SQSSettings
+from connectors.aws.sqs import SQSSettings
 from router.abc import DestinationContext, Store
 from router.errors import DestinationError
 from tests.aws.util import MemoryStore, make_queue

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from connectors.aws_lambda import LambdaInvoker, LambdaInvokerSettings
+from connectors.aws.lambda_invoker import LambdaInvoker, LambdaInvokerSettings
 from router.abc import InvokerContext
 from router.models import FunctionConfig, Invocation, Outcome
 from tests.fixtures.procs import free_port

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors.s3 import TRAITS, S3Settings, S3Source, notification_records
+from connectors.aws.s3 import TRAITS, S3Settings, S3Source, notification_records
 from router.models import SourceKind
 from tests.aws.sink import RecordingSink
 from tests.aws.util import MemoryStore, context, eventually, make_queue, queue_counts, running

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from connectors.sqs import FIFO_TRAITS, STANDARD_TRAITS, SQSSettings, SQSSource
+from connectors.aws.sqs import FIFO_TRAITS, STANDARD_TRAITS, SQSSettings, SQSSource
 from router.errors import SourceError
 from tests.aws.sink import RecordingSink
 from tests.aws.util import context, eventually, make_queue, queue_counts, running

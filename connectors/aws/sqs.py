@@ -10,7 +10,7 @@ mapping reads them.
 * Standard queues have no lanes (``lane=None``); FIFO queues have one lane per message group.
 * Records are ``aws:sqs`` records exactly as Lambda delivers them.
 
-:class:`SQSQueue` is also used by :mod:`connectors.s3` for notifications arriving via SQS.
+:class:`SQSQueue` is also used by :mod:`connectors.aws.s3` for notifications arriving via SQS.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from connectors.aws_common import (
+from connectors.aws.common import (
     AWS_ERRORS,
     QUEUE_MISSING_CODES,
     AwsSettings,

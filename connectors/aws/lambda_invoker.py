@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import orjson
 from pydantic import Field
 
-from connectors.aws_common import (
+from connectors.aws.common import (
     AWS_ERRORS,
     AwsSettings,
     client_config,

@@ -16,20 +16,13 @@ from collections.abc import Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
+import aioboto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import Field, model_validator
 
-from router.errors import MissingDependencyError
 from router.models import PluginSettings
 from router.secrets import Secret, redact
-
-try:
-    import aioboto3
-    from botocore.config import Config
-    from botocore.exceptions import BotoCoreError, ClientError
-except ModuleNotFoundError as e:  # pragma: no cover - depends on the installed extras
-    raise MissingDependencyError(
-        "the AWS connectors need the 'aioboto3' library: pip install 'event-router[aws]'"
-    ) from e
 
 DEFAULT_REGION = "us-east-1"
 

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import orjson
 from pydantic import model_validator
 
-from connectors.aws_common import (
+from connectors.aws.common import (
     AWS_ERRORS,
     AwsSettings,
     client_config,

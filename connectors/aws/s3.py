@@ -32,7 +32,7 @@ from urllib.parse import unquote_plus
 import orjson
 from pydantic import Field, model_validator
 
-from connectors.aws_common import (
+from connectors.aws.common import (
     AWS_ERRORS,
     AwsSettings,
     client_config,
@@ -41,8 +41,8 @@ from connectors.aws_common import (
     region_for,
     run_all,
 )
+from connectors.aws.sqs import BATCH_LIMIT, SQSQueue
 from connectors.s3_events import normalise
-from connectors.sqs import BATCH_LIMIT, SQSQueue
 from router.abc import Sink, Source, SourceContext, SourceTraits
 from router.aio import wait_event
 from router.errors import SourceError
