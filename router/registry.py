@@ -13,7 +13,7 @@ from router.errors import ConfigError, MissingDependencyError
 
 SOURCES: dict[str, str] = {
     "directory": "connectors.directory:DirectorySource",
-    "schedule": "connectors.schedule:ScheduleSource",
+    "schedule": "connectors.schedule.source:ScheduleSource",
     "kafka": "connectors.kafka.source:KafkaSource",
     "sqs": "connectors.aws.sqs:SQSSource",
     "s3": "connectors.aws.s3:S3Source",

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from apscheduler.triggers.cron import CronTrigger
 
-from router.cron import (
+from connectors.schedule.cron import (
     CronSchedule,
     RateSchedule,
     ScheduleExpressionError,

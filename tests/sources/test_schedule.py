@@ -14,7 +14,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from connectors.schedule import EVENT_NAMESPACE, ScheduleSettings, ScheduleSource
+from connectors.schedule.source import EVENT_NAMESPACE, ScheduleSettings, ScheduleSource
 from router.abc import SourceContext, Store
 from router.models import MappingConfig, Record, SourceKind, SourceSpec
 from router.store import SQLStore

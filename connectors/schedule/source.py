@@ -46,8 +46,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from connectors.schedule.cron import RateSchedule, Schedule, parse_schedule
 from router.abc import Sink, Source, SourceContext, SourceTraits
-from router.cron import RateSchedule, Schedule, parse_schedule
 from router.errors import SourceError, StoreError
 from router.models import PluginSettings, Record, SourceKind
 from router.supervisor import describe
