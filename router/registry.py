@@ -1,48 +1,56 @@
-"""Maps the YAML ``type:`` of sources, invokers and destinations to lazily imported classes.
+"""Finds the class behind the YAML ``type:`` of a source, an invoker or a destination.
 
-A connector whose library is missing fails with an install hint naming the extra: its package
-calls :func:`require` first thing.
+Every plug-in, the built-in ones included, is a Python entry point of the distribution that
+ships it, in the group of its kind; the entry point's name is the ``type:`` used in YAML::
+
+    [project.entry-points."router.sources"]
+    kafka = "connectors.kafka.source:KafkaSource"
+
+A third-party package registers its own connectors the same way and needs no change here.
+A class is imported only when a configuration names its type. A connector package whose
+library is missing calls :func:`require` first thing, so the error names the extra to install.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
-from typing import Any
+import sys
+from importlib.metadata import entry_points
+from typing import Any, Final
 
 from router.errors import ConfigError, MissingDependencyError
 
-SOURCES: dict[str, str] = {
-    "directory": "connectors.directory:DirectorySource",
-    "schedule": "connectors.schedule.source:ScheduleSource",
-    "kafka": "connectors.kafka.source:KafkaSource",
-    "sqs": "connectors.aws.sqs:SQSSource",
-    "s3": "connectors.aws.s3:S3Source",
+GROUPS: Final = {
+    "source": "router.sources",
+    "invoker": "router.invokers",
+    "destination": "router.destinations",
 }
+"""The entry-point group of each kind of plug-in."""
 
-INVOKERS: dict[str, str] = {
-    "python": "router.invokers.python:PythonInvoker",
-    "http": "router.invokers.http:HttpInvoker",
-    "runtime-api": "router.invokers.runtime_api:RuntimeApiInvoker",
-    "lambda": "connectors.aws.lambda_invoker:LambdaInvoker",
-}
 
-DESTINATIONS: dict[str, str] = {
-    "directory": "router.destinations.directory:DirectoryDestination",
-    "table": "router.destinations.table:TableDestination",
-    "http": "router.destinations.http:HttpDestination",
-    "sqs": "connectors.aws.destinations:SQSDestination",
-    "sns": "connectors.aws.destinations:SNSDestination",
-    "s3": "connectors.aws.destinations:S3Destination",
-    "kafka": "connectors.kafka.destination:KafkaDestination",
-}
+def plugins(kind: str) -> dict[str, str]:
+    """Every installed plug-in of ``kind`` (``source``, ``invoker``, ``destination``):
+    its type name and the ``module:attribute`` of its class."""
+    return dict(_installed(GROUPS[kind], tuple(sys.path)))
 
-# The pip extra that brings each optional library.
-EXTRAS: dict[str, str] = {
-    "aioboto3": "aws",
-    "aiobotocore": "aws",
-    "botocore": "aws",
-    "asyncpg": "postgres",
-}
+
+@functools.lru_cache(maxsize=16)
+def _installed(group: str, path: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    # ``path`` only keys the cache: a distribution added to sys.path is seen at once.
+    found: dict[str, str] = {}
+    owners: dict[str, str] = {}
+    for entry in entry_points(group=group):
+        owner = entry.dist.name if entry.dist is not None else "?"
+        if entry.name in found and found[entry.name] != entry.value:
+            raise ConfigError(
+                f"the {group} entry point {entry.name!r} is registered twice: "
+                f"{found[entry.name]} (by {owners[entry.name]}) and {entry.value} (by {owner}); "
+                "uninstall one of the two distributions"
+            )
+        found[entry.name] = entry.value
+        owners[entry.name] = owner
+    return tuple(sorted(found.items()))
 
 
 def require(library: str, *, extra: str) -> None:
@@ -61,8 +69,9 @@ def require(library: str, *, extra: str) -> None:
         ) from e
 
 
-def load(kind: str, table: dict[str, str], type_name: str) -> Any:
-    """Import the class registered for ``type_name``; ``kind`` names the table in errors."""
+def load(kind: str, type_name: str) -> Any:
+    """Import the class registered for ``type_name`` as a plug-in of ``kind``."""
+    table = plugins(kind)
     try:
         target = table[type_name]
     except KeyError:
@@ -80,25 +89,16 @@ def load(kind: str, table: dict[str, str], type_name: str) -> Any:
             library=e.library,
             extra=e.extra,
         ) from e
-    except ModuleNotFoundError as e:
-        missing = (e.name or "").split(".")[0]
-        extra = EXTRAS.get(missing)
-        if extra is None:
-            raise
-        raise MissingDependencyError(
-            f"the {kind} type {type_name!r} needs the {missing!r} library: "
-            f"pip install 'event-router[{extra}]'"
-        ) from e
     return getattr(module, attr)
 
 
 def load_source(type_name: str) -> Any:
-    return load("source", SOURCES, type_name)
+    return load("source", type_name)
 
 
 def load_invoker(type_name: str) -> Any:
-    return load("invoker", INVOKERS, type_name)
+    return load("invoker", type_name)
 
 
 def load_destination(type_name: str) -> Any:
-    return load("destination", DESTINATIONS, type_name)
+    return load("destination", type_name)

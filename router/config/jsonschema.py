@@ -8,7 +8,6 @@ this installation is described as an open object.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
@@ -52,24 +51,22 @@ def _add_aliases(schema: dict[str, Any], model: type[BaseModel]) -> None:
                 props.setdefault(alias, props[name])
 
 
-def _plugin(defs: _Defs, loader: Callable[[str], Any], type_name: str) -> dict[str, Any] | None:
+def _plugin(defs: _Defs, kind: str, type_name: str) -> dict[str, Any] | None:
     try:
-        cls = loader(type_name)
+        cls = registry.load(kind, type_name)
     except Exception:  # noqa: BLE001 - a missing plug-in leaves its branch open
         return None
     return defs.model(settings_class(cls), aliases=False)
 
 
 def _union(
-    defs: _Defs,
-    table: dict[str, str],
-    loader: Callable[[str], Any],
-    key: str,
-    common: dict[str, Any] | None = None,
+    defs: _Defs, kind: str, key: str, common: dict[str, Any] | None = None
 ) -> dict[str, Any]:
+    """One branch per installed plug-in of ``kind``, told apart by ``key``."""
+    table = registry.plugins(kind)
     branches: list[dict[str, Any]] = []
     for type_name in sorted(table):
-        settings = _plugin(defs, loader, type_name)
+        settings = _plugin(defs, kind, type_name)
         props: dict[str, Any] = {key: {"const": type_name}}
         props.update(copy.deepcopy(common or {}))
         branch: dict[str, Any] = {"type": "object", "required": [key]}
@@ -97,9 +94,9 @@ def json_schema() -> dict[str, Any]:
     defs = _Defs()
     function_common = defs.model(FunctionModel)["properties"]
     function_common.pop("invoker", None)
-    functions = _union(defs, registry.INVOKERS, registry.load_invoker, "invoker", function_common)
-    source = _union(defs, registry.SOURCES, registry.load_source, "type")
-    typed_destination = _union(defs, registry.DESTINATIONS, registry.load_destination, "type")
+    functions = _union(defs, "invoker", "invoker", function_common)
+    source = _union(defs, "source", "type")
+    typed_destination = _union(defs, "destination", "type")
     destination = {
         "anyOf": [
             {

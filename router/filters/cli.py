@@ -99,7 +99,7 @@ def source_view(source_type: str) -> View:
     try:
         return view_for(name)
     except ValueError:
-        known = sorted(SOURCE_TYPES | set(registry.SOURCES))
+        known = sorted(SOURCE_TYPES | set(registry.plugins("source")))
         raise _UsageError(
             f"--source: no filter view for source type {source_type!r}; "
             f"known types: {', '.join(known)}"

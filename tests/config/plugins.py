@@ -229,11 +229,11 @@ DESTINATIONS = {
 }
 
 
+PLUGINS = {"source": SOURCES, "invoker": INVOKERS, "destination": DESTINATIONS}
+
+
 def install(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Point the registry at the test plug-ins."""
+    """Point the registry at the test plug-ins instead of the installed entry points."""
     from router import registry
 
-    monkeypatch.setattr(registry, "SOURCES", dict(SOURCES))
-    monkeypatch.setattr(registry, "INVOKERS", dict(INVOKERS))
-    monkeypatch.setattr(registry, "DESTINATIONS", dict(DESTINATIONS))
-    monkeypatch.setitem(registry.EXTRAS, "fancylib_not_installed", "fancy")
+    monkeypatch.setattr(registry, "plugins", lambda kind: dict(PLUGINS[kind]))

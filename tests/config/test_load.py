@@ -20,14 +20,14 @@ router:            # optional
   store: sqlite+aiosqlite:///router.db
 functions:
   echo:
-    invoker: python          # python | http | runtime-api | lambda  (registry.INVOKERS)
+    invoker: python          # python | http | runtime-api | lambda  (router.invokers)
     handler: bar_handler:handle
     timeout: 3               # seconds, common key for all invokers, default 3, 1..900
 mappings:
   - name: inbox
     function: echo           # must name a function declared under functions:
     source:
-      type: directory        # registry.SOURCES
+      type: directory        # router.sources entry points
       path: ./inbox
     batch_size: 1
 """

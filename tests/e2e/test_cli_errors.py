@@ -241,6 +241,30 @@ def test_missing_extras_name_the_install_command(tmp_path: Path) -> None:
     )
 
 
+AWS_EVERYWHERE = """\
+functions:
+  remote: {invoker: lambda, function_name: orders}
+mappings:
+  - name: orders
+    function: remote
+    source: {type: sqs, queue_url: "http://127.0.0.1:1/000000000000/orders"}
+"""
+
+
+def test_the_aws_package_names_its_extra(tmp_path: Path) -> None:
+    config = tmp_path / "router.yaml"
+    config.write_text(AWS_EVERYWHERE)
+    result = cli(
+        "validate", "--config", str(config), cwd=tmp_path, env=_without(tmp_path, "aioboto3")
+    )
+    assert result.returncode == 2
+    hint = "needs the 'aioboto3' library: pip install 'event-router[aws]'"
+    assert result.stderr == (
+        f"{config}:2: functions.remote.invoker: the invoker type 'lambda' {hint}\n"
+        f"{config}:6: mappings[0].source.type: the source type 'sqs' {hint}\n"
+    )
+
+
 def test_an_unreachable_store_is_one_line(tmp_path: Path) -> None:
     config = tmp_path / "router.yaml"
     config.write_text(FINE)
