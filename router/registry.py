@@ -75,6 +75,13 @@ def load(kind: str, type_name: str) -> Any:
     try:
         target = table[type_name]
     except KeyError:
+        if not table:
+            # Not even the built-in ones: the router runs from a source tree whose
+            # distribution metadata (where entry points live) is missing or older.
+            raise ConfigError(
+                f"unknown {kind} type {type_name!r}: no {kind} types are installed; "
+                "install the router (pip install -e . in a checkout) to register them"
+            ) from None
         known = ", ".join(sorted(table))
         raise ConfigError(f"unknown {kind} type {type_name!r}; known types: {known}") from None
     module_name, _, attr = target.partition(":")

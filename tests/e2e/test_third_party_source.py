@@ -123,3 +123,17 @@ def test_router_runs_a_mapping_of_the_new_type(tmp_path: Path) -> None:
         assert terminate(proc) == 0, log.read_text()
     messages = [e["Records"][0]["message"] for e in _events(tmp_path)]  # type: ignore[index]
     assert sorted(messages) == ["coo", "coo coo"], "the hawk is filtered out"
+
+
+def test_without_any_entry_point_the_error_says_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(registry, "plugins", lambda kind: {})
+    with pytest.raises(ConfigErrors) as e:
+        load_config_text(CONFIG, "c.yaml")
+    assert str(e.value).splitlines() == [
+        "c.yaml:2: functions.echo.invoker: unknown invoker type 'python': no invoker types are "
+        "installed; install the router (pip install -e . in a checkout) to register them",
+        "c.yaml:6: mappings[0].source.type: unknown source type 'pigeon': no source types are "
+        "installed; install the router (pip install -e . in a checkout) to register them",
+    ]
