@@ -13,9 +13,8 @@ from aiohttp import web
 
 from router.abc import MetricFamily
 from router.app import Router
+from router.counters import LATENCY_BUCKETS, Counters
 from router.errors import RouterError, SetupError
-from router.pipeline import Counters
-from router.pipeline.delivery import LATENCY_BUCKETS
 from router.secrets import redact
 
 READINESS_STORE_TIMEOUT = 5.0

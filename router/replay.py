@@ -13,7 +13,7 @@ from router.abc import Store
 from router.config import RouterConfig
 from router.functions import Functions
 from router.models import FailedEvent, Invocation, Outcome, function_arn
-from router.pipeline.records import REJECTED
+from router.pipeline.destination_records import REJECTED
 
 logger = logging.getLogger(__name__)
 

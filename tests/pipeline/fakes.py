@@ -316,13 +316,13 @@ class Harness:
             capacity=capacity,
         )
         self.negative = False
-        done = self.pipeline.delivery.done
+        give = self.pipeline.room.give
 
         def checked(n: int) -> None:
-            done(n)
+            give(n)
             self.negative = self.negative or self.pipeline.free() > self.capacity
 
-        self.pipeline.delivery.done = checked
+        self.pipeline.room.give = checked  # type: ignore[method-assign]
 
     async def put(self, batch: Sequence[Record]) -> None:
         self.put_ids.extend(ids(batch))

@@ -9,8 +9,12 @@ import pytest
 from router.errors import PartialBatchFailure
 from router.models import MAX_PAYLOAD_BYTES
 from router.pipeline import Backoff, BatchPolicy
+from router.pipeline.batch_responses import (
+    failed_identifiers,
+    first_failed_index,
+    names_no_failure,
+)
 from router.pipeline.batcher import EVENT_OVERHEAD
-from router.pipeline.retry import failed_identifiers, first_failed_index, names_no_failure
 
 MB = 1024 * 1024
 
@@ -150,8 +154,10 @@ def test_infinite_retries_are_capped_when_the_source_says_so_and_a_destination_i
 
     from router.abc import SourceTraits
     from router.models import FunctionConfig, MappingConfig, PluginSettings, SourceKind, SourceSpec
-    from router.pipeline.delivery import Counters, Delivery
-    from router.pipeline.retry import Backoff
+    from router.pipeline import Backoff, Counters
+    from router.pipeline.backpressure import Backpressure
+    from router.pipeline.status import MappingStatus
+    from router.pipeline.stream import StreamDelivery
     from tests.pipeline.fakes import FakeSource, RecordingDestination
 
     source = FakeSource(SourceKind.STREAM)
@@ -165,20 +171,19 @@ def test_infinite_retries_are_capped_when_the_source_says_so_and_a_destination_i
     )
     function = FunctionConfig(name="f", invoker="python", settings=PluginSettings())
 
-    def delivery(on_failure: RecordingDestination | None) -> Delivery:
-        return Delivery(
+    def delivery(on_failure: RecordingDestination | None) -> StreamDelivery:
+        return StreamDelivery(
             mapping=mapping,
             function=function,
             source=source,
             invoker=None,  # type: ignore[arg-type]
-            kind=SourceKind.STREAM,
             on_failure=on_failure,
             on_success=None,
             backoff=Backoff(),
             counters=Counters(),
             stopping=None,  # type: ignore[arg-type]
-            report=lambda _: None,
-            done=lambda _: None,
+            status=MappingStatus(),
+            room=Backpressure(1),
         )
 
     assert isinstance(capped, SourceTraits)

@@ -1,20 +1,13 @@
-"""Retry arithmetic and response parsing (pure)."""
+"""Partial batch responses (``ReportBatchItemFailures``), read as Lambda reads them (pure)."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from router.backoff import Backoff
 from router.errors import PartialBatchFailure
 
-__all__ = [
-    "Backoff",
-    "PartialBatchFailure",
-    "failed_identifiers",
-    "first_failed_index",
-    "names_no_failure",
-]
+__all__ = ["PartialBatchFailure", "failed_identifiers", "first_failed_index", "names_no_failure"]
 
 
 def names_no_failure(response: Any) -> bool:

@@ -1,4 +1,6 @@
-"""Destination records in the AWS formats (reference/event-shapes.md, "Destination records").
+"""Destination records in the formats AWS Lambda writes them (the Lambda Developer Guide's
+"Capturing discarded batches for an event source mapping" and "Capturing records of Lambda
+asynchronous invocations").
 
 Stream and queue failures follow the event-source-mapping format (``requestContext``,
 ``responseContext``, ``*BatchInfo``) and always carry the invocation ``payload`` so the
