@@ -41,6 +41,7 @@ from router.models import (
 )
 
 if TYPE_CHECKING:
+    from router.ingress import Ingress
     from router.supervisor import Supervisor
 
 
@@ -118,6 +119,9 @@ class SourceContext:
     replica_id: str
     """Identifies this router process (leases, logs)."""
     function_arn: str = ""
+    ingress: Ingress | None = None
+    """The ingress listener (and what it feeds) when ``router.ingress`` is configured: what
+    pushed sources (:class:`router.ingress.source.PushedSource`) register with."""
 
 
 class Source(ABC):

@@ -26,6 +26,7 @@ from router.aio import cancel_and_wait, close_logged, wait_event
 from router.config import RouterConfig, mapping_from_row
 from router.errors import ConfigError, RouterError, StoreError
 from router.functions import Functions
+from router.ingress import Ingress
 from router.models import (
     DestinationSpec,
     FunctionConfig,
@@ -100,9 +101,12 @@ class Router:
         replica_id: str | None = None,
         backoff: Backoff | None = None,
         shutdown_timeout: float | None = None,
+        ingress: Ingress | None = None,
     ) -> None:
         self.config = config
         self.store = store
+        self.ingress = ingress
+        """Handed to every source (pushed sources register with its listener)."""
         self._owns_functions = functions is None
         self.functions = Functions(config.functions, store) if functions is None else functions
         """The invokers; started and closed by the router itself unless it was given them."""
@@ -318,7 +322,11 @@ class Router:
         source = source_cls(
             config.source.settings,
             SourceContext(
-                mapping=config, store=self.store, replica_id=self.replica_id, function_arn=arn
+                mapping=config,
+                store=self.store,
+                replica_id=self.replica_id,
+                function_arn=arn,
+                ingress=self.ingress,
             ),
         )
         destinations: list[Destination] = []

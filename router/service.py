@@ -5,16 +5,20 @@
 
 1. the store (an embedded SQLite store is created or upgraded on the spot);
 2. the functions' invokers (handlers imported, runtime listeners bound);
-3. the operations listener (``/healthz``, ``/readyz``, ``/metrics``), unless it is ``off``;
-4. the router: the YAML's mappings are applied to the store first, then every enabled mapping
+3. with ``router.ingress``: the ingress listener (Lambda's Invoke API and the routes pushed
+   sources register, :mod:`router.ingress`);
+4. the operations listener (``/healthz``, ``/readyz``, ``/metrics``), unless it is ``off``;
+5. the router: the YAML's mappings are applied to the store first, then every enabled mapping
    runs (its source, lanes and destinations), following changes made in the store;
-5. the configuration watcher, when the configuration comes from files.
+6. the configuration watcher, when the configuration comes from files.
 
-Nothing is written to the store until the functions and the listener have started, so a
+Nothing is written to the store until the functions and the listeners have started, so a
 function or a port that cannot start leaves the store as it was. Leaving the block closes the
-components in reverse order: the watcher lets a change being applied finish, the router
-drains in-flight batches (up to ``router.shutdown_timeout``), then the listener, the invokers
-and the store close. A component that fails to close is logged; the others still close.
+components in reverse order: the watcher lets a change being applied finish, the ingress
+listener stops accepting connections, the router drains in-flight batches (up to
+``router.shutdown_timeout``), then the listeners (requests in progress are answered), the
+invokers and the store close. A component that fails to close is logged; the others still
+close.
 
 A new component is one more ``await self._start(stack, "what", component)`` line in
 :meth:`Service.__aenter__`, where it belongs in that order: anything with ``__aenter__`` /
@@ -35,6 +39,7 @@ from router.app import Router, tune_gc
 from router.config import RouterConfig, apply_plan, plan_apply
 from router.errors import ConfigError
 from router.functions import Functions
+from router.ingress import Ingress, IngressListener
 from router.ops import OperationsListener
 from router.store import DEFAULT_URL, SQLStore, connect
 from router.watcher import ConfigWatcher
@@ -85,14 +90,36 @@ class Service:
                 self.functions = await self._start(stack, "the functions' invokers", functions)
             except ConfigError as e:
                 raise config.relocate(e) from e
+            self.ingress: Ingress | None = None
+            ingress_settings = config.settings.ingress
+            if ingress_settings is not None:
+                ingress_listener = IngressListener(
+                    ingress_settings, shutdown_timeout=config.settings.shutdown_timeout
+                )
+                await self._start(stack, "the ingress listener", ingress_listener)
+                self.ingress = Ingress(
+                    settings=ingress_settings,
+                    listener=ingress_listener,
+                    functions=self.functions,
+                )
             self.router = Router(
-                config, self.store, functions=self.functions, replica_id=self.replica_id
+                config,
+                self.store,
+                functions=self.functions,
+                replica_id=self.replica_id,
+                ingress=self.ingress,
             )
             if self.http_listen != "off":
                 listener = OperationsListener(self.router, self.http_listen)
                 await self._start(stack, "the operations listener", listener)
             await apply_plan(await plan_apply(config, self.store), self.store)
             await self._start(stack, "the router", self.router)
+            if self.ingress is not None:
+                # Stopping: no new connections before the router drains (callers retry
+                # elsewhere); requests in progress are answered until the listener closes.
+                stack.push_async_exit(
+                    _logged("stopping the ingress listener", _exit(self.ingress.listener))
+                )
             if self.watch is not None:
                 watcher = ConfigWatcher(self.watch, self.router, self.store)
                 await self._start(stack, "the configuration watcher", watcher)
@@ -136,6 +163,13 @@ def _logged(what: str, exit: ExitCallback) -> ExitCallback:
         return False
 
     return close
+
+
+def _exit(listener: IngressListener) -> ExitCallback:
+    async def stop(*exc: object) -> None:
+        await listener.stop_accepting()
+
+    return stop
 
 
 @contextlib.asynccontextmanager

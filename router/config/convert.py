@@ -21,6 +21,7 @@ from router.config.schema import (
     FUNCTION_KEYS,
     FUNCTION_NAME_PATTERN,
     FunctionModel,
+    IngressModel,
     Locate,
     used_key,
     validate_model,
@@ -28,7 +29,45 @@ from router.config.schema import (
 from router.config.yaml_lines import KeyPath
 from router.errors import ConfigError
 from router.models import FunctionConfig, MappingConfig, SourceKind, SourceSpec
-from router.secrets import SecretUrl
+from router.secrets import Secret, SecretUrl
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngressCredential:
+    """An access key whose SigV4 signatures the ingress listener accepts."""
+
+    access_key_id: str
+    secret_access_key: Secret
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngressSettings:
+    """``router.ingress``, defaults applied (see docs/ingress.md)."""
+
+    listen: str = "127.0.0.1:9000"
+    """``HOST:PORT``; port 0 picks a free port."""
+    credentials: tuple[IngressCredential, ...] = ()
+    """When set, every request of a signed front-end must carry a valid SigV4 signature
+    made with one of these keys."""
+    lease_timeout: float = 30.0
+    """Seconds a replica's claim on a queued event lasts unless renewed."""
+    poll_interval: float = 1.0
+    """Seconds between looks for queued events this replica was not told about."""
+
+    @classmethod
+    def from_model(cls, model: IngressModel) -> IngressSettings:
+        keys = model.credentials
+        return cls(
+            listen=model.listen,
+            credentials=tuple(
+                IngressCredential(
+                    access_key_id=key.access_key_id, secret_access_key=key.secret_access_key
+                )
+                for key in keys
+            ),
+            lease_timeout=model.queue.lease_timeout,
+            poll_interval=model.queue.poll_interval,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,6 +89,8 @@ class RouterSettings:
     shutdown_timeout: float = 30.0
     readiness_failure_grace: float = 300.0
     """Seconds a running mapping may fail (PROBLEM) before /readyz answers 503."""
+    ingress: IngressSettings | None = None
+    """The ingress listener and the asynchronous-invocation queue; None: not run."""
 
 
 # -- functions ------------------------------------------------------------------------------

@@ -9,7 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from router.config.convert import RouterSettings, build_function, build_mapping
+from router.config.convert import (
+    IngressSettings,
+    RouterSettings,
+    build_function,
+    build_mapping,
+)
 from router.config.schema import RouterSettingsModel, validate_model
 from router.config.yaml_lines import KeyPath, YamlDocument, format_path, load_yaml
 from router.errors import ConfigError, ConfigErrors, Location
@@ -129,6 +134,7 @@ def _build_checked(
     # router: settings, merged key by key across files.
     merged: dict[str, Any] = {}
     seen_at: dict[str, Location] = {}
+    seen_in: dict[str, YamlDocument] = {}
     router_ok = True
     for doc, top in tops:
         block = top.get("router")
@@ -146,19 +152,26 @@ def _build_checked(
                 continue
             merged[key] = value
             seen_at[key] = where
+            seen_in[key] = doc
     settings = RouterSettings()
     if merged and router_ok:
         # Locate errors in the file that set the key.
         def locate_router(path: KeyPath, enclosing: bool) -> Location:
             key = str(path[1]) if len(path) > 1 else ""
-            loc = seen_at.get(key)
-            if loc is None:
+            doc = seen_in.get(key)
+            if doc is None:
                 return Location(path=_fmt(path))
-            return Location(file=loc.file, line=loc.line, path=_fmt(path))
+            # The line of the nearest key written (a nested key of router.ingress has its own).
+            line_path = path[:-1] if enclosing and path else path
+            return Location(file=doc.filename, line=doc.line(line_path), path=_fmt(path))
 
         model = validate_model(RouterSettingsModel, merged, ("router",), locate_router, errors)
         if model is not None:
-            settings = RouterSettings(**model.model_dump())
+            values = model.model_dump()
+            values["ingress"] = (
+                None if model.ingress is None else IngressSettings.from_model(model.ingress)
+            )
+            settings = RouterSettings(**values)
 
     functions: dict[str, FunctionConfig] = {}
     function_at: dict[str, Location] = {}

@@ -19,7 +19,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from router.config.yaml_lines import KeyPath
 from router.errors import ConfigError, Location
-from router.secrets import SecretUrl
+from router.secrets import Secret, SecretUrl
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -39,6 +39,68 @@ def aka(name: str, *aliases: str, default: Any = ..., description: str = "") -> 
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _check_host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9090")
+    return value
+
+
+class IngressCredentialModel(StrictModel):
+    """An access key the ingress listener accepts SigV4 signatures of."""
+
+    access_key_id: str = aka(
+        "access_key_id", "AccessKeyId", "aws_access_key_id", description="e.g. AKIDEXAMPLE"
+    )
+    secret_access_key: Secret = aka(
+        "secret_access_key",
+        "SecretAccessKey",
+        "aws_secret_access_key",
+        description="a reference: ${NAME} or {file: PATH}",
+    )
+
+
+class IngressQueueModel(StrictModel):
+    """``router.ingress.queue``: the durable asynchronous-invocation queue."""
+
+    lease_timeout: float = Field(
+        default=30.0,
+        ge=5,
+        le=3600,
+        description="Seconds an event a replica took stays its own without being renewed; "
+        "after that (the replica died) another replica delivers it",
+    )
+    poll_interval: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Seconds between looks for events other replicas accepted or gave up",
+    )
+
+
+class IngressModel(StrictModel):
+    """``router.ingress``: the listener of pushed events (Lambda's Invoke API and the
+    other front-ends) and the durable asynchronous-invocation queue behind them."""
+
+    listen: str = Field("127.0.0.1:9000", description="HOST:PORT of the ingress listener")
+    credentials: list[IngressCredentialModel] = Field(
+        default_factory=list,
+        description="Access keys (one, or a list) whose SigV4 signatures are accepted; when "
+        "set, requests that are not signed with one of them are refused (403)",
+    )
+    queue: IngressQueueModel = Field(default_factory=IngressQueueModel)
+
+    @field_validator("credentials", mode="before")
+    @classmethod
+    def _one_or_more(cls, value: Any) -> Any:
+        return [value] if isinstance(value, dict) else value
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        return _check_host_port(value)
 
 
 class RouterSettingsModel(StrictModel):
@@ -82,14 +144,16 @@ class RouterSettingsModel(StrictModel):
         le=86400,
         description="Seconds a mapping may fail (PROBLEM) before /readyz answers 503",
     )
+    ingress: IngressModel | None = Field(
+        None,
+        description="The ingress listener (Invoke API and other pushed events) and the "
+        "durable asynchronous-invocation queue; absent: neither runs",
+    )
 
     @field_validator("http_listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9090")
-        return value
+        return _check_host_port(value)
 
 
 class FunctionModel(StrictModel):
