@@ -47,7 +47,10 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SourceTraits:
-    """AWS defaults and limits of a source type (reference/esm-parameters.md)."""
+    """AWS defaults and limits of a source type, as AWS documents them for event source
+    mappings (https://docs.aws.amazon.com/lambda/latest/api/API_CreateEventSourceMapping.html)
+    and asynchronous invocation. A rule these cannot say is the source's
+    :meth:`Source.validate_mapping`."""
 
     kind: SourceKind
     filter_view: str
@@ -190,6 +193,16 @@ class Source(ABC):
 
         return view
 
+    @classmethod
+    def validate_mapping(cls, mapping: MappingConfig) -> Sequence[MappingProblem]:
+        """This source type's rules on a mapping that its traits cannot say: one setting's
+        limit that depends on another (SQS takes a ``batch_size`` above 10 only with a
+        ``maximum_batching_window`` of at least 1 second). Called for every mapping of the
+        type, from YAML and from a stored row, with every setting checked against the traits
+        and defaults applied; a mapping with problems is not applied. Must not do I/O.
+        Defaults to none."""
+        return ()
+
     def batch_info(self, records: Sequence[Record]) -> dict[str, Any]:
         """The ``*BatchInfo`` part of a stream's on-failure destination record
         (``KafkaBatchInfo``, ``KinesisBatchInfo``...), as ``{"KafkaBatchInfo": {...}}``."""
@@ -197,6 +210,18 @@ class Source(ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections. Idempotent."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MappingProblem:
+    """Something wrong with a mapping that only its source type knows, found by
+    :meth:`Source.validate_mapping`."""
+
+    setting: str
+    """The mapping setting it is reported at, by its key (``batch_size``); the error names
+    the spelling the configuration used (``BatchSize``)."""
+    message: str
+    """What is wrong and how to fix it."""
 
 
 @dataclass(frozen=True, slots=True)

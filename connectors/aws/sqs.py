@@ -43,10 +43,10 @@ from connectors.aws.common import (
     run_all,
 )
 from router import logs
-from router.abc import Sink, Source, SourceContext, SourceTraits
+from router.abc import MappingProblem, Sink, Source, SourceContext, SourceTraits
 from router.aio import wait_event
 from router.errors import SourceError
-from router.models import Record, SourceKind
+from router.models import MappingConfig, Record, SourceKind
 
 logger = logging.getLogger(__name__)
 warnings = logs.LimitedLogger(logger)
@@ -400,6 +400,24 @@ class SQSSource(Source):
     @classmethod
     def traits_for(cls, settings: Any) -> SourceTraits:
         return FIFO_TRAITS if str(settings.queue_url).endswith(".fifo") else STANDARD_TRAITS
+
+    @classmethod
+    def validate_mapping(cls, mapping: MappingConfig) -> list[MappingProblem]:
+        # AWS: on a standard queue a batch_size above 10 needs a batching window of at
+        # least 1 second (a FIFO queue's batches stop at 10: its traits say so).
+        if (
+            cls.traits_for(mapping.source.settings).batch_size_max > BATCH_LIMIT
+            and mapping.batch_size > BATCH_LIMIT
+            and mapping.maximum_batching_window < 1
+        ):
+            return [
+                MappingProblem(
+                    setting="batch_size",
+                    message="a batch_size above 10 needs maximum_batching_window of at least "
+                    "1 second (as AWS requires for SQS)",
+                )
+            ]
+        return []
 
     async def run(self, sink: Sink) -> None:
         await self.queue.open()

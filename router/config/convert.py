@@ -212,23 +212,16 @@ def build_mapping(
         lenient=lenient,
     )
     values = check_settings(check)
-    if (
-        source_type == "sqs"
-        and traits.batch_size_max > 10
-        and values["batch_size"] > 10
-        and values["maximum_batching_window"] < 1
-    ):
-        check.fail(
-            "a batch_size above 10 needs maximum_batching_window of at least 1 second "
-            "(as AWS requires for SQS)",
-            key="batch_size",
-        )
-    if len(errors) > start:
-        return None
-    return MappingConfig(
+    mapping = MappingConfig(
         name=model.name,
         function=model.function,
         source=SourceSpec(type=source_type, settings=source_settings),
         enabled=model.enabled,
         **values,
     )
+    validate = getattr(source_cls, "validate_mapping", None)
+    for problem in validate(mapping) if callable(validate) else ():
+        check.fail(problem.message, key=problem.setting)
+    if len(errors) > start:
+        return None
+    return mapping

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import pytest
 from pydantic import field_validator
 
+from connectors.aws.sqs import SQSSource
 from router.abc import Destination, Invoker, Sink, Source, SourceTraits
 from router.models import Invocation, InvokeResult, Outcome, PluginSettings, Record, SourceKind
 from router.secrets import Secret
@@ -135,6 +136,8 @@ class QueueSource(_NoIO):
         if str(settings.queue_url).endswith(".fifo"):
             return cls.fifo_traits
         return cls.traits
+
+    validate_mapping = SQSSource.validate_mapping  # the real source's own rules
 
 
 class HandlerSettings(PluginSettings):

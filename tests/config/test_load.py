@@ -484,6 +484,20 @@ def test_sqs_batch_size_above_10_needs_a_window() -> None:
     ]
 
 
+def test_a_source_type_brings_its_own_mapping_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rule lives with the source class, whatever its type is called."""
+    from router import registry
+    from tests.config import plugins
+
+    tables = {**plugins.PLUGINS, "source": {"elasticmq": f"{plugins.HERE}:QueueSource"}}
+    monkeypatch.setattr(registry, "plugins", lambda kind: dict(tables[kind]))
+    queue = "source: {type: elasticmq, queue_url: 'http://h/1/q'}"
+    assert errors_of(one_mapping(f"name: a\nfunction: echo\n{queue}\nBatchSize: 11")) == [
+        "c.yaml:9: mappings[0].BatchSize: a batch_size above 10 needs maximum_batching_window "
+        "of at least 1 second (as AWS requires for SQS)"
+    ]
+
+
 def test_bad_mapping_name_and_function_name() -> None:
     text = (
         "functions:\n  'bad name':\n    invoker: python\n    handler: a:b\n"

@@ -11,6 +11,7 @@ import textwrap
 import pytest
 
 from router.config import json_schema, load_config_text, mapping_from_row, row_from_mapping
+from router.errors import ConfigErrors
 from tests.config.test_load import BRIEF_EXAMPLE, errors_of
 
 
@@ -129,3 +130,33 @@ def test_http_destination_with_credentials_twice_is_refused() -> None:
         "(user:password@) and the Authorization header is set too; the HTTP client refuses "
         "such requests: keep one of them"
     ]
+
+
+SQS = """\
+functions:
+  echo: {invoker: python, handler: router.examples.hello:handler}
+mappings:
+  - name: orders
+    function: echo
+    source: {type: sqs, queue_url: "https://sqs.us-east-1.amazonaws.com/123456789012/orders"}
+    BatchSize: 11
+    MaximumBatchingWindowInSeconds: 1
+"""
+
+
+def test_the_real_sqs_source_brings_its_own_mapping_rule() -> None:
+    (m,) = load_config_text(SQS, "c.yaml").mappings
+    assert m.batch_size == 11
+    assert errors_of(SQS.replace("MaximumBatchingWindowInSeconds: 1", "Enabled: true")) == [
+        "c.yaml:7: mappings[0].BatchSize: a batch_size above 10 needs maximum_batching_window "
+        "of at least 1 second (as AWS requires for SQS)"
+    ]
+    # An operator shortens the window in SQL: the stored row is refused by the same rule.
+    row = row_from_mapping(m)
+    row.maximum_batching_window = 0.5
+    with pytest.raises(ConfigErrors) as e:
+        mapping_from_row(row)
+    assert str(e.value) == (
+        "event_source_mappings[name=orders].batch_size: a batch_size above 10 needs "
+        "maximum_batching_window of at least 1 second (as AWS requires for SQS)"
+    )
