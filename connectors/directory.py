@@ -174,7 +174,6 @@ class DirectorySource(Source):
     Settings = DirectorySettings
     traits = SourceTraits(
         kind=SourceKind.ASYNC,
-        filter_view="directory",
         batch_size_default=1,
         batch_size_max=1,
         retry_default=2,

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from router.filters.view import View, record_view
 from router.models import (
     DeletedMapping,
     FailedEvent,
@@ -53,8 +54,10 @@ class SourceTraits:
     :meth:`Source.validate_mapping`."""
 
     kind: SourceKind
-    filter_view: str
-    """The ``source_type`` passed to :func:`router.filters.filter_view`."""
+    filter_view: View = record_view
+    """What filter patterns see of one record, given the record as it appears in the Lambda
+    event (an SQS record with its ``body`` decoded, say); the building blocks are in
+    :mod:`router.filters.view`. Default: the record itself."""
     batch_size_default: int
     batch_size_max: int
     window_default: float = 0.0
@@ -179,17 +182,15 @@ class Source(ABC):
 
     def filter_viewer(self, fields: frozenset[str] | None) -> Callable[[Record], Any]:
         """A function giving what filter patterns see for a record. Defaults to
-        :func:`router.filters.filter_view` of ``Record.data`` for ``traits.filter_view``.
+        ``traits.filter_view`` of ``Record.data``.
 
         ``fields`` are the top-level keys the mapping's patterns name (None: any key). A
         pattern only looks at the keys it names, so a source may leave the others out of the
         view, and skip decoding them."""
-        from router.filters import filter_view
-
-        view_type = self.traits_for(self.settings).filter_view
+        view_of = self.traits_for(self.settings).filter_view
 
         def view(record: Record) -> Any:
-            return filter_view(view_type, record.data)
+            return view_of(record.data)
 
         return view
 

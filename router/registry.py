@@ -20,13 +20,16 @@ from importlib.metadata import entry_points
 from typing import Any, Final
 
 from router.errors import ConfigError, MissingDependencyError
+from router.filters.view import View
 
 GROUPS: Final = {
     "source": "router.sources",
     "invoker": "router.invokers",
     "destination": "router.destinations",
+    "filter_view": "router.filter_views",
 }
-"""The entry-point group of each kind of plug-in."""
+"""The entry-point group of each kind of plug-in. ``router.filter_views`` names the filter
+views of AWS event sources that have no source here (yet), for ``router test-pattern``."""
 
 
 def plugins(kind: str) -> dict[str, str]:
@@ -97,6 +100,25 @@ def load(kind: str, type_name: str) -> Any:
             extra=e.extra,
         ) from e
     return getattr(module, attr)
+
+
+def filter_view(source_type: str) -> View:
+    """What filter patterns see of a record of ``source_type``: the view its source class
+    declares (``traits.filter_view``), else the one registered for that name under
+    ``router.filter_views``. Raises ValueError for a type with neither, and
+    :class:`MissingDependencyError` when the source's library is missing."""
+    if source_type in plugins("source"):
+        view: View = load("source", source_type).traits.filter_view
+        return view
+    if source_type in plugins("filter_view"):
+        named: View = load("filter_view", source_type)
+        return named
+    raise ValueError(f"unknown source type {source_type!r}; known types: {', '.join(viewed())}")
+
+
+def viewed() -> list[str]:
+    """The source types :func:`filter_view` knows."""
+    return sorted(plugins("source").keys() | plugins("filter_view").keys())
 
 
 def load_source(type_name: str) -> Any:

@@ -52,7 +52,6 @@ logger = logging.getLogger(__name__)
 
 TRAITS = SourceTraits(
     kind=SourceKind.ASYNC,
-    filter_view="s3",
     batch_size_default=1,
     batch_size_max=1,
     retry_default=2,

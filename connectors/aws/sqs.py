@@ -46,6 +46,7 @@ from router import logs
 from router.abc import MappingProblem, Sink, Source, SourceContext, SourceTraits
 from router.aio import wait_event
 from router.errors import SourceError
+from router.filters.view import decode_text, with_decoded
 from router.models import MappingConfig, Record, SourceKind
 
 logger = logging.getLogger(__name__)
@@ -307,9 +308,17 @@ class SQSQueue:
             await stack.aclose()
 
 
+def sqs_view(record: Mapping[str, Any]) -> Any:
+    """What filter patterns see of an SQS record: the record (``messageId``, ``attributes``,
+    ``messageAttributes``, ``body``, ...) with ``body`` replaced by its decoded JSON value when
+    the body is valid JSON; otherwise the body stays text (RawText), which patterns on the
+    string can match and patterns inside it never do (Lambda drops such a message)."""
+    return with_decoded(record, "body", lambda b: decode_text(b) if isinstance(b, str) else b)
+
+
 STANDARD_TRAITS = SourceTraits(
     kind=SourceKind.QUEUE,
-    filter_view="sqs",
+    filter_view=sqs_view,
     batch_size_default=10,
     batch_size_max=10_000,
     window_default=0.0,
@@ -318,7 +327,7 @@ STANDARD_TRAITS = SourceTraits(
 
 FIFO_TRAITS = SourceTraits(
     kind=SourceKind.QUEUE,
-    filter_view="sqs",
+    filter_view=sqs_view,
     batch_size_default=10,
     batch_size_max=10,
     window_default=0.0,

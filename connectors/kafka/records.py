@@ -11,14 +11,13 @@ import time
 import zlib
 from array import array
 from binascii import b2a_base64
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from router.filters import filter_view
-from router.filters.view import decode_text
+from router.filters.view import decode_base64, decode_text, with_decoded
 from router.models import Record
 
 EVENT_SOURCE = "SelfManagedKafka"
@@ -148,10 +147,22 @@ def build_event(bootstrap: str, records: Sequence[Record]) -> dict[str, Any]:
     return {"eventSource": EVENT_SOURCE, "bootstrapServers": bootstrap, "records": grouped}
 
 
+def kafka_view(record: Mapping[str, Any]) -> Any:
+    """What filter patterns see of a Kafka record (MSK, self-managed), given as it is in the
+    Lambda event: the record (``topic``, ``partition``, ``offset``, ``timestamp``,
+    ``timestampType``, ``key``, ``headers``, ``value``) with ``value`` base64-decoded, then
+    UTF-8-decoded, then JSON-decoded when it is JSON; text that is not JSON stays RawText.
+    Bytes that are not valid UTF-8 are decoded with replacement characters (AWS documents
+    such records as only matching metadata filters; this keeps string patterns meaningful and
+    makes every pattern inside ``value`` fail). A null value (tombstone) stays null. ``key``
+    stays base64, as in the Lambda event (AWS only documents filtering on ``value``)."""
+    return with_decoded(record, "value", decode_base64)
+
+
 def filter_viewer(fields: frozenset[str] | None) -> Callable[[Record], Any]:
-    """What filter patterns see for a Kafka record: the Lambda record with ``value`` decoded
-    (:func:`router.filters.filter_view`). When the patterns name only ``value`` (the usual
-    case), the view is built straight from the message's bytes, without base64."""
+    """What filter patterns see for a Kafka record read from the broker: :func:`kafka_view`
+    of its Lambda record. When the patterns name only ``value`` (the usual case), the view is
+    built straight from the message's bytes, without base64."""
     if fields is not None and fields <= {"value"}:
 
         def value_only(record: Record) -> Any:
@@ -162,7 +173,7 @@ def filter_viewer(fields: frozenset[str] | None) -> Callable[[Record], Any]:
         return value_only
 
     def full(record: Record) -> Any:
-        return filter_view("kafka", lambda_record(record.data))
+        return kafka_view(lambda_record(record.data))
 
     return full
 

@@ -37,6 +37,7 @@ from connectors.kafka.records import (
     build_event,
     filter_viewer,
     identifiers,
+    kafka_view,
     record_converter,
 )
 from connectors.kafka.settings import KafkaSourceSettings, describe
@@ -55,7 +56,7 @@ class KafkaSource(Source):
     Settings: ClassVar[type[KafkaSourceSettings]] = KafkaSourceSettings
     traits: ClassVar[SourceTraits] = SourceTraits(
         kind=SourceKind.STREAM,
-        filter_view="kafka",
+        filter_view=kafka_view,
         batch_size_default=100,
         batch_size_max=10_000,
         window_default=0.5,

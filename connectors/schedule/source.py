@@ -177,7 +177,6 @@ class ScheduleSource(Source):
     Settings = ScheduleSettings
     traits = SourceTraits(
         kind=SourceKind.ASYNC,
-        filter_view="schedule",
         batch_size_default=1,
         batch_size_max=1,
         # EventBridge Scheduler's RetryPolicy allows 0-185 retries (default 185); the

@@ -143,9 +143,7 @@ def source_traits(cls: Any, settings: Any) -> SourceTraits:
     traits = getattr(cls, "traits", None)
     if isinstance(traits, SourceTraits):
         return traits
-    return SourceTraits(
-        kind=SourceKind.ASYNC, filter_view="", batch_size_default=1, batch_size_max=1
-    )
+    return SourceTraits(kind=SourceKind.ASYNC, batch_size_default=1, batch_size_max=1)
 
 
 def build_mapping(

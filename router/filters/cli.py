@@ -24,7 +24,6 @@ from typing import Any
 
 from router.filters.compile import compile_patterns
 from router.filters.parse import PatternError
-from router.filters.view import SOURCE_TYPES, view_for
 
 EXIT_MATCH = 0
 EXIT_NO_MATCH = 1
@@ -63,8 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--source",
         metavar="TYPE",
-        help="apply this source type's filter view first, as a mapping does "
-        f"({', '.join(sorted(SOURCE_TYPES))}, or a plug-in source type)",
+        help="apply this source type's filter view first, as a mapping does (an installed "
+        "source type, or kinesis, dynamodb, rabbitmq)",
     )
     parser.add_argument(
         "--mapping",
@@ -83,27 +82,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def source_view(source_type: str) -> View:
-    """The filter view a mapping of ``source_type`` applies: the view its source class names
-    (``traits.filter_view``), as the pipeline uses it.  Types with a view but no source
-    (``kinesis``, ``dynamodb``, ``rabbitmq``) use their own view."""
+    """The filter view a mapping of ``source_type`` applies: the view its source class
+    declares (``traits.filter_view``), as the pipeline uses it.  Types with a view but no
+    source (``kinesis``, ``dynamodb``, ``rabbitmq``) use the view registered for them."""
     from router import registry
-    from router.errors import ConfigError, MissingDependencyError
+    from router.errors import RouterError
 
-    name = source_type
     try:
-        source_cls = registry.load_source(source_type)
-    except (ConfigError, MissingDependencyError):
-        pass  # no such source (yet), or its library is missing: the view goes by its name
-    else:
-        name = source_cls.traits.filter_view
-    try:
-        return view_for(name)
+        return registry.filter_view(source_type)
     except ValueError:
-        known = sorted(SOURCE_TYPES | set(registry.plugins("source")))
         raise _UsageError(
             f"--source: no filter view for source type {source_type!r}; "
-            f"known types: {', '.join(known)}"
+            f"known types: {', '.join(registry.viewed())}"
         ) from None
+    except RouterError as e:  # the source's library is missing, say
+        raise _UsageError(f"--source: {e}") from None
 
 
 async def _stored_mapping(args: argparse.Namespace) -> tuple[list[str], str]:

@@ -1,35 +1,34 @@
-"""The filterable view of a source record: what Lambda applies filter patterns to.
+"""What Lambda applies filter patterns to: building blocks of a source's filter view.
 
-Rules per source type (AWS Lambda "event filtering" documentation, per-service pages):
+Each source declares its own view (``SourceTraits.filter_view``): a function from one record,
+as it appears in the source's Lambda event, to what patterns see (the AWS Lambda "event
+filtering" documentation, per-service pages). The SQS view lives in
+:mod:`connectors.aws.sqs`, the Kafka one in :mod:`connectors.kafka.records`; they decode the
+payload with :func:`decode_text` / :func:`decode_base64` below.
 
-``sqs``
-    The record (``messageId``, ``attributes``, ``messageAttributes``, ``body``, ...) with
-    ``body`` replaced by its decoded JSON value when the body is valid JSON.  Otherwise the
-    body stays text (a :class:`~router.filters.spec.RawText`): patterns on the plain string
-    (``{"body": [{"prefix": "ERR"}]}``) can match it, patterns that look inside it
-    (``{"body": {"k": ...}}``) never match it, not even ``{"exists": false}`` ones.  This is
-    AWS's "filter pattern JSON, body plain string: Lambda drops the message".
-``kafka``
-    The record (``topic``, ``partition``, ``offset``, ``timestamp``, ``timestampType``,
-    ``key``, ``headers``, ``value``) with ``value`` base64-decoded, then UTF-8-decoded, then
-    JSON-decoded when it is JSON; text that is not JSON is kept as RawText as for SQS.  Bytes
-    that are not valid UTF-8 are decoded with replacement characters (AWS documents such
-    records as only matching metadata filters; this keeps string patterns meaningful and
-    makes every pattern inside ``value`` fail).  A null value (tombstone) stays null.
-    ``key`` stays base64, as in the Lambda event (AWS only documents filtering on ``value``).
-``kinesis``
+A payload that is text but not JSON becomes a :class:`~router.filters.spec.RawText`: patterns
+on the plain string (``{"body": [{"prefix": "ERR"}]}``) can match it, patterns that look
+inside it (``{"body": {"k": ...}}``) never match it, not even ``{"exists": false}`` ones. This
+is AWS's "filter pattern JSON, payload plain string: Lambda drops the record".
+
+The views of AWS event sources that have no connector yet are here, for those connectors
+and for ``router test-pattern --source`` (registered under the ``router.filter_views`` entry
+points):
+
+``kinesis`` (:func:`kinesis_view`)
     The ``kinesis`` object of the record (``partitionKey``, ``sequenceNumber``,
     ``approximateArrivalTimestamp``, ``kinesisSchemaVersion``, ``data``) with ``data``
     decoded like Kafka's ``value``: patterns are written ``{"data": {...}}`` or
     ``{"partitionKey": [...]}``.  A record given without the ``kinesis`` wrapper is used as is.
-``rabbitmq``
+``rabbitmq`` (:func:`rabbitmq_view`)
     Amazon MQ: the message with ``data`` decoded like Kafka's ``value``.
-``dynamodb``
+``dynamodb`` (:func:`record_view`)
     The stream record as is, patterns written on its ``dynamodb`` object (``Keys``,
     ``NewImage``, ``OldImage`` in DynamoDB JSON) and its metadata:
     ``{"eventName": ["INSERT"], "dynamodb": {"Keys": {"PK": {"S": ["x"]}}}}``.
-``s3``, ``directory``, ``schedule``
-    The event record itself.
+
+:func:`record_view` (the record itself) is also the view of S3 notifications, directory and
+schedule events, and the default of a source that declares none.
 """
 
 from __future__ import annotations
@@ -37,11 +36,14 @@ from __future__ import annotations
 import binascii
 import json
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any
 
 import orjson
 
 from router.filters.spec import RawText
+
+View = Callable[[Mapping[str, Any]], Any]
+"""A filter view: a record as it appears in the Lambda event -> what patterns see."""
 
 
 def decode_text(text: str | bytes) -> Any:
@@ -71,76 +73,29 @@ def decode_base64(data: Any) -> Any:
     return decode_text(raw)
 
 
-def _with(record: Mapping[str, Any], key: str, transform: Callable[[Any], Any]) -> dict[str, Any]:
+def with_decoded(
+    record: Mapping[str, Any], key: str, decode: Callable[[Any], Any]
+) -> dict[str, Any]:
+    """A copy of ``record`` with ``record[key]`` decoded (the record itself is not changed)."""
     view = dict(record)
     if key in view:
-        view[key] = transform(view[key])
+        view[key] = decode(view[key])
     return view
-
-
-# One function per source type, each taking the record as it appears in that source's Lambda
-# event.  Each is self-contained, so it can live with its source.
-
-
-def sqs_view(record: Mapping[str, Any]) -> Any:
-    """SQS: the record with ``body`` JSON-decoded (text that is not JSON stays RawText)."""
-    return _with(record, "body", lambda b: decode_text(b) if isinstance(b, str) else b)
-
-
-def kafka_view(record: Mapping[str, Any]) -> Any:
-    """Kafka (MSK, self-managed): the record with ``value`` base64- then JSON-decoded."""
-    return _with(record, "value", decode_base64)
 
 
 def kinesis_view(record: Mapping[str, Any]) -> Any:
     """Kinesis: the ``kinesis`` object of the record, ``data`` base64- then JSON-decoded."""
     inner = record.get("kinesis")
     base = inner if isinstance(inner, Mapping) else record
-    return _with(base, "data", decode_base64)
+    return with_decoded(base, "data", decode_base64)
 
 
 def rabbitmq_view(record: Mapping[str, Any]) -> Any:
     """Amazon MQ (RabbitMQ): the message with ``data`` base64- then JSON-decoded."""
-    return _with(record, "data", decode_base64)
+    return with_decoded(record, "data", decode_base64)
 
 
 def record_view(record: Mapping[str, Any]) -> Any:
     """The record itself: DynamoDB streams (patterns on ``eventName``, ``dynamodb``...), S3
     notifications, directory and schedule events."""
     return record
-
-
-_VIEWS: Final[dict[str, Callable[[Mapping[str, Any]], Any]]] = {
-    "sqs": sqs_view,
-    "kafka": kafka_view,
-    "kinesis": kinesis_view,
-    "rabbitmq": rabbitmq_view,
-    "dynamodb": record_view,
-    "s3": record_view,
-    "directory": record_view,
-    "schedule": record_view,
-}
-SOURCE_TYPES: Final = frozenset(_VIEWS)
-
-
-def view_for(source_type: str) -> Callable[[Mapping[str, Any]], Any]:
-    """The filter view of a source type: a function from a record, as it appears in the
-    Lambda event for that source, to what filter patterns are applied to.
-
-    Raises ``ValueError`` for an unknown ``source_type``.
-    """
-    try:
-        return _VIEWS[source_type]
-    except KeyError:
-        raise ValueError(
-            f"unknown source type {source_type!r}; expected one of {sorted(SOURCE_TYPES)}"
-        ) from None
-
-
-def filter_view(source_type: str, record: Mapping[str, Any]) -> Any:
-    """Return the object that filter patterns are applied to for one record of a source.
-
-    ``record`` is the record as it appears in the Lambda event for that source; it is not
-    modified.  Raises ``ValueError`` for an unknown ``source_type``.
-    """
-    return view_for(source_type)(record)

@@ -12,8 +12,10 @@ from typing import Any, ClassVar
 import pytest
 from pydantic import field_validator
 
-from connectors.aws.sqs import SQSSource
+from connectors.aws.sqs import SQSSource, sqs_view
+from connectors.kafka.records import kafka_view
 from router.abc import Destination, Invoker, Sink, Source, SourceTraits
+from router.filters.view import kinesis_view
 from router.models import Invocation, InvokeResult, Outcome, PluginSettings, Record, SourceKind
 from router.secrets import Secret
 
@@ -51,7 +53,6 @@ class FolderSource(_NoIO):
     Settings = FolderSettings
     traits = SourceTraits(
         kind=SourceKind.ASYNC,
-        filter_view="s3",
         batch_size_default=1,
         batch_size_max=1,
         retry_default=2,
@@ -83,7 +84,7 @@ class StreamSource(_NoIO):
     Settings = StreamSettings
     traits = SourceTraits(
         kind=SourceKind.STREAM,
-        filter_view="kafka",
+        filter_view=kafka_view,
         batch_size_default=100,
         batch_size_max=10_000,
         window_default=0.5,
@@ -99,7 +100,7 @@ class ShardSource(_NoIO):
     Settings = StreamSettings
     traits = SourceTraits(
         kind=SourceKind.STREAM,
-        filter_view="kinesis",
+        filter_view=kinesis_view,
         batch_size_default=100,
         batch_size_max=10_000,
         starting_positions=("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"),
@@ -117,14 +118,14 @@ class QueueSource(_NoIO):
     Settings = QueueSettings
     traits = SourceTraits(
         kind=SourceKind.QUEUE,
-        filter_view="sqs",
+        filter_view=sqs_view,
         batch_size_default=10,
         batch_size_max=10_000,
         supports=frozenset({"function_response_types", "maximum_concurrency", "filter_criteria"}),
     )
     fifo_traits = SourceTraits(
         kind=SourceKind.QUEUE,
-        filter_view="sqs",
+        filter_view=sqs_view,
         batch_size_default=10,
         batch_size_max=10,
         window_max=0,

@@ -1,4 +1,4 @@
-"""``filter_view`` per source type, and patterns applied to the views as Lambda does."""
+"""The filter view of each source type, and patterns applied to the views as Lambda does."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from router.filters import RawText, compile_patterns, filter_view
+from router.filters import RawText, compile_patterns
+from router.registry import filter_view as view_of
+
+
+def filter_view(source_type: str, record: dict[str, Any]) -> Any:
+    """The view a mapping of ``source_type`` applies to ``record``."""
+    return view_of(source_type)(record)
 
 
 def b64(data: bytes | str) -> str:

@@ -13,10 +13,11 @@ from connectors.kafka.records import (
     build_event,
     filter_viewer,
     identifiers,
+    kafka_view,
     lambda_record,
     record_converter,
 )
-from router.filters import compile_patterns, filter_view
+from router.filters import compile_patterns
 
 VALUES: list[bytes | None] = [
     b'{"kind": "order", "amount": 60, "tags": ["a", "b"]}',
@@ -69,7 +70,7 @@ def test_value_only_view_matches_as_the_full_lambda_record(pattern: str) -> None
     fast = filter_viewer(matcher.fields)
     records = record_converter(1)("orders", 3, [message(i, v) for i, v in enumerate(VALUES)])
     for record in records:
-        full = filter_view("kafka", lambda_record(record.data))
+        full = kafka_view(lambda_record(record.data))
         assert matcher.matches(fast(record)) == matcher.matches(full), record.data.value
 
 
@@ -79,7 +80,7 @@ def test_patterns_on_other_fields_see_the_whole_record() -> None:
     record = record_converter(1)("orders", 3, [message(0, VALUES[0])])[0]
     assert view(record)["key"] == "aw=="
     assert matcher.matches(view(record))
-    assert filter_viewer(None)(record) == filter_view("kafka", lambda_record(record.data))
+    assert filter_viewer(None)(record) == kafka_view(lambda_record(record.data))
 
 
 def test_event_identifiers_and_lanes() -> None:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
+from connectors.aws.sqs import sqs_view
 from router.abc import (
     Destination,
     DestinationContext,
@@ -57,7 +58,9 @@ class NothingMatcher:
 FAST = Backoff(base=0.001, cap=0.01)
 
 TRAITS = {
-    kind: SourceTraits(kind=kind, filter_view="sqs", batch_size_default=10, batch_size_max=10_000)
+    kind: SourceTraits(
+        kind=kind, filter_view=sqs_view, batch_size_default=10, batch_size_max=10_000
+    )
     for kind in SourceKind
 }
 
