@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, cast
 
-from connectors.aws.sqs import sqs_view
+from connectors.aws.sqs import STANDARD_TRAITS
+from connectors.directory import DirectorySource
+from connectors.kafka.source import KafkaSource
 from router.abc import (
     Destination,
     DestinationContext,
@@ -57,11 +60,13 @@ class NothingMatcher:
 
 FAST = Backoff(base=0.001, cap=0.01)
 
+# The traits of a real source of each kind: the pipeline sees what it sees in production. The
+# stream retries as Kinesis does, without Kafka's cap of 10 retries when a mapping has an
+# on-failure destination (test_rules checks the cap).
 TRAITS = {
-    kind: SourceTraits(
-        kind=kind, filter_view=sqs_view, batch_size_default=10, batch_size_max=10_000
-    )
-    for kind in SourceKind
+    SourceKind.STREAM: replace(KafkaSource.traits, retry_cap_with_destination=None),
+    SourceKind.QUEUE: STANDARD_TRAITS,
+    SourceKind.ASYNC: DirectorySource.traits,
 }
 
 
