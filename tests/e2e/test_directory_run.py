@@ -72,10 +72,19 @@ def workdir(tmp_path: Path) -> Path:
 
 def _start(workdir: Path, **env: str) -> subprocess.Popen[bytes]:
     store = f"sqlite:///{workdir / 'router.db'}"
+    # The log is appended to across restarts: wait for this process's own "running" line,
+    # not an earlier run's.
+    runs_before = _log(workdir).count("router 0.1.0 running")
     proc = start_router_process(
         workdir / "router.yaml", store, workdir, workdir / "router.log", env
     )
-    _wait(lambda: "router 0.1.0 running" in _log(workdir) or proc.poll() is not None, 30, "start")
+    _wait(
+        lambda: (
+            _log(workdir).count("router 0.1.0 running") > runs_before or proc.poll() is not None
+        ),
+        30,
+        "start",
+    )
     assert proc.poll() is None, _log(workdir)
     return proc
 
