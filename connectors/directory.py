@@ -426,7 +426,14 @@ class DirectorySource(Source):
         self._seen[key] = before
         self._unreadable.pop(key, None)
         version = FileVersion(key, mtime_ns, size, etag)
-        await sink.put([self.record(version)])
+        try:
+            await sink.put([self.record(version)])
+        except BaseException:
+            # Not handed over (cancelled while waiting for room, or run() is failing): the
+            # next run's scan must announce this version again.
+            if self._seen.get(key) == before:
+                del self._seen[key]
+            raise
 
     async def _reject(
         self,

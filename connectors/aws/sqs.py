@@ -458,7 +458,14 @@ class SQSSource(Source):
                 messages = await queue.receive(count)
                 if messages:
                     records = self._records(messages)
-                    await sink.put(records)
+                    try:
+                        await sink.put(records)
+                    except BaseException:
+                        # Not handed over: stop extending their visibility, so that they
+                        # come again when it ends instead of staying invisible for good.
+                        for record in records:
+                            queue.forget(record.identifier)
+                        raise
             finally:
                 self._reserved -= count
                 self._room.set()
