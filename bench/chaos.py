@@ -52,6 +52,8 @@ from tests.fixtures.pg_cluster import PgCluster, pg_cluster_running
 from tests.fixtures.procs import background, free_port
 from tests.helpers import start_router_process
 
+# moto with FIFO groups that come back in order after a visibility timeout, as SQS keeps them
+MOTO_SERVER = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "moto_fifo.py"
 LEASE_TTL = 5
 RECOVERY_LIMIT = 180.0
 FAULTS = (
@@ -447,7 +449,7 @@ async def run(minutes: float, seed: int) -> None:
     os.environ.update(
         {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1"}
     )
-    moto = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)]
+    moto = [sys.executable, str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(moto_port)]
     kafka_port = free_port()
     stats = {kind: FaultStats() for kind in FAULTS}
     global DESTINATION

@@ -311,3 +311,23 @@ async def test_receives_no_further_ahead_than_max_in_flight(aws: Any) -> None:
             await source.ack(first)
             await sink.done(10)
             await sink.get(10)
+
+
+async def test_the_emulator_returns_a_timed_out_fifo_group_in_order(aws: Any) -> None:
+    # What the fault tests rely on, as SQS does it: a group whose in-flight messages all time
+    # out (their consumer died) comes back first message first, the rest behind it. moto on
+    # its own hands out the *last* of them first (tests/fixtures/moto_fifo.py).
+    async with aws.client("sqs") as sqs:
+        url = await make_queue(sqs, unique("rotate"), visibility=1, fifo=True)
+        for body in ("m1", "m2", "m3", "m4"):
+            await sqs.send_message(QueueUrl=url, MessageBody=body, MessageGroupId="g")
+        first = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=3)
+        assert [m["Body"] for m in first["Messages"]] == ["m1", "m2", "m3"]
+        await asyncio.sleep(1.5)
+        seen: list[str] = []
+        while len(seen) < 4:
+            got = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+            for m in got.get("Messages") or []:
+                seen.append(m["Body"])
+                await sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    assert seen == ["m1", "m2", "m3", "m4"]
