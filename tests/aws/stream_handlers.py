@@ -1,0 +1,37 @@
+"""Handlers for the Kinesis / DynamoDB Streams tests, run in-process by the python invoker.
+Each test resets ``EVENTS`` (and ``FAILED_ONCE``) and reads what the handlers saw."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+EVENTS: list[dict[str, Any]] = []
+FAILED_ONCE: set[str] = set()
+
+
+def data_of(record: dict[str, Any]) -> str:
+    return base64.b64decode(record["kinesis"]["data"]).decode()
+
+
+async def record(event: dict[str, Any], context: Any) -> None:
+    EVENTS.append(event)
+
+
+async def poison(event: dict[str, Any], context: Any) -> None:
+    """Fails every batch holding a record whose data contains ``poison``."""
+    EVENTS.append(event)
+    if any("poison" in data_of(r) for r in event["Records"]):
+        raise ValueError("poison in batch")
+
+
+async def partial(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Reports records whose data starts with ``bad`` as failed, the first time only."""
+    EVENTS.append(event)
+    failures = []
+    for r in event["Records"]:
+        sequence = r["kinesis"]["sequenceNumber"]
+        if data_of(r).startswith("bad") and sequence not in FAILED_ONCE:
+            FAILED_ONCE.add(sequence)
+            failures.append({"itemIdentifier": sequence})
+    return {"batchItemFailures": failures}

@@ -1,0 +1,109 @@
+"""The pure parts of the stream sources: which sequence number may be checkpointed, which
+shards are readable and where each starts (children after parents)."""
+
+from __future__ import annotations
+
+import pytest
+
+from connectors.aws.streams.progress import SHARD_END, SKIPPED, ShardProgress
+from connectors.aws.streams.shards import Shard, ShardPlan, Start, parse_checkpoint
+
+
+def test_checkpoint_advances_over_the_contiguous_acknowledged_prefix() -> None:
+    progress = ShardProgress()
+    assert progress.checkpoint is None
+    progress.fetched(["10", "11", "12", "13"])
+    assert progress.ack("11")  # out of order: a later lane finished first
+    assert progress.checkpoint is None
+    assert progress.ack("10")
+    assert progress.checkpoint == "11"
+    assert not progress.ack("10")  # twice
+    assert progress.ack_run(["12", "13"])
+    assert progress.checkpoint == "13"
+    assert progress.drained.is_set()
+    assert not progress.finished
+    progress.end()
+    assert progress.checkpoint == SHARD_END
+
+
+def test_acks_of_records_not_read_here_are_ignored() -> None:
+    progress = ShardProgress("5")
+    progress.fetched(["7", "9"])
+    assert not progress.ack("3")
+    assert not progress.ack("12")
+    assert progress.checkpoint == "5"
+    assert not progress.dirty
+    assert progress.ack("7")
+    assert progress.dirty
+
+
+def test_a_shard_at_its_end_is_finished_only_once_everything_is_acknowledged() -> None:
+    progress = ShardProgress()
+    progress.fetched(["1", "2"])
+    progress.end()
+    assert not progress.finished and not progress.drained.is_set()
+    progress.ack_run(["1", "2"])
+    assert progress.finished and progress.checkpoint == SHARD_END
+
+
+SPLIT = [Shard("p", ending="9"), Shard("a", ("p",)), Shard("b", ("p",))]
+MERGE = [Shard("x", ending="5"), Shard("y", ending="6"), Shard("m", ("x", "y"))]
+
+
+@pytest.mark.parametrize(
+    ("shards", "rows", "readable"),
+    [
+        (SPLIT, {}, ["p"]),
+        (SPLIT, {"p": "7"}, ["p"]),
+        (SPLIT, {"p": SHARD_END}, ["a", "b"]),
+        (SPLIT, {"a": "3"}, ["a", "b"]),  # a child started: the parent is finished
+        (MERGE, {"x": SHARD_END}, ["y"]),
+        (MERGE, {"x": SHARD_END, "y": SHARD_END}, ["m"]),
+        (MERGE, {"m": SHARD_END}, []),
+        ([Shard("c", ("gone",))], {}, ["c"]),  # a parent trimmed from the stream
+    ],
+)
+def test_children_are_readable_after_all_their_parents(
+    shards: list[Shard], rows: dict[str, str], readable: list[str]
+) -> None:
+    assert [s.id for s in ShardPlan(shards, rows).readable()] == readable
+
+
+def test_where_shards_start() -> None:
+    plan = ShardPlan(SPLIT, {"p": SHARD_END})
+    child = plan.shards["a"]
+    assert plan.start(child, "LATEST", None, 100.0, True) == Start(
+        "TRIM_HORIZON", marker="TRIM_HORIZON"
+    )
+    fresh = ShardPlan(SPLIT, {})
+    assert fresh.start(fresh.shards["p"], "LATEST", None, 100.0, True).skip
+    assert fresh.start(fresh.shards["p"], "TRIM_HORIZON", None, 100.0, True).iterator == (
+        "TRIM_HORIZON"
+    )
+    skipped = ShardPlan(SPLIT, {"p": SKIPPED})
+    pinned = skipped.start(skipped.shards["a"], "LATEST", None, 100.0, True)
+    assert (pinned.iterator, pinned.timestamp, pinned.marker) == (
+        "AT_TIMESTAMP",
+        100.0,
+        "AT_TIMESTAMP:100.000",
+    )
+    assert skipped.start(skipped.shards["a"], "LATEST", None, 100.0, False) == Start(
+        "LATEST", marker="LATEST"
+    )
+    resumed = ShardPlan(SPLIT, {"p": "42"})
+    assert resumed.start(resumed.shards["p"], "LATEST", None, 1.0, True) == Start(
+        "AFTER_SEQUENCE_NUMBER", sequence="42"
+    )
+
+
+def test_finished_parents_are_cleaned_once_all_children_have_rows() -> None:
+    assert ShardPlan(SPLIT, {"p": SHARD_END, "a": "TRIM_HORIZON"}).cleanable() == []
+    rows = {"p": SHARD_END, "a": "TRIM_HORIZON", "b": "4"}
+    assert ShardPlan(SPLIT, rows).cleanable() == ["p"]
+    # With the parent's row gone, it stays finished through its children.
+    assert [s.id for s in ShardPlan(SPLIT, {"a": "1", "b": "4"}).readable()] == ["a", "b"]
+
+
+def test_a_checkpoint_row_that_means_nothing_is_an_error() -> None:
+    with pytest.raises(ValueError, match="expected a sequence number"):
+        parse_checkpoint("yesterday")
