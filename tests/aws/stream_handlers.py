@@ -35,3 +35,12 @@ async def partial(event: dict[str, Any], context: Any) -> dict[str, Any]:
             FAILED_ONCE.add(sequence)
             failures.append({"itemIdentifier": sequence})
     return {"batchItemFailures": failures}
+
+
+async def item_poison(event: dict[str, Any], context: Any) -> None:
+    """Fails every batch holding an item whose ``v`` attribute is ``poison``."""
+    EVENTS.append(event)
+    for r in event["Records"]:
+        image = r["dynamodb"].get("NewImage") or {}
+        if image.get("v", {}).get("S") == "poison":
+            raise ValueError("poison in batch")

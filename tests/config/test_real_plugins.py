@@ -99,7 +99,9 @@ def test_json_schema_describes_every_type_and_alias() -> None:
     assert set(mapping["required"]) == {"name", "function", "source"}
     source = props["source"]
     types = [b["properties"]["type"]["const"] for b in source["oneOf"]]
-    assert types == sorted(["directory", "schedule", "kafka", "kinesis", "sqs", "s3", "http"])
+    assert types == sorted(
+        ["directory", "schedule", "kafka", "kinesis", "dynamodb", "sqs", "s3", "http"]
+    )
     kafka = next(b for b in source["oneOf"] if b["properties"]["type"]["const"] == "kafka")
     assert "topics" in kafka["properties"] and kafka["additionalProperties"] is False
     function = schema["properties"]["functions"]["additionalProperties"]
