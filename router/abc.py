@@ -36,6 +36,8 @@ from router.models import (
     MappingConfig,
     MappingRow,
     PluginSettings,
+    QueueDepth,
+    QueuedEvent,
     Record,
     SourceKind,
     StatsDelta,
@@ -173,6 +175,13 @@ class Source(ABC):
     async def release(self, records: Sequence[Record]) -> None:  # noqa: B027 - optional hook
         """Queue sources: leave these records for redelivery (failed, not handed off).
         Streams and asynchronous sources never get this call."""
+
+    def invocation_fields(self, records: Sequence[Record]) -> Mapping[str, str]:
+        """Fields of the :class:`~router.models.Invocation` of ``records`` besides the
+        event: ``request_id`` (kept across retries; default: a fresh one per attempt),
+        ``client_context``, ``trace_id``. The asynchronous Invoke API passes the caller's
+        here. Defaults to none."""
+        return {}
 
     def identifiers(self, records: Sequence[Record]) -> list[str]:
         """The ``itemIdentifier`` of each record, in order. Defaults to ``Record.identifier``;
@@ -406,6 +415,41 @@ class Store(Protocol):
         self, *, mapping_uuid: str | None = None, include_replayed: bool = False
     ) -> list[FailedEvent]: ...
     async def mark_replayed(self, ids: Collection[int]) -> None: ...
+
+    # the asynchronous-invocation queue (router.ingress.queue): events accepted and not yet
+    # delivered, each claimed by one replica at a time
+    async def enqueue_events(self, events: Sequence[QueuedEvent]) -> None:
+        """Insert ``events`` (unclaimed) in one transaction; durable when this returns."""
+
+    async def claim_events(
+        self, target: str, owner: str, limit: int, lease: float
+    ) -> list[QueuedEvent]:
+        """Lease up to ``limit`` events of ``target`` that no replica holds (never claimed,
+        released, or lease expired) to ``owner`` for ``lease`` seconds, oldest first; each
+        claim adds one to ``deliveries``. Replicas claiming at once never get the same event
+        (PostgreSQL: ``FOR UPDATE SKIP LOCKED``)."""
+
+    async def renew_events(self, ids: Collection[str], owner: str, lease: float) -> set[str]:
+        """Extend ``owner``'s leases on ``ids`` to now + ``lease``; returns the ids it still
+        held (an event missing from the answer was deleted or taken over)."""
+
+    async def release_events(self, ids: Collection[str] | None, owner: str) -> int:
+        """Give up ``owner``'s leases on ``ids`` (None: on every event it holds): any
+        replica may claim them at once. Returns how many it held."""
+
+    async def delete_events(self, ids: Collection[str]) -> None:
+        """Forget delivered events (whoever holds them)."""
+
+    async def queue_depths(self) -> list[QueueDepth]:
+        """Per target with events waiting: how many, and the oldest ``enqueued_at``."""
+
+    async def list_events(
+        self, *, target: str | None = None, limit: int = 100
+    ) -> list[QueuedEvent]:
+        """Waiting events (all targets, or one), oldest first."""
+
+    async def purge_events(self, *, target: str | None = None) -> int:
+        """Delete waiting events (all, or one target's), claimed or not; how many went."""
 
     def changes(self) -> AsyncIterator[set[str]]:
         """Yields sets of mapping uuids whose rows (or checkpoints) changed outside this

@@ -192,6 +192,61 @@ async def _mappings(args: argparse.Namespace) -> int:
         await store.aclose()
 
 
+async def _queue(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from router.store import connect
+
+    config = _optional_config(args)
+    store = await connect(_store_url(args, config))
+    try:
+        names = {
+            f"mapping:{row.uuid}": f"mapping {row.name}" for row in await store.list_mappings()
+        }
+
+        def shown(target: str) -> str:
+            kind, _, name = target.partition(":")
+            return names.get(target, f"{kind} {name}")
+
+        target = None
+        if args.function:
+            target = f"function:{args.function}"
+        elif args.mapping:
+            row = await store.get_mapping_by_name(args.mapping)
+            if row is None:
+                return _fail(f"no mapping named {args.mapping!r}", EXIT_BAD_INPUT)
+            target = f"mapping:{row.uuid}"
+        if args.action == "purge":
+            if target is None and not args.all:
+                return _fail("say what to purge: --function NAME, --mapping NAME or --all", 2)
+            count = await store.purge_events(target=target)
+            print(f"purged {count} queued events" + (f" of {shown(target)}" if target else ""))
+            return EXIT_OK
+        now = datetime.now(UTC)
+        print(f"{'TARGET':40} {'EVENTS':>7} {'OLDEST AGE':>11}")
+        for depth in await store.queue_depths():
+            if target is None or depth.target == target:
+                age = (now - depth.oldest).total_seconds() if depth.oldest else 0.0
+                print(f"{shown(depth.target):40} {depth.events:>7} {age:>10.1f}s")
+        events = await store.list_events(target=target, limit=args.limit)
+        if events:
+            print()
+            print(f"{'ID':36} {'TARGET':24} {'ENQUEUED':24} {'TRIES':>5} {'HELD BY':16} PAYLOAD")
+        for event in events:
+            held = ""
+            if event.lease_owner and event.lease_expires_at and event.lease_expires_at > now:
+                held = event.lease_owner
+            payload = event.payload if len(event.payload) <= 60 else event.payload[:57] + "..."
+            print(
+                f"{event.id:36} {shown(event.target):24} "
+                f"{event.enqueued_at.isoformat(timespec='seconds'):24} {event.deliveries:>5} "
+                f"{held:16} {payload}"
+            )
+        return EXIT_OK
+    finally:
+        await store.aclose()
+
+
 async def _db_upgrade(args: argparse.Namespace) -> int:
     from router.store import display_url, setup_errors
     from router.store.migrate import upgrade_async
@@ -305,6 +360,19 @@ def _parser() -> argparse.ArgumentParser:
         q.add_argument("name")
         common(q)
 
+    p = sub.add_parser("queue", help="look inside or purge the asynchronous queue")
+    qsub = p.add_subparsers(dest="action", required=True)
+    for action in ("list", "purge"):
+        q = qsub.add_parser(action)
+        common(q)
+        which = q.add_mutually_exclusive_group()
+        which.add_argument("--function", help="only the asynchronous Invoke calls of FUNCTION")
+        which.add_argument("--mapping", help="only the events of MAPPING (a front-end's)")
+        if action == "list":
+            q.add_argument("--limit", type=int, default=20, help="events shown (default 20)")
+        else:
+            which.add_argument("--all", action="store_true", help="every queued event")
+
     p = sub.add_parser("db", help="store schema")
     dsub = p.add_subparsers(dest="action", required=True)
     q = dsub.add_parser("upgrade", help="migrate the store to this version's schema")
@@ -340,6 +408,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_apply(args))
         if args.command == "mappings":
             return asyncio.run(_mappings(args))
+        if args.command == "queue":
+            return asyncio.run(_queue(args))
         if args.command == "db":
             return asyncio.run(_db_upgrade(args))
         if args.command == "schema":

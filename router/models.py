@@ -417,6 +417,37 @@ class FailedEvent:
     replayed_at: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueuedEvent:
+    """A row of ``async_events``: an asynchronous event accepted (committed) and not yet
+    delivered. ``target`` is ``function:NAME`` (Lambda's Invoke API with
+    ``InvocationType=Event``) or ``mapping:UUID`` (a front-end's mapping, such as an
+    EventBridge rule)."""
+
+    id: str
+    """The event id, answered to the caller (the Invoke API's request id)."""
+    target: str
+    payload: str
+    """The event as JSON text, exactly as accepted."""
+    attributes: dict[str, Any] = field(default_factory=dict)
+    """What the front-end keeps beside the payload (the Invoke API: ``client_context``)."""
+    enqueued_at: datetime
+    deliveries: int = 0
+    """How many times a replica claimed it (a claim that ended without delivery, by a crash
+    or a stop, counts too)."""
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueDepth:
+    """How many events wait for one target of the asynchronous queue, and since when."""
+
+    target: str
+    events: int
+    oldest: datetime | None
+
+
 def function_arn(name: str, arn: str = "") -> str:
     """The ARN a function is invoked as: the configured one, or a local look-alike.
 

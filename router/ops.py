@@ -74,6 +74,9 @@ def render_metrics(router: Router) -> str:
         held = running.pipeline.held
         lines.append(f'router_buffered_records{{mapping="{_label(running.config.name)}"}} {held}')
     lines.extend(_families(router.functions.metrics()))
+    if router.ingress is not None:
+        names = {uid: running.config.name for uid, running in router.running.items()}
+        lines.extend(_families(router.ingress.queue.metrics(names)))
     return "\n".join(lines) + "\n"
 
 

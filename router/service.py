@@ -5,8 +5,9 @@
 
 1. the store (an embedded SQLite store is created or upgraded on the spot);
 2. the functions' invokers (handlers imported, runtime listeners bound);
-3. with ``router.ingress``: the ingress listener (Lambda's Invoke API and the routes pushed
-   sources register, :mod:`router.ingress`);
+3. with ``router.ingress``: the durable asynchronous queue (:mod:`router.ingress.queue`)
+   and the ingress listener (Lambda's Invoke API and the routes pushed sources register,
+   :mod:`router.ingress`);
 4. the operations listener (``/healthz``, ``/readyz``, ``/metrics``), unless it is ``off``;
 5. the router: the YAML's mappings are applied to the store first, then every enabled mapping
    runs (its source, lanes and destinations), following changes made in the store;
@@ -35,11 +36,11 @@ from types import TracebackType
 from typing import TypeVar
 
 from router import __version__
-from router.app import Router, tune_gc
+from router.app import Router, default_replica_id, tune_gc
 from router.config import RouterConfig, apply_plan, plan_apply
 from router.errors import ConfigError
 from router.functions import Functions
-from router.ingress import Ingress, IngressListener
+from router.ingress import AsyncQueue, Ingress, IngressListener
 from router.ops import OperationsListener
 from router.store import DEFAULT_URL, SQLStore, connect
 from router.watcher import ConfigWatcher
@@ -93,6 +94,14 @@ class Service:
             self.ingress: Ingress | None = None
             ingress_settings = config.settings.ingress
             if ingress_settings is not None:
+                # Closed after the listener: requests still being answered may queue events.
+                queue = AsyncQueue(
+                    self.store,
+                    replica_id=self.replica_id or default_replica_id(),
+                    lease_timeout=ingress_settings.lease_timeout,
+                    poll_interval=ingress_settings.poll_interval,
+                )
+                await self._start(stack, "the asynchronous queue", queue)
                 ingress_listener = IngressListener(
                     ingress_settings, shutdown_timeout=config.settings.shutdown_timeout
                 )
@@ -101,6 +110,7 @@ class Service:
                     settings=ingress_settings,
                     listener=ingress_listener,
                     functions=self.functions,
+                    queue=queue,
                 )
             self.router = Router(
                 config,

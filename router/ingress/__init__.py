@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from router.config.convert import IngressSettings
 from router.ingress.errors import AwsError, json_error, rest_json_error, text_error
 from router.ingress.listener import IngressListener, IngressRequest, Registration, Route
+from router.ingress.queue import AsyncQueue, function_target, mapping_target
 
 if TYPE_CHECKING:
     from router.functions import Functions
@@ -33,14 +34,29 @@ class Ingress:
       raise :class:`AwsError`.
     - ``functions``: the functions' invokers, for front-ends that invoke synchronously
       (function URLs).
+    - ``queue``: the durable asynchronous-invocation queue (:class:`AsyncQueue`). A
+      front-end that answers before the function runs (202) commits the event first::
+
+          event_id = await ingress.queue.enqueue(self.context.mapping, event)
+          # or a function's implicit target (Invoke with InvocationType=Event):
+          event_id = await ingress.queue.enqueue("orders", event, attributes={...})
+
+      ``enqueue`` returns once the event is durable (concurrent calls share one commit) and
+      raises :class:`router.errors.StoreError` when the store cannot take it (answer an
+      error: nothing was accepted). The events of a mapping reach that mapping's pipeline
+      (retries, maximum event age, destinations as the mapping says, Lambda's asynchronous
+      semantics) through :class:`router.ingress.source.PushedSource`, which consumes them
+      while the mapping runs: a front-end only builds the event its function receives.
     """
 
     settings: IngressSettings
     listener: IngressListener
     functions: Functions
+    queue: AsyncQueue
 
 
 __all__ = [
+    "AsyncQueue",
     "AwsError",
     "Ingress",
     "IngressListener",
@@ -48,7 +64,9 @@ __all__ = [
     "IngressSettings",
     "Registration",
     "Route",
+    "function_target",
     "json_error",
+    "mapping_target",
     "rest_json_error",
     "text_error",
 ]

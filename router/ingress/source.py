@@ -9,9 +9,13 @@ disabled, changed or deleted. What it does while it runs:
   front-end serves there (``ingress.listener.add_route(...)`` / ``add_target(...)``, each a
   context manager) so that a mapping that stops stops being served;
 - events the front-end accepts asynchronously are committed to the durable queue with the
-  mapping as their target, and reach the mapping's pipeline from there (retries, maximum
-  event age, destinations as the mapping says); a synchronous front-end (function URLs)
-  invokes the function itself through ``ingress.functions`` and puts nothing into the sink.
+  mapping as their target (``await ingress.queue.enqueue(self.context.mapping, event)``
+  before answering), and reach the mapping's pipeline from there: :meth:`PushedSource.run`
+  claims them from the queue while the mapping runs (on every replica; each event is
+  claimed by one at a time), ``ack`` deletes them once delivered (retries, maximum event
+  age, destinations as the mapping says); the event the function receives is the payload
+  exactly as queued. A synchronous front-end (function URLs) invokes the function itself
+  through ``ingress.functions`` and puts nothing into the sink.
 
 ``run`` raises :class:`~router.errors.ConfigError` (the mapping stops, saying why) when the
 router has no ``router.ingress`` configured.
@@ -19,20 +23,27 @@ router has no ``router.ingress`` configured.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from router.abc import Sink, Source
+from router.abc import Sink, Source, SourceContext
 from router.errors import ConfigError
-from router.ingress import Ingress
+from router.ingress import AsyncQueue, Ingress, mapping_target
 from router.models import Record
 
 
 class PushedSource(Source):
     """A source fed by the ingress listener; see the module's docstring."""
+
+    _queue: AsyncQueue | None = None
+    _claimed: set[str]
+
+    def __init__(self, settings: Any, context: SourceContext) -> None:
+        super().__init__(settings, context)
+        self._claimed = set()
+        """Ids of the queued events this source claimed and did not acknowledge yet."""
 
     def serving(self, ingress: Ingress, sink: Sink) -> AbstractAsyncContextManager[Any]:
         """Entered while the mapping runs: register routes and actions here. Defaults to
@@ -52,18 +63,33 @@ class PushedSource(Source):
             )
         return ingress
 
+    def queue_target(self) -> str:
+        """The queue target whose events this source delivers: its mapping's."""
+        return mapping_target(self.context.mapping)
+
     async def run(self, sink: Sink) -> None:
         ingress = self.ingress()
+        self._queue = ingress.queue
         async with self.serving(ingress, sink):
             sink.supervisor.working()
-            await asyncio.Event().wait()
+            await ingress.queue.consume(self.queue_target(), sink, self._claimed)
 
     def build_event(self, records: Sequence[Record]) -> Any:
         """The event exactly as the front-end accepted it (one per invocation)."""
         return records[0].data
 
     async def ack(self, records: Sequence[Record]) -> None:
-        """Nothing to forget: pushed events are not read from anywhere."""
+        """Delete the delivered events from the queue."""
+        assert self._queue is not None  # records come from run()
+        await self._queue.ack(records)
+        self._claimed.difference_update(r.identifier for r in records)
+
+    async def aclose(self) -> None:
+        """The mapping stopped: what it claimed and did not deliver may be claimed again at
+        once (by any replica)."""
+        claimed, self._claimed = self._claimed, set()
+        if claimed and self._queue is not None:
+            await self._queue.release(claimed)
 
 
 __all__ = ["PushedSource"]

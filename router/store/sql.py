@@ -32,6 +32,7 @@ from router.store.engine import (
     store_errors,
 )
 from router.store.notify import ChangeFeed, PgChangeFeed, PollingChangeFeed
+from router.store.queue import QueueMethods
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class SQLStore:
+class SQLStore(QueueMethods):
     """The :class:`router.abc.Store` on SQLite or PostgreSQL.
 
     ``url`` is the store's URL with any password replaced by ``***`` (safe to log); the

@@ -165,6 +165,23 @@ deleted_mappings = sa.Table(
 """Mappings the YAML deleted whose checkpoints and stats are kept (under their uuid) until a
 mapping of the same name takes them back or the retention passes."""
 
+async_events = sa.Table(
+    "async_events",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("target", sa.String(300), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("attributes", JSONType, nullable=False),
+    sa.Column("enqueued_at", UTCDateTime, nullable=False),
+    sa.Column("deliveries", sa.Integer, nullable=False),
+    sa.Column("lease_owner", sa.String(255)),
+    sa.Column("lease_expires_at", UTCDateTime),
+    sa.Index("ix_async_events_target", "target", "enqueued_at"),
+)
+"""The durable asynchronous-invocation queue: events accepted (committed before the caller
+got its 202) and not yet delivered. A replica claims an event by writing its lease; the row
+is deleted once the event was delivered (or handed to a destination)."""
+
 mapping_versions = sa.Table(
     "mapping_versions",
     metadata,

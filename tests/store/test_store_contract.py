@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from router.errors import StoreError
-from router.models import FailedEvent, StatsDelta
+from router.models import FailedEvent, QueuedEvent, StatsDelta
 from router.store import SQLStore
 from tests.store.helpers import collect_until, external_execute, make_row, primed_feed
 
@@ -420,3 +422,90 @@ async def test_store_close_ends_feeds(store: SQLStore) -> None:
     await other.aclose()
     with pytest.raises(StopAsyncIteration):
         await asyncio.wait_for(waiter, 5)
+
+
+# the asynchronous-invocation queue
+
+
+def _event(target: str, n: int, **overrides: Any) -> QueuedEvent:
+    values: dict[str, Any] = {
+        "id": str(uuid.uuid4()),
+        "target": target,
+        "payload": f'{{"n": {n}}}',
+        "attributes": {"client_context": "e30="} if n == 0 else {},
+        "enqueued_at": datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=n),
+    }
+    values.update(overrides)
+    return QueuedEvent(**values)
+
+
+async def test_queued_events_are_claimed_oldest_first_and_once(store: SQLStore) -> None:
+    events = [_event("function:f", n) for n in (2, 0, 1)]
+    await store.enqueue_events(events)
+    await store.enqueue_events([_event("mapping:other", 5)])
+    first = await store.claim_events("function:f", "a", 2, 30)
+    assert [e.payload for e in first] == ['{"n": 0}', '{"n": 1}']
+    assert first[0].attributes == {"client_context": "e30="}
+    assert first[0].enqueued_at == datetime(2026, 1, 1, tzinfo=UTC)
+    assert {e.lease_owner for e in first} == {"a"}
+    assert {e.deliveries for e in first} == {1}
+    # Held by "a": another replica gets only what is left.
+    rest = await store.claim_events("function:f", "b", 10, 30)
+    assert [e.payload for e in rest] == ['{"n": 2}']
+    assert await store.claim_events("function:f", "b", 10, 30) == []
+
+    depths = {d.target: d for d in await store.queue_depths()}
+    assert depths["function:f"].events == 3
+    assert depths["function:f"].oldest == datetime(2026, 1, 1, tzinfo=UTC)
+    assert depths["mapping:other"].events == 1
+
+    await store.delete_events([e.id for e in first])
+    assert [e.payload for e in await store.list_events(target="function:f")] == ['{"n": 2}']
+    assert len(await store.list_events()) == 2
+
+
+async def test_a_released_or_expired_claim_is_claimed_again(store: SQLStore) -> None:
+    held, expiring = _event("function:f", 0), _event("function:f", 1)
+    await store.enqueue_events([held, expiring])
+    assert len(await store.claim_events("function:f", "a", 10, 30)) == 2
+    assert await store.release_events([held.id], "b") == 0  # not b's: nothing happens
+    assert await store.claim_events("function:f", "b", 10, 30) == []
+    assert await store.release_events([held.id], "a") == 1
+    again = await store.claim_events("function:f", "b", 10, 30)
+    assert [(e.id, e.deliveries) for e in again] == [(held.id, 2)]
+
+    # a's lease on the other one runs out without renewal.
+    assert await store.renew_events([expiring.id, held.id], "a", 0.2) == {expiring.id}
+    await asyncio.sleep(0.5)
+    assert await store.renew_events([expiring.id], "b", 30) == set()
+    taken = await store.claim_events("function:f", "b", 10, 30)
+    assert [e.id for e in taken] == [expiring.id]
+    assert await store.renew_events([expiring.id], "a", 30) == set()  # a lost it
+    # b restarts: everything it held is free again.
+    assert await store.release_events(None, "b") == 2
+    assert len(await store.claim_events("function:f", "c", 10, 30)) == 2
+
+
+async def test_concurrent_claims_never_share_an_event(store: SQLStore) -> None:
+    await store.enqueue_events([_event("function:f", n) for n in range(60)])
+
+    async def claim(owner: str) -> list[str]:
+        got: list[str] = []
+        while batch := await store.claim_events("function:f", owner, 7, 30):
+            got.extend(e.id for e in batch)
+        return got
+
+    results = await asyncio.gather(*(claim(f"r{i}") for i in range(4)))
+    claimed = [i for ids in results for i in ids]
+    assert len(claimed) == 60
+    assert len(set(claimed)) == 60
+
+
+async def test_purging_the_queue(store: SQLStore) -> None:
+    await store.enqueue_events([_event("function:f", n) for n in range(3)])
+    await store.enqueue_events([_event("function:g", 9)])
+    await store.claim_events("function:f", "a", 1, 30)
+    assert await store.purge_events(target="function:f") == 3  # claimed ones too
+    assert [d.target for d in await store.queue_depths()] == ["function:g"]
+    assert await store.purge_events() == 1
+    assert await store.queue_depths() == []
