@@ -5,9 +5,10 @@
 
 1. the store (an embedded SQLite store is created or upgraded on the spot);
 2. the functions' invokers (handlers imported, runtime listeners bound);
-3. with ``router.ingress``: the durable asynchronous queue (:mod:`router.ingress.queue`)
-   and the ingress listener (Lambda's Invoke API and the routes pushed sources register,
-   :mod:`router.ingress`);
+3. with ``router.ingress``: the durable asynchronous queue (:mod:`router.ingress.queue`),
+   the ingress listener (the routes pushed sources register, :mod:`router.ingress`), each
+   function's asynchronous Invoke target and Lambda's Invoke API
+   (:mod:`router.ingress.invoke`);
 4. the operations listener (``/healthz``, ``/readyz``, ``/metrics``), unless it is ``off``;
 5. the router: the YAML's mappings are applied to the store first, then every enabled mapping
    runs (its source, lanes and destinations), following changes made in the store;
@@ -36,11 +37,12 @@ from types import TracebackType
 from typing import TypeVar
 
 from router import __version__
-from router.app import Router, default_replica_id, tune_gc
+from router.app import Router, default_backoff, default_replica_id, tune_gc
 from router.config import RouterConfig, apply_plan, plan_apply
 from router.errors import ConfigError
 from router.functions import Functions
 from router.ingress import AsyncQueue, Ingress, IngressListener
+from router.ingress.invoke import FunctionTargets, InvokeApi
 from router.ops import OperationsListener
 from router.store import DEFAULT_URL, SQLStore, connect
 from router.watcher import ConfigWatcher
@@ -112,6 +114,15 @@ class Service:
                     functions=self.functions,
                     queue=queue,
                 )
+                # Each function's asynchronous Invoke target, drained after the router.
+                targets = FunctionTargets(
+                    self.ingress,
+                    replica_id=queue.replica_id,
+                    backoff=default_backoff(),
+                    shutdown_timeout=config.settings.shutdown_timeout,
+                )
+                await self._start(stack, "the asynchronous Invoke targets", targets)
+                await self._start(stack, "the Invoke API", InvokeApi(self.ingress, targets))
             self.router = Router(
                 config,
                 self.store,

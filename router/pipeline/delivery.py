@@ -31,7 +31,7 @@ import logging
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -280,9 +280,10 @@ class Delivery(ABC):
         here (without spending the retry budget) until the records expire."""
         attempt = 0
         size = sum([r.size for r in records])
+        fields = self.source.invocation_fields(records)
         while True:
             event = self.source.build_event(records)
-            request_id = str(uuid.uuid4())
+            request_id = fields.get("request_id") or str(uuid.uuid4())
             if size > MAX_PAYLOAD_BYTES:
                 result = InvokeResult(
                     outcome=Outcome.FUNCTION_ERROR,
@@ -298,13 +299,13 @@ class Delivery(ABC):
                 return result, request_id, event
             started = time.monotonic()
             if self.invoke_slots is None:
-                result = await self._call(event, request_id)
+                result = await self._call(event, request_id, fields)
             else:
                 async with self.invoke_slots:
                     if self.stopping.is_set():
                         raise Abandoned
                     started = time.monotonic()
-                    result = await self._call(event, request_id)
+                    result = await self._call(event, request_id, fields)
             counters = self.counters
             counters.invocations += 1
             counters.attempts += len(records)
@@ -336,13 +337,15 @@ class Delivery(ABC):
                 return result, request_id, event
             await self.sleep(delay)
 
-    async def _call(self, event: Any, request_id: str) -> InvokeResult:
+    async def _call(self, event: Any, request_id: str, fields: Mapping[str, str]) -> InvokeResult:
         invocation = Invocation(
             function=self.function.name,
             event=event,
             request_id=request_id,
             deadline=time.time() + self.function.timeout,
             invoked_function_arn=self.arn,
+            client_context=fields.get("client_context", ""),
+            trace_id=fields.get("trace_id", ""),
         )
         try:
             return await self.invoker.invoke(invocation)
