@@ -14,6 +14,7 @@ listener has credentials configured.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -197,6 +198,13 @@ class FunctionUrlSource(PushedSource):
         if result.outcome is Outcome.THROTTLED:
             return _status(429, "Rate Exceeded.")
         return _status(502, "Internal Server Error")
+
+    async def run(self, sink: Sink) -> None:
+        # Synchronous: nothing of this mapping is ever queued, so there is nothing to consume.
+        ingress = self.ingress()
+        async with self.serving(ingress, sink):
+            sink.supervisor.working()
+            await asyncio.Event().wait()
 
     def build_event(self, records: Sequence[Any]) -> Any:
         raise NotImplementedError("function URLs invoke synchronously; nothing is queued")
