@@ -248,7 +248,11 @@ class MappingConfig:
     maximum_retry_attempts: int = setting(-1, "MaximumRetryAttempts", column=Column.INTEGER)
     """-1 retries until the record expires."""
     maximum_record_age: float = setting(
-        -1, "MaximumRecordAgeInSeconds", "MaximumEventAgeInSeconds", column=Column.FLOAT
+        -1,
+        "MaximumRecordAgeInSeconds",
+        "MaximumEventAgeInSeconds",
+        "maximum_event_age",
+        column=Column.FLOAT,
     )
     """Seconds; -1 = no limit."""
     bisect_batch_on_function_error: bool = setting(
