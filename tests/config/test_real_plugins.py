@@ -100,7 +100,18 @@ def test_json_schema_describes_every_type_and_alias() -> None:
     source = props["source"]
     types = [b["properties"]["type"]["const"] for b in source["oneOf"]]
     assert types == sorted(
-        ["directory", "schedule", "kafka", "kinesis", "dynamodb", "sqs", "s3", "http"]
+        [
+            "directory",
+            "schedule",
+            "kafka",
+            "kinesis",
+            "dynamodb",
+            "sqs",
+            "s3",
+            "http",
+            "eventbridge",
+            "sns",
+        ]
     )
     kafka = next(b for b in source["oneOf"] if b["properties"]["type"]["const"] == "kafka")
     assert "topics" in kafka["properties"] and kafka["additionalProperties"] is False
