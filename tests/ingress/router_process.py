@@ -15,7 +15,13 @@ from tests.helpers import start_router_process, terminate
 
 @contextmanager
 def router_running(
-    tmp: Path, config: str, handler: str, *, started: str, store_url: str | None = None
+    tmp: Path,
+    config: str,
+    handler: str,
+    *,
+    started: str,
+    store_url: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[str]:
     """Run the router on ``config`` (``{port}`` replaced by the listener's port) with
     ``handler`` as ``app.py``; yields ``http://127.0.0.1:PORT`` once the log says
@@ -25,7 +31,9 @@ def router_running(
     path = tmp / "router.yaml"
     path.write_text(config.replace("{port}", str(port)))
     log = tmp / "router.log"
-    proc = start_router_process(path, store_url or f"sqlite:///{tmp / 'router.db'}", tmp, log)
+    proc = start_router_process(
+        path, store_url or f"sqlite:///{tmp / 'router.db'}", tmp, log, env=env
+    )
     try:
         wait_for(lambda: started in log.read_text() or proc.poll() is not None, 30, log)
         if proc.poll() is not None:
