@@ -49,6 +49,12 @@ mappings:
   - name: hello-url
     function: orders
     source: {{type: http, path: /hello, methods: [GET, POST]}}
+  - name: dup-1
+    function: orders
+    source: {{type: http, path: /dup, methods: [GET]}}
+  - name: dup-2
+    function: orders
+    source: {{type: http, path: /dup, methods: [GET]}}
   - name: users-url
     function: orders
     source:
@@ -61,6 +67,10 @@ mappings:
         ExposeHeaders: [x-made]
         MaxAge: 600
 """
+
+
+LOGS: dict[str, Path] = {}
+"""The router's log by its URL."""
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +88,9 @@ def router_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise AssertionError(f"the router did not start:\n{log.read_text()}")
             time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
+        url = f"http://127.0.0.1:{port}"
+        LOGS[url] = log
+        yield url
     finally:
         assert terminate(proc) == 0, log.read_text()
 
@@ -183,6 +195,14 @@ async def test_methods_not_configured_are_not_served(router_url: str) -> None:
     status, answer, _ = await _call("DELETE", f"{router_url}/hello")
     assert status == 404
     assert answer.headers["x-amzn-ErrorType"] == "UnknownOperationException"
+
+
+async def test_one_mapping_serves_a_path_another_one_names(router_url: str) -> None:
+    status, _, body = await _call("GET", f"{router_url}/dup?mode=plain")
+    assert status == 200, body
+    text = LOGS[router_url].read_text()
+    assert "GET /dup is served by mapping dup-" in text
+    assert "(mapping stopped: fix its configuration)" in text
 
 
 async def test_patterns_reach_the_function_as_path_parameters(router_url: str) -> None:
