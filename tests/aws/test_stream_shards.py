@@ -1,10 +1,18 @@
 """The pure parts of the stream sources: which sequence number may be checkpointed, which
-shards are readable and where each starts (children after parents)."""
+shards are readable and where each starts (children after parents), how replicas share
+shards."""
 
 from __future__ import annotations
 
 import pytest
 
+from connectors.aws.streams.leases import (
+    fair_share,
+    live_members,
+    member_row,
+    should_yield,
+    to_take,
+)
 from connectors.aws.streams.progress import SHARD_END, SKIPPED, ShardProgress
 from connectors.aws.streams.shards import Shard, ShardPlan, Start, parse_checkpoint
 
@@ -107,3 +115,44 @@ def test_finished_parents_are_cleaned_once_all_children_have_rows() -> None:
 def test_a_checkpoint_row_that_means_nothing_is_an_error() -> None:
     with pytest.raises(ValueError, match="expected a sequence number"):
         parse_checkpoint("yesterday")
+
+
+@pytest.mark.parametrize(
+    ("shards", "members", "floor_ceil"),
+    [(8, 3, (2, 3)), (8, 4, (2, 2)), (8, 1, (8, 8)), (1, 3, (0, 1)), (0, 2, (0, 0))],
+)
+def test_fair_share(shards: int, members: int, floor_ceil: tuple[int, int]) -> None:
+    assert fair_share(shards, members) == floor_ceil
+
+
+def test_a_replica_takes_free_shards_up_to_its_fair_share() -> None:
+    assert to_take(0, 8, 3) == 3
+    assert to_take(3, 8, 3) == 0
+    assert to_take(3, 8, 2) == 1  # a replica died: the others take its shards
+
+
+@pytest.mark.parametrize(
+    ("me", "held", "free", "yields"),
+    [
+        ("r1", {"r1": 3, "r2": 3, "r3": 2}, 0, False),  # balanced
+        ("r2", {"r1": 3, "r2": 3, "r3": 2, "r4": 0}, 0, True),  # busiest, highest id
+        ("r1", {"r1": 3, "r2": 3, "r3": 2, "r4": 0}, 0, False),  # r2 yields, not r1
+        ("r2", {"r1": 3, "r2": 3, "r3": 2, "r4": 0}, 1, False),  # r4 takes the free one
+        ("r1", {"r1": 8}, 0, False),  # alone
+        ("r1", {"r1": 2, "r2": 2, "r3": 2, "r4": 2}, 0, False),
+    ],
+)
+def test_the_busiest_replica_gives_one_shard_up_to_a_starving_one(
+    me: str, held: dict[str, int], free: int, yields: bool
+) -> None:
+    assert should_yield(me, held, sum(held.values()) + free, free) is yields
+
+
+def test_member_rows_age_out() -> None:
+    rows = {
+        "replica:a": member_row(100.0, 3),
+        "replica:b": member_row(80.0, 5),
+        "replica:c": "garbage",
+        "shardId-000000000000": "12",
+    }
+    assert live_members(rows, 105.0, 10.0) == {"a": 3}

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.aws
 
 
 class KinesisAdapter(SourceAdapter):
+    revokes = True
     redelivery = 10.0
     quiet = 1.5
 
@@ -50,6 +51,8 @@ class KinesisAdapter(SourceAdapter):
             region=REGION,
             poll_interval=0.1,
             checkpoint_interval=0.0,
+            shard_sync_interval=0.5,
+            lease_duration=1.5,
         )
         mapping = MappingConfig(
             name="contract",

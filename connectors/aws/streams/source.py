@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import time
 import zlib
 from abc import abstractmethod
@@ -40,6 +41,13 @@ from connectors.aws.common import (
     is_throttle,
     make_session,
     run_all,
+)
+from connectors.aws.streams.leases import (
+    MEMBER_PREFIX,
+    live_members,
+    member_row,
+    should_yield,
+    to_take,
 )
 from connectors.aws.streams.progress import FINISHED, SKIPPED, ShardProgress
 from connectors.aws.streams.shards import AT_TIMESTAMP, Shard, ShardPlan, Start
@@ -72,6 +80,9 @@ class StreamSettings(AwsSettings):
     """Seconds a shard that is given up waits for its in-flight batches."""
     close_timeout: float = Field(default=10.0, gt=0)
     """Seconds the last checkpoint write may take when the source stops."""
+    lease_duration: float = Field(default=30.0, ge=1)
+    """Seconds a replica's lease on a shard lasts unless renewed (renewed every third of
+    it): a dead replica's shards are taken within this time."""
 
 
 @dataclass(slots=True)
@@ -110,6 +121,8 @@ class StreamSource(Source):
         self._progress: dict[str, ShardProgress] = {}
         self._lanes: dict[str, list[tuple[str, ...] | tuple[str, int]]] = {}
         self._readers: dict[str, asyncio.Task[None]] = {}
+        self._leased: set[str] = set()
+        """Shards whose lease this replica holds."""
         self._reader_error: BaseException | None = None
         self.behind_ms: dict[str, int] = {}
         """Per shard read, how far its last read was behind the tip (the iterator age)."""
@@ -220,6 +233,7 @@ class StreamSource(Source):
         try:
             async with asyncio.timeout(self.settings.close_timeout):
                 await self._flush()
+                await self._release_all()
         except TimeoutError:
             logger.warning("%s: the last checkpoint write was cut short", self.where)
         stack, self._stack = self._stack, None
@@ -230,45 +244,137 @@ class StreamSource(Source):
     # -- shards -------------------------------------------------------------------------
 
     async def _manage(self, sink: Sink) -> None:
-        interval = self.settings.shard_sync_interval
+        settings = self.settings
+        wait = min(settings.shard_sync_interval, settings.lease_duration / 3)
+        retry = sink.supervisor.retry
+        listed_at = -math.inf
+        shards: list[Shard] = []
         while True:
-            shards = await sink.supervisor.retry(
-                f"listing the shards of {self.where}", self.list_shards
-            )
-            self._shards = {s.id: s for s in shards}
+            if time.monotonic() - listed_at >= settings.shard_sync_interval:
+                shards = await retry(f"listing the shards of {self.where}", self.list_shards)
+                self._shards = {s.id: s for s in shards}
+                listed_at = time.monotonic()
+            # Fresh rows each round: other replicas write checkpoints and member rows.
+            self._rows = await retry(f"reading the checkpoints of {self.where}", self._load_rows)
             await self._plan(sink, shards)
             sink.supervisor.working()
             if self._reader_error is not None:
                 raise self._reader_error
-            await wait_event(self._changed, interval)
+            await wait_event(self._changed, wait)
             self._changed.clear()
             if self._reader_error is not None:
                 raise self._reader_error
 
+    def _lease_key(self, shard_id: str) -> str:
+        mapping = self.context.mapping
+        return f"{mapping.source.type}:{mapping.uuid}:{shard_id}"
+
+    async def _lease(self, sink: Sink, shard_id: str) -> bool:
+        key = self._lease_key(shard_id)
+        owner = self.context.replica_id
+        ttl = self.settings.lease_duration
+        return await sink.supervisor.retry(
+            f"taking the lease of {shard_id}",
+            lambda: self.context.store.acquire_lease(key, owner, ttl),
+        )
+
     async def _plan(self, sink: Sink, shards: list[Shard]) -> None:
+        """Renew the leases held, give up lost ones, take free shards up to the fair share,
+        give one up for a starving replica (see :mod:`.leases`), start readers."""
+        me = self.context.replica_id
+        leasing = bool(self.context.mapping.uuid)
         while True:
             plan = ShardPlan(shards, self._rows)
-            skipped: dict[str, str] = {}
+            readable = plan.readable()
+            readable_ids = {s.id for s in readable}
             now = time.time()
-            for shard in plan.readable():
-                if shard.id in self._readers or not self.owns(shard.id):
-                    continue
-                start = plan.start(shard, self._position, self._timestamp, now, self.pins_latest)
-                if start.skip:
-                    skipped[shard.id] = SKIPPED
-                    continue
-                self._start_reader(sink, shard, start)
+            skipped = {
+                s.id: SKIPPED
+                for s in readable
+                if plan.start(s, self._position, self._timestamp, now, self.pins_latest).skip
+            }
             if skipped:
                 await self._write_rows(skipped)
                 continue  # their children may be readable now
-            clean = plan.cleanable()
-            if clean:
-                await self._delete_rows(clean)
-            return
+            break
+        if leasing:
+            for shard_id in sorted(self._leased):
+                if shard_id not in readable_ids and shard_id not in self._readers:
+                    await self._drop(shard_id, release=True)  # finished, or gone
+                elif not await self._lease(sink, shard_id):
+                    logger.warning(
+                        "%s: lost the lease of %s to another replica", self.where, shard_id
+                    )
+                    await self._drop(shard_id, release=False)
+            members = live_members(self._rows, now, self.settings.lease_duration)
+            members[me] = len(self._leased)
+            want = to_take(len(self._leased), len(readable), len(members))
+            # Replicas start their tries at different shards, so they seldom race for one.
+            offset = zlib.crc32(me.encode()) % max(1, len(readable))
+            for shard in readable[offset:] + readable[:offset]:
+                if want <= 0:
+                    break
+                if shard.id in self._leased:
+                    continue
+                if await self._lease(sink, shard.id):
+                    self._leased.add(shard.id)
+                    want -= 1
+            members[me] = len(self._leased)
+            free = max(0, len(readable) - sum(members.values()))
+            if should_yield(me, members, len(readable), free):
+                shard_id = max(self._leased)
+                logger.info(
+                    "%s: giving %s up for a replica with fewer shards", self.where, shard_id
+                )
+                await self._drop(shard_id, release=True)
+            await self._publish(sink)
+        else:
+            self._leased.update(readable_ids)
+        for shard in readable:
+            if shard.id in self._leased and shard.id not in self._readers:
+                start = plan.start(shard, self._position, self._timestamp, now, self.pins_latest)
+                self._start_reader(sink, shard, start)
+        clean = plan.cleanable()
+        if clean:
+            await self._delete_rows(clean)
 
-    def owns(self, shard_id: str) -> bool:
-        """Whether this replica reads ``shard_id``."""
-        return True
+    async def _publish(self, sink: Sink) -> None:
+        row = {MEMBER_PREFIX + self.context.replica_id: member_row(time.time(), len(self._leased))}
+        uuid = self.context.mapping.uuid
+        await sink.supervisor.retry(
+            f"writing the member row of {self.where}",
+            lambda: self.context.store.put_checkpoints(uuid, row),
+        )
+
+    async def _drop(self, shard_id: str, *, release: bool) -> None:
+        """Stop reading ``shard_id`` (its in-flight batches finish first) and, when
+        ``release``, let another replica have its lease at once."""
+        task = self._readers.pop(shard_id, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await self._give_up([shard_id])
+        self._leased.discard(shard_id)
+        if release:
+            key = self._lease_key(shard_id)
+            try:
+                await self.context.store.release_lease(key, self.context.replica_id)
+            except Exception as e:  # noqa: BLE001 - the lease expires by itself
+                logger.warning("%s: releasing the lease of %s: %s", self.where, shard_id, e)
+
+    async def _release_all(self) -> None:
+        """On close: release the leases held and the member row, so that the other replicas
+        take the shards at once instead of after the lease duration."""
+        uuid = self.context.mapping.uuid
+        if not uuid:
+            return
+        me = self.context.replica_id
+        for shard_id in sorted(self._leased):
+            with contextlib.suppress(Exception):
+                await self.context.store.release_lease(self._lease_key(shard_id), me)
+        self._leased.clear()
+        with contextlib.suppress(Exception):
+            await self.context.store.delete_checkpoints(uuid, [MEMBER_PREFIX + me])
 
     def _start_reader(self, sink: Sink, shard: Shard, start: Start) -> None:
         if self._slots > 1:

@@ -1,0 +1,68 @@
+"""How replicas on one store share a stream's shards: pure code, tested table-driven.
+
+Each shard is read under a lease in the store (``Store.acquire_lease``: taken, renewed, and
+expired by the database's clock). Each replica also writes a member row into the mapping's
+checkpoint rows (``replica:<id>`` = ``<epoch seconds> <shards held>``) every time it renews,
+so every replica sees who is alive and how much each holds:
+
+* a replica takes free shards (no lease, or an expired one) while it holds fewer than its
+  fair share, ``ceil(shards / live replicas)``;
+* when no shard is free and a live replica holds fewer than ``floor(shards / live
+  replicas)`` (one that just started), the busiest replica gives one shard up (it waits for
+  the shard's in-flight batches, writes its checkpoint and releases the lease), and the
+  starving replica takes it;
+* a replica that dies stops renewing: its leases expire after the lease duration and its
+  member row ages out, and the others take its shards within the lease duration (plus one
+  renewal interval).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+MEMBER_PREFIX = "replica:"
+
+
+def member_row(now: float, held: int) -> str:
+    return f"{now:.3f} {held}"
+
+
+def live_members(rows: Mapping[str, str], now: float, lease: float) -> dict[str, int]:
+    """Replica id -> shards held, for the member rows written within ``lease`` seconds."""
+    out: dict[str, int] = {}
+    for key, value in rows.items():
+        if not key.startswith(MEMBER_PREFIX):
+            continue
+        stamp, _, held = value.partition(" ")
+        try:
+            if now - float(stamp) <= lease:
+                out[key[len(MEMBER_PREFIX) :]] = int(held or 0)
+        except ValueError:
+            continue
+    return out
+
+
+def fair_share(shards: int, members: int) -> tuple[int, int]:
+    """``(floor, ceil)`` of ``shards / members``."""
+    members = max(1, members)
+    return shards // members, math.ceil(shards / members)
+
+
+def to_take(held: int, shards: int, members: int) -> int:
+    """How many free shards a replica holding ``held`` should try to take."""
+    _, most = fair_share(shards, members)
+    return max(0, most - held)
+
+
+def should_yield(me: str, held: Mapping[str, int], shards: int, free: int) -> bool:
+    """Whether replica ``me`` gives a shard up for a starving replica: no shard is free, some
+    live replica holds fewer than the floor of the fair share, and ``me`` is the busiest
+    (most shards; the highest id among equals, so that exactly one yields)."""
+    if free > 0 or len(held) < 2:
+        return False
+    least, _ = fair_share(shards, len(held))
+    if not any(n < least for n in held.values()):
+        return False
+    busiest = max(held.items(), key=lambda item: (item[1], item[0]))[0]
+    return busiest == me and held[me] > least
