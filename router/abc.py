@@ -218,6 +218,12 @@ class Source(ABC):
         (``KafkaBatchInfo``, ``KinesisBatchInfo``...), as ``{"KafkaBatchInfo": {...}}``."""
         return {}
 
+    def metrics(self) -> Sequence[MetricFamily]:
+        """The source's own metrics (queue depth, lag, pending counts), each sample labelled
+        with the mapping. Called for every ``/metrics`` request; must not block or do I/O
+        (report what was last read). None by default."""
+        return ()
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections. Idempotent."""
 

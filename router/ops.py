@@ -77,6 +77,11 @@ def render_metrics(router: Router) -> str:
     if router.ingress is not None:
         names = {uid: running.config.name for uid, running in router.running.items()}
         lines.extend(_families(router.ingress.queue.metrics(names)))
+    lines.extend(
+        _families(
+            f for running in router.running.values() for f in running.pipeline.source.metrics()
+        )
+    )
     return "\n".join(lines) + "\n"
 
 
