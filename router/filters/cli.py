@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
         "--source",
         metavar="TYPE",
         help="apply this source type's filter view first, as a mapping does (an installed "
-        "source type, or kinesis, dynamodb, rabbitmq)",
+        "source type, or kinesis, dynamodb)",
     )
     parser.add_argument(
         "--mapping",
@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
 def source_view(source_type: str) -> View:
     """The filter view a mapping of ``source_type`` applies: the view its source class
     declares (``traits.filter_view``), as the pipeline uses it.  Types with a view but no
-    source (``kinesis``, ``dynamodb``, ``rabbitmq``) use the view registered for them."""
+    source (``kinesis``, ``dynamodb``) use the view registered for them."""
     from router import registry
     from router.errors import RouterError
 

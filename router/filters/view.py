@@ -3,8 +3,9 @@
 Each source declares its own view (``SourceTraits.filter_view``): a function from one record,
 as it appears in the source's Lambda event, to what patterns see (the AWS Lambda "event
 filtering" documentation, per-service pages). The SQS view lives in
-:mod:`connectors.aws.sqs`, the Kafka one in :mod:`connectors.kafka.records`; they decode the
-payload with :func:`decode_text` / :func:`decode_base64` below.
+:mod:`connectors.aws.sqs`, the Kafka one in :mod:`connectors.kafka.records`, the RabbitMQ one
+in :mod:`connectors.rabbitmq.records`; they decode the payload with :func:`decode_text` /
+:func:`decode_base64` below.
 
 A payload that is text but not JSON becomes a :class:`~router.filters.spec.RawText`: patterns
 on the plain string (``{"body": [{"prefix": "ERR"}]}``) can match it, patterns that look
@@ -20,8 +21,6 @@ points):
     ``approximateArrivalTimestamp``, ``kinesisSchemaVersion``, ``data``) with ``data``
     decoded like Kafka's ``value``: patterns are written ``{"data": {...}}`` or
     ``{"partitionKey": [...]}``.  A record given without the ``kinesis`` wrapper is used as is.
-``rabbitmq`` (:func:`rabbitmq_view`)
-    Amazon MQ: the message with ``data`` decoded like Kafka's ``value``.
 ``dynamodb`` (:func:`record_view`)
     The stream record as is, patterns written on its ``dynamodb`` object (``Keys``,
     ``NewImage``, ``OldImage`` in DynamoDB JSON) and its metadata:
@@ -88,11 +87,6 @@ def kinesis_view(record: Mapping[str, Any]) -> Any:
     inner = record.get("kinesis")
     base = inner if isinstance(inner, Mapping) else record
     return with_decoded(base, "data", decode_base64)
-
-
-def rabbitmq_view(record: Mapping[str, Any]) -> Any:
-    """Amazon MQ (RabbitMQ): the message with ``data`` base64- then JSON-decoded."""
-    return with_decoded(record, "data", decode_base64)
 
 
 def record_view(record: Mapping[str, Any]) -> Any:
