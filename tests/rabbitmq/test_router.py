@@ -317,6 +317,36 @@ async def test_poison_message_dead_lettered_by_the_broker(
     assert good == {m for m in messages if m != "poison"}
 
 
+async def test_retry_mode_bisects_to_the_poison_message_and_sends_it_to_the_destination(
+    sqlite_store: SQLStore, rabbit_queues: Queues, handlers: Path
+) -> None:
+    queue = await rabbit_queues.new()
+    failed = await rabbit_queues.new("failed")
+    messages = [f"ok{i}" for i in range(13)] + ["poison"] + [f"ok{i}" for i in range(14, 20)]
+    await publish(queue, messages)
+    extra = f"""    bisect_batch_on_function_error: true
+    maximum_retry_attempts: 1
+    destination_config:
+      on_failure:
+        type: rabbitmq
+        url: {URL}
+        routing_key: {failed}"""
+    text = mapping_yaml(
+        queue, "poison", extra=extra, source_extra="\n      on_function_error: retry"
+    )
+    async with run_router(text, sqlite_store):
+        await eventually(lambda: holds(failed), what="the on-failure record", timeout=30)
+        await eventually(lambda: len(delivered(handlers)) == 19, what="the good messages")
+        await eventually(lambda: settled(queue), what="acked")
+    assert bodies(handlers) == [m for m in messages if m != "poison"]
+    (record,) = [orjson.loads(b) for b in await drain(failed)]
+    assert record["requestContext"]["condition"] == "RetryAttemptsExhausted"
+    info = record["RabbitMQBatchInfo"]
+    assert (info["queue"], info["batchSize"]) == (queue, 1)
+    (message,) = record["payload"]["rmqMessagesByQueue"][f"{queue}::/"]
+    assert base64.b64decode(message["data"]) == b"poison"
+
+
 async def test_missing_queue_is_an_outage_then_runs(
     sqlite_store: SQLStore, rabbit_queues: Queues, handlers: Path
 ) -> None:
