@@ -200,8 +200,29 @@ def _from_aws_spelling(value: Any) -> Any:
     return out
 
 
+def _aws_spellings_schema(schema: dict[str, Any]) -> None:
+    """The JSON schema also names the AWS spellings the model takes before validation."""
+    props = schema.setdefault("properties", {})
+    props["Queues"] = props.get("queues", {"type": "array", "items": {"type": "string"}})
+    props["SourceAccessConfigurations"] = {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "properties": {"Type": {"enum": list(_ACCESS_TYPES)}, "URI": {}},
+            "required": ["Type", "URI"],
+            "additionalProperties": False,
+        },
+    }
+    required = schema.get("required")
+    if isinstance(required, list) and "queues" in required:
+        required.remove("queues")  # or Queues
+        schema["anyOf"] = [{"required": ["queues"]}, {"required": ["Queues"]}]
+
+
 class RabbitSourceSettings(RabbitConnection):
     """``source: {type: rabbitmq, url: ..., queues: [orders], ...}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_aws_spellings_schema)
 
     queues: list[str] = Field(min_length=1, max_length=1)
     """The one queue to read (Amazon MQ mappings take exactly one)."""

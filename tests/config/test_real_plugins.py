@@ -111,6 +111,7 @@ def test_json_schema_describes_every_type_and_alias() -> None:
             "http",
             "eventbridge",
             "sns",
+            "rabbitmq",
         ]
     )
     kafka = next(b for b in source["oneOf"] if b["properties"]["type"]["const"] == "kafka")
