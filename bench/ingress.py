@@ -1,15 +1,18 @@
-"""Pushed events: how many asynchronous Invoke calls the router accepts per second, durably
-queued, beside the same HTTP server answering 202 without queueing; and how long an accepted
-event takes to reach its handler.
+"""Pushed events: how many asynchronous Invoke calls and EventBridge ``PutEvents`` entries
+the router accepts per second, durably queued, beside the same HTTP server answering without
+queueing; and how long an accepted event takes to reach its handler.
 
-Run by hand: ``python bench/ingress.py [--seconds 5] [--concurrency 16] [--store sqlite,postgres]``.
-In one run, one after the other, on this machine:
+Run by hand: ``python bench/ingress.py [--seconds 5] [--concurrency 16] [--store sqlite,postgres]
+[--api invoke,putevents] [--entries 1]``. In one run, one after the other, on this machine,
+for each API:
 
 * ``baseline``: the ingress listener (the same aiohttp server, route matching and body read)
-  with a route at the Invoke path that answers 202 at once, nothing queued;
-* ``sqlite`` / ``postgres``: a router (``Service``) with the Invoke API: each
-  ``InvocationType: Event`` call is committed to the asynchronous queue in the store before
-  its 202, then delivered to an in-process python handler.
+  with a route at the Invoke path that answers 202 at once (``PutEvents``: a JSON 1.1 action
+  that reads the entries and answers an ``EventId`` for each), nothing queued;
+* ``sqlite`` / ``postgres``: a router (``Service``) with the Invoke API and one
+  ``eventbridge`` rule matching every event: each ``InvocationType: Event`` call, and each
+  ``PutEvents`` entry (``--entries`` per call), is committed to the asynchronous queue in the
+  store before the answer, then delivered to an in-process python handler.
 
 A load generator in a process of its own keeps ``--concurrency`` requests in flight (keep-alive
 connections) for ``--seconds`` and counts the 202s. Then, at a modest load (``--latency-
@@ -57,14 +60,18 @@ router:
   ingress: {listen: "127.0.0.1:0"}
 functions:
   bench: {invoker: python, handler: "__main__:handle"}
-mappings: []
+mappings:
+  - name: bench-rule
+    function: bench
+    source: {type: eventbridge}
 """
+PUT_EVENTS = {"X-Amz-Target": "AWSEvents.PutEvents", "Content-Type": "application/x-amz-json-1.1"}
 
 
 def handle(event: dict[str, Any], context: Any) -> None:
     global DELIVERED
     DELIVERED += 1
-    sent = event.get("sent")
+    sent = event.get("sent") or event.get("detail", {}).get("sent")
     if sent:
         LATENCIES.append(time.time() - sent)
 
@@ -72,7 +79,17 @@ def handle(event: dict[str, Any], context: Any) -> None:
 # ---------------------------------------------------------------------- the load generator
 
 
-async def load(url: str, seconds: float, concurrency: int, stamp: bool) -> dict[str, Any]:
+def put_events_body(entries: int, sent: float) -> bytes:
+    detail = json.dumps({"order": 1, "sent": sent})
+    entry = {"Source": "bench", "DetailType": "OrderPlaced", "Detail": detail}
+    return json.dumps({"Entries": [entry] * entries}).encode()
+
+
+async def load(
+    url: str, seconds: float, concurrency: int, stamp: bool, api: str = "invoke", entries: int = 1
+) -> dict[str, Any]:
+    if api == "putevents":
+        return await load_put_events(url, seconds, concurrency, stamp, entries)
     target = f"{url}/2015-03-31/functions/bench/invocations"
     headers = {"X-Amz-Invocation-Type": "Event", "Content-Type": "application/json"}
     accepted = errors = 0
@@ -97,7 +114,36 @@ async def load(url: str, seconds: float, concurrency: int, stamp: bool) -> dict[
     return {"accepted": accepted, "errors": errors, "elapsed": elapsed}
 
 
-async def run_load(url: str, seconds: float, concurrency: int, stamp: bool) -> dict[str, Any]:
+async def load_put_events(
+    url: str, seconds: float, concurrency: int, stamp: bool, entries: int
+) -> dict[str, Any]:
+    """``accepted`` counts entries (an ``EventId`` in the answer), ``errors`` the others."""
+    accepted = errors = 0
+    end = time.monotonic() + seconds
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            nonlocal accepted, errors
+            while time.monotonic() < end:
+                body = put_events_body(entries, time.time() if stamp else 0)
+                async with session.post(f"{url}/", data=body, headers=PUT_EVENTS) as answer:
+                    result = await answer.json(content_type=None)
+                    failed = (
+                        result.get("FailedEntryCount", entries) if answer.status == 200 else entries
+                    )
+                    accepted += entries - failed
+                    errors += failed
+
+        started = time.monotonic()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.monotonic() - started
+    return {"accepted": accepted, "errors": errors, "elapsed": elapsed}
+
+
+async def run_load(
+    url: str, seconds: float, concurrency: int, stamp: bool, api: str = "invoke", entries: int = 1
+) -> dict[str, Any]:
     """The load generator in a process of its own."""
     command = [
         sys.executable,
@@ -108,6 +154,10 @@ async def run_load(url: str, seconds: float, concurrency: int, stamp: bool) -> d
         str(seconds),
         "--concurrency",
         str(concurrency),
+        "--api",
+        api,
+        "--entries",
+        str(entries),
     ]
     if stamp:
         command.append("--stamp")
@@ -127,8 +177,16 @@ async def baseline() -> AsyncIterator[str]:
     async def accept(request: IngressRequest) -> web.StreamResponse:
         return web.Response(status=202)
 
+    async def put_events(request: IngressRequest) -> web.StreamResponse:
+        entries = json.loads(request.body)["Entries"]
+        answer = {"FailedEntryCount": 0, "Entries": [{"EventId": "e"} for _ in entries]}
+        return web.Response(body=json.dumps(answer), content_type="application/x-amz-json-1.1")
+
     async with IngressListener(IngressSettings(listen="127.0.0.1:0")) as listener:
-        with listener.add_route("POST", INVOKE_PATH, accept, owner="bench", service="lambda"):
+        with (
+            listener.add_route("POST", INVOKE_PATH, accept, owner="bench", service="lambda"),
+            listener.add_target("AWSEvents.PutEvents", put_events, owner="bench"),
+        ):
             yield listener.url
 
 
@@ -137,7 +195,15 @@ async def router(store_url: str) -> AsyncIterator[str]:
     config = load_config_text(CONFIG.replace("STORE", store_url), "bench.yaml")
     async with Service(config, store_url=store_url, http_listen="off", replica_id="bench") as s:
         assert s.ingress is not None
-        yield s.ingress.listener.url
+        url = s.ingress.listener.url
+        # PutEvents is served once the rule's mapping runs.
+        async with aiohttp.ClientSession() as session:
+            for _ in range(300):
+                async with session.post(f"{url}/", data=b"{}", headers=PUT_EVENTS) as answer:
+                    if answer.status != 400 or "Unknown" not in await answer.text():
+                        break
+                await asyncio.sleep(0.1)
+        yield url
 
 
 @contextlib.asynccontextmanager
@@ -178,11 +244,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def measure(url: str, args: argparse.Namespace, *, durable: bool) -> dict[str, Any]:
+async def measure(
+    url: str, args: argparse.Namespace, *, durable: bool, api: str = "invoke"
+) -> dict[str, Any]:
     global DELIVERED
     DELIVERED = 0
-    await run_load(url, 1.0, args.concurrency, stamp=False)  # warm up connections, caches
-    result = await run_load(url, args.seconds, args.concurrency, stamp=False)
+    shape = {"api": api, "entries": args.entries}
+    await run_load(url, 1.0, args.concurrency, stamp=False, **shape)  # warm up connections
+    result = await run_load(url, args.seconds, args.concurrency, stamp=False, **shape)
     rate = result["accepted"] / result["elapsed"]
     figures: dict[str, Any] = {"rate": rate, "errors": result["errors"]}
     if durable:
@@ -194,7 +263,7 @@ async def measure(url: str, args: argparse.Namespace, *, durable: bool) -> dict[
             if before == DELIVERED:
                 break
         LATENCIES.clear()
-        await run_load(url, args.seconds, args.latency_concurrency, stamp=True)
+        await run_load(url, args.seconds, args.latency_concurrency, stamp=True, **shape)
         await asyncio.sleep(2.0)  # the last events reach the handler
         if LATENCIES:
             figures["p50"] = percentile(LATENCIES, 0.50) * 1000
@@ -204,18 +273,27 @@ async def measure(url: str, args: argparse.Namespace, *, durable: bool) -> dict[
 
 
 async def main(args: argparse.Namespace) -> None:
+    for api in [a.strip() for a in args.api.split(",") if a.strip()]:
+        await run_api(args, api)
+
+
+async def run_api(args: argparse.Namespace, api: str) -> None:
     stores = [s.strip() for s in args.store.split(",") if s.strip()]
+    what = (
+        "async Invoke accepts" if api == "invoke" else f"PutEvents entries ({args.entries} a call)"
+    )
     print(
-        f"async Invoke accepts, {args.seconds:g} s at {args.concurrency} in flight "
+        f"{what}, {args.seconds:g} s at {args.concurrency} in flight "
         f"(latency at {args.latency_concurrency} in flight)"
     )
     async with baseline() as url:
-        base = await measure(url, args, durable=False)
-    print(f"{'baseline (202, no queue)':28} {base['rate']:9.0f} events/s")
+        base = await measure(url, args, durable=False, api=api)
+    label = "baseline (202, no queue)" if api == "invoke" else "baseline (200, no queue)"
+    print(f"{label:28} {base['rate']:9.0f} events/s")
     for kind in stores:
         opened = sqlite_store() if kind == "sqlite" else postgres_store(args.pg_url)
         async with opened as store_url, router(store_url) as url:
-            figures = await measure(url, args, durable=True)
+            figures = await measure(url, args, durable=True, api=api)
         line = (
             f"{kind + ' (durable)':28} {figures['rate']:9.0f} events/s  "
             f"x{figures['rate'] / base['rate']:.2f} of baseline"
@@ -237,11 +315,15 @@ def cli() -> None:
     parser.add_argument("--latency-concurrency", type=int, default=4)
     parser.add_argument("--store", default="sqlite,postgres")
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--api", default="invoke,putevents", help="invoke, putevents or both")
+    parser.add_argument("--entries", type=int, default=1, help="entries per PutEvents call")
     parser.add_argument("--load", help=argparse.SUPPRESS)
     parser.add_argument("--stamp", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
-        result = asyncio.run(load(args.load, args.seconds, args.concurrency, args.stamp))
+        result = asyncio.run(
+            load(args.load, args.seconds, args.concurrency, args.stamp, args.api, args.entries)
+        )
         print(json.dumps(result))
         return
     asyncio.run(main(args))
