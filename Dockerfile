@@ -1,4 +1,5 @@
-# The router image: small, non-root, config mounted at /config.
+# The router image: small, non-root, configuration at /config (the embedded default from
+# config/ unless another folder is mounted there).
 #   docker build -t event-router .
 #   docker run -v $PWD/config:/config -v router-data:/data event-router
 FROM python:3.11-slim AS build
@@ -13,6 +14,7 @@ FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home-dir /data --create-home router
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+COPY config /config
 USER router
 WORKDIR /data
 ENV ROUTER_CONFIG=/config \

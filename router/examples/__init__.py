@@ -1,1 +1,2 @@
-"""Example handlers bundled with the router, used by the example configuration."""
+"""Example handlers bundled with the router, used by the embedded default configuration
+(``config/router.yaml``)."""

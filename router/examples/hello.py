@@ -1,7 +1,15 @@
-"""An unmodified Lambda-style handler: logs what it receives and where it came from.
+"""An unmodified Lambda handler: logs what it receives and answers with it and with what its
+context says.
 
 ``handler`` works for every event shape the router builds (S3 / directory notifications,
-scheduled events, SQS, Kafka); the router's example configuration points at it.
+scheduled events, SQS, Kafka) and runs unchanged under AWS Lambda, under ``awslambdaric``
+beside the router (``runtime-api`` invoker) and in-process (``python`` invoker); the embedded
+default configuration (``config/router.yaml``) points at it::
+
+    functions:
+      hello:
+        invoker: python
+        handler: router.examples.hello:handler
 """
 
 from __future__ import annotations
@@ -31,4 +39,10 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         logger.info("hello: scheduled event for %s", event["time"])
     else:
         logger.info("hello: event %s", json.dumps(event)[:200])
-    return {"ok": True, "request_id": getattr(context, "aws_request_id", None)}
+    return {
+        "message": "hello",
+        "event": event,
+        "request_id": context.aws_request_id,
+        "function_name": context.function_name,
+        "remaining_ms": context.get_remaining_time_in_millis(),
+    }

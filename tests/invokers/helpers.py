@@ -7,11 +7,13 @@ import uuid
 from pathlib import Path
 from typing import Any, cast
 
+import router.examples
 from router.abc import InvokerContext, Store
 from router.models import FunctionConfig, Invocation, PluginSettings
 
 HANDLERS = Path(__file__).parent / "handlers"
-EXAMPLES = Path(__file__).parents[2] / "examples" / "handlers"
+EXAMPLES = Path(router.examples.__file__).parent
+"""The bundled example handlers (``hello``), as a folder of modules."""
 
 
 class InitErrors(list[str]):

@@ -23,7 +23,7 @@ from router.invokers.runtime_api import (
 )
 from router.models import Invocation, Outcome
 from tests.fixtures.lambda_runtime import RuntimeStarter
-from tests.invokers.helpers import EXAMPLES, InitErrors, function, invocation
+from tests.invokers.helpers import HANDLERS, InitErrors, function, invocation
 
 READY = 30.0
 """Seconds a runtime process gets to start and connect (slow shared CI machines)."""
@@ -101,7 +101,7 @@ async def test_partial_batch_response_arrives_as_payload(
     make: Factory, lambda_runtimes: RuntimeStarter
 ) -> None:
     invoker = await make()
-    lambda_runtimes(invoker.address, "sqs_batch.handler", handler_dir=EXAMPLES)
+    lambda_runtimes(invoker.address, "sqs_batch.handler", handler_dir=HANDLERS)
     await ready(invoker)
     event = {"Records": [{"messageId": "m1", "body": "ok"}, {"messageId": "m2", "body": "fail"}]}
     result = await invoker.invoke(invocation(event))
