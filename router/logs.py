@@ -48,7 +48,6 @@ CLIENT_LOGGERS = frozenset(
         "aiosqlite",
         "sqlalchemy",
         "watchfiles",
-        "apscheduler",
         "asyncio",
     }
 )
