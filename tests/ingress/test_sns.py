@@ -13,7 +13,7 @@ import boto3
 import pytest
 import requests
 
-from tests.fixtures.aws import ACCOUNT, REGION
+from tests.fixtures.aws import REGION
 from tests.ingress.router_process import lines, router_running, wait_for
 from tests.ingress.sns_signing import Signer
 
@@ -71,7 +71,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, moto_server: str) -> Iterato
     s.tmp, s.moto, s.signer = tmp, moto_server, Signer()
     s.sns = boto3.client("sns", endpoint_url=moto_server, region_name=REGION)
     s.topic = s.sns.create_topic(Name=f"alerts-{uuid.uuid4().hex[:8]}")["TopicArn"]
-    s.signed_topic = f"arn:aws:sns:{REGION}:{ACCOUNT}:signed-{uuid.uuid4().hex[:8]}"
+    s.signed_topic = s.sns.create_topic(Name=f"signed-{uuid.uuid4().hex[:8]}")["TopicArn"]
     (tmp / "cert.pem").write_bytes(s.signer.pem)
     config = (
         CONFIG.replace("SIGNED", s.signed_topic)
@@ -206,3 +206,43 @@ def test_malformed_posts(setup: Setup, body: str, status: int, text: str) -> Non
     answer = requests.post(f"{setup.url}/sns/signed", data=body, timeout=10)
     assert answer.status_code == status
     assert text in answer.text
+
+
+def test_a_signed_confirmation_is_verified_before_it_is_confirmed(setup: Setup) -> None:
+    s = setup
+    confirmation = s.signer.sign(
+        {
+            "Type": "SubscriptionConfirmation",
+            "MessageId": str(uuid.uuid4()),
+            "Token": "s1gn3d",
+            "TopicArn": s.signed_topic,
+            "Message": f"You have chosen to subscribe to the topic {s.signed_topic}.",
+            "SubscribeURL": f"{s.moto}/?Action=ConfirmSubscription&TopicArn={s.signed_topic}"
+            "&Token=s1gn3d",
+            "Timestamp": "2026-12-01T12:00:00.000Z",
+            "SigningCertURL": "https://sns.us-east-1.amazonaws.com/cert.pem",
+        }
+    )
+    forged = {**confirmation, "SubscribeURL": f"{s.moto}/?Action=ListTopics"}
+    answer = requests.post(f"{s.url}/sns/signed", data=json.dumps(forged), timeout=10)
+    assert answer.status_code == 403
+    assert f"confirmed the subscription to {s.signed_topic}" not in _log(s)
+    answer = requests.post(f"{s.url}/sns/signed", data=json.dumps(confirmation), timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert f"confirmed the subscription to {s.signed_topic}" in _log(s)
+
+
+def test_an_unsubscribe_confirmation_is_answered(setup: Setup) -> None:
+    s = setup
+    message = {
+        "Type": "UnsubscribeConfirmation",
+        "MessageId": str(uuid.uuid4()),
+        "Token": "t",
+        "TopicArn": s.topic,
+        "Message": "You have unsubscribed.",
+        "SubscribeURL": f"{s.moto}/?Action=ConfirmSubscription&TopicArn={s.topic}&Token=t",
+        "Timestamp": "2026-12-01T12:00:00.000Z",
+    }
+    answer = requests.post(f"{s.url}/sns/alerts", data=json.dumps(message), timeout=10)
+    assert answer.status_code == 200
+    assert f"{s.topic} unsubscribed this endpoint" in _log(s)
