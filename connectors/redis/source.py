@@ -20,6 +20,7 @@ What a consumer holds but has not acknowledged is safe:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -138,6 +139,20 @@ class RedisSource(Source):
         return ()
 
     async def run(self, sink: Sink) -> None:
+        # redis-py can lose a cancellation that arrives while a command is being sent (the
+        # call then goes on as if nothing happened): the reading loop runs as a task of its
+        # own, cancelled until it ends.
+        inner = asyncio.create_task(self._consume(sink), name="redis-consume")
+        try:
+            await asyncio.wait({inner})
+        except asyncio.CancelledError:
+            while not inner.done():
+                inner.cancel()
+                await asyncio.wait({inner}, timeout=0.1)
+            raise
+        inner.result()
+
+    async def _consume(self, sink: Sink) -> None:
         client = self._connect()
         try:
             if not self._groups_ready:
@@ -314,7 +329,14 @@ class RedisSource(Source):
             held.update(r.position for r in records)
             out.extend(records)
         if out:
-            await sink.put(out)
+            try:
+                await sink.put(out)
+            except BaseException:
+                # Not handed over: read again from this consumer's pending list.
+                for record in out:
+                    self._outstanding[record.data.stream].discard(record.position)
+                self._resync = True
+                raise
         return seen
 
     async def _read_own_pending(self, client: aioredis.Redis, sink: Sink) -> None:

@@ -410,7 +410,10 @@ async def test_starting_positions(
         extra = f"    starting_position_timestamp: {cut.isoformat()}"
     text = config(redis_url, [stream], "record", "g", extra, position=position)
     async with run_router(text, sqlite_store):
-        await eventually(lambda: entries_read(redis_url, stream, "g"), what="the group")
+        async def group_made() -> bool:
+            return await entries_read(redis_url, stream, "g") >= 0
+
+        await eventually(group_made, what="the group")
         new = await add(redis_url, stream, [{"data": b"new"} for _ in range(5)])
         want = middle + new if position == "AT_TIMESTAMP" else new
         await eventually(lambda: len(delivered(handlers)) >= len(want), what="deliveries")
