@@ -112,6 +112,7 @@ def test_json_schema_describes_every_type_and_alias() -> None:
             "eventbridge",
             "sns",
             "rabbitmq",
+            "redis",
         ]
     )
     kafka = next(b for b in source["oneOf"] if b["properties"]["type"]["const"] == "kafka")

@@ -410,6 +410,7 @@ async def test_starting_positions(
         extra = f"    starting_position_timestamp: {cut.isoformat()}"
     text = config(redis_url, [stream], "record", "g", extra, position=position)
     async with run_router(text, sqlite_store):
+
         async def group_made() -> bool:
             return await entries_read(redis_url, stream, "g") >= 0
 
