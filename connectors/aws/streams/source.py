@@ -330,7 +330,9 @@ class StreamSource(Source):
             await self._publish(sink)
         else:
             self._leased.update(readable_ids)
-        for shard in readable:
+        # Readers may have finished shards while the leases were renewed: plan again.
+        plan = ShardPlan(shards, self._rows)
+        for shard in plan.readable():
             if shard.id in self._leased and shard.id not in self._readers:
                 start = plan.start(shard, self._position, self._timestamp, now, self.pins_latest)
                 self._start_reader(sink, shard, start)
