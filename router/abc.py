@@ -400,9 +400,18 @@ class Store(Protocol):
     async def delete_checkpoints(self, mapping_uuid: str, keys: Collection[str]) -> None: ...
 
     # schedules: exactly one fire per (schedule, scheduled time) across replicas
-    async def claim_fire(self, schedule_key: str, scheduled_time: datetime, owner: str) -> bool:
+    async def claim_fire(
+        self,
+        schedule_key: str,
+        scheduled_time: datetime,
+        owner: str,
+        *,
+        pending: Mapping[str, str] | None = None,
+    ) -> bool:
         """Insert the fire row; True for the one owner whose insert won, also when that owner
-        asks again (a retry after the answer to its insert was lost)."""
+        asks again (a retry after the answer to its insert was lost). When it wins, the
+        checkpoints ``pending`` of mapping ``schedule_key`` are written in the same
+        transaction: a claim is never stored without them."""
 
     async def last_fire(self, schedule_key: str) -> datetime | None: ...
 

@@ -6,14 +6,14 @@ unique row per schedule and scheduled time) decides which one delivers, so a tim
 
 Delivery is at-least-once:
 
-* after winning the claim, the fire is written as pending (checkpoint ``fire:<time>`` =
-  replica id) and put into the sink; ``ack`` deletes the pending row and advances the
+* the claim writes the fire as pending (checkpoint ``fire:<time>`` = replica id) in the same
+  transaction, and the fire is put into the sink; ``ack`` deletes the pending row and advances the
   ``delivered`` checkpoint;
 * every replica holds a liveness lease ``schedule:<mapping>:<replica>``. A replica that starts
   again under the same id re-delivers its own pending fires; a replica that finds pending fires
   of another replica whose lease has expired takes that lease over and re-delivers them. The
-  one narrow gap is a crash between winning the claim and writing the pending row (a single
-  statement apart): that fire is lost, never doubled.
+  claim and the pending row are written in one store transaction, so no crash leaves a claim
+  without its pending row.
 * a replica that is alive but cannot renew its lease for ``lease_ttl`` seconds may see its
   in-flight fires re-delivered by another one; the event ``id`` is stable per scheduled time
   so a function can recognise the duplicate.
@@ -355,17 +355,25 @@ class ScheduleSource(Source):
     async def _fire(self, sink: Sink, scheduled: datetime, due: datetime) -> None:
         store, me, retry = self.context.store, self.context.replica_id, sink.supervisor.retry
         when = _iso(scheduled)
-        if not await retry(
-            f"claiming the fire of {when}", lambda: store.claim_fire(self._key, scheduled, me)
-        ):
-            return  # another replica owns this scheduled time
         # In flight before the pending row exists, so the recovery task never mistakes it
         # for a fire left behind by an earlier life of this replica.
         self._inflight.add(scheduled)
-        await retry(
-            f"recording the fire of {when} as pending",
-            lambda: store.put_checkpoints(self._key, {PENDING_PREFIX + when: me}),
-        )
+        # The claim and its pending row are one store transaction: a crash leaves both or
+        # neither (and then another replica, or this one restarted, claims the time again).
+        pending = {PENDING_PREFIX + when: me}
+        try:
+            won = await retry(
+                f"claiming the fire of {when}",
+                lambda: store.claim_fire(self._key, scheduled, me, pending=pending),
+            )
+        except BaseException:
+            # Stopped while claiming: if the claim did commit, its pending row is there for
+            # the recovery task to re-deliver.
+            self._inflight.discard(scheduled)
+            raise
+        if not won:
+            self._inflight.discard(scheduled)
+            return  # another replica owns this scheduled time
         await sink.put([self.record(scheduled, due)])
 
     def record(self, scheduled: datetime, due: datetime) -> Record:

@@ -358,16 +358,33 @@ class SQLStore(QueueMethods):
 
     # schedules
 
-    async def claim_fire(self, schedule_key: str, scheduled_time: datetime, owner: str) -> bool:
+    async def claim_fire(
+        self,
+        schedule_key: str,
+        scheduled_time: datetime,
+        owner: str,
+        *,
+        pending: Mapping[str, str] | None = None,
+    ) -> bool:
+        now = _now()
         params = {
             "schedule_key": schedule_key,
             "scheduled_time": scheduled_time,
-            "fired_at": _now(),
+            "fired_at": now,
             "owner": owner,
         }
         async with self._write(f"claiming fire of {schedule_key!r}") as conn:
             result = await conn.execute(self._claim_fire, params)
-        return result.rowcount == 1
+            won = result.rowcount == 1
+            if won and pending:
+                # One transaction: the claim commits with its pending checkpoints or not at
+                # all, so a crash between the two statements loses neither.
+                rows = [
+                    {"mapping_uuid": schedule_key, "key": k, "value": v, "updated_at": now}
+                    for k, v in pending.items()
+                ]
+                await conn.execute(self._put_checkpoint, rows)
+        return won
 
     async def last_fire(self, schedule_key: str) -> datetime | None:
         c = t.schedule_fires.c

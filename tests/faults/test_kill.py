@@ -70,8 +70,7 @@ async def _schedule() -> Case:
     config = ""
     lanes = {}
     for i in range(4):
-        # Apart from the kill (1.5 s after the first): a kill in the instant between a
-        # claim and its pending row loses that fire (docs/sources-directory-schedule.md).
+        # 3 s apart: the kill (1.5 s after the first) lands while one fire is in flight.
         when = datetime.fromtimestamp(first.timestamp() + 3 * i, UTC)
         config += at_mapping(f"tick-{i}", when)
         lanes[f"tick-{i}"] = [f"tick-{i}@{when:%Y-%m-%dT%H:%M:%SZ}"]

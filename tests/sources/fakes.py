@@ -58,12 +58,23 @@ class MemoryStore:
         for key in keys:
             rows.pop(key, None)
 
-    async def claim_fire(self, schedule_key: str, scheduled_time: datetime, owner: str) -> bool:
+    async def claim_fire(
+        self,
+        schedule_key: str,
+        scheduled_time: datetime,
+        owner: str,
+        *,
+        pending: Mapping[str, str] | None = None,
+    ) -> bool:
         await asyncio.sleep(0)
         if (schedule_key, scheduled_time) in self.fires:
-            return self.fires[(schedule_key, scheduled_time)] == owner
-        self.fires[(schedule_key, scheduled_time)] = owner
-        return True
+            won = self.fires[(schedule_key, scheduled_time)] == owner
+        else:
+            self.fires[(schedule_key, scheduled_time)] = owner
+            won = True
+        if won and pending:
+            self.checkpoints.setdefault(schedule_key, {}).update(pending)
+        return won
 
     async def last_fire(self, schedule_key: str) -> datetime | None:
         times = [t for key, t in self.fires if key == schedule_key]

@@ -229,6 +229,36 @@ async def test_claim_fire_once_and_last_fire(store: SQLStore) -> None:
     assert await store.last_fire("s") == t2
 
 
+async def test_a_claim_is_never_stored_without_its_pending_checkpoint(store: SQLStore) -> None:
+    """The fire row and the pending checkpoint are one transaction: when the checkpoint
+    statement fails after the fire row was inserted, neither is stored."""
+    when = datetime(2024, 2, 1, 9, 0, tzinfo=UTC)
+    pending = {"fire:2024-02-01T09:00:00Z": "a"}
+
+    def second_statement_fails(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if "INSERT INTO checkpoints" in statement:
+            raise RuntimeError("the checkpoint statement failed")
+
+    engine = store.engine.sync_engine
+    sa.event.listen(engine, "before_cursor_execute", second_statement_fails)
+    try:
+        with pytest.raises((RuntimeError, StoreError), match="checkpoint statement failed"):
+            await store.claim_fire("s", when, "a", pending=pending)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", second_statement_fails)
+    assert await store.last_fire("s") is None
+    assert await store.get_checkpoints("s") == {}
+
+    assert await store.claim_fire("s", when, "a", pending=pending) is True
+    assert await store.last_fire("s") == when
+    assert await store.get_checkpoints("s") == pending
+    # The loser of a claim writes nothing.
+    assert (
+        await store.claim_fire("s", when, "b", pending={"fire:2024-02-01T09:00:00Z": "b"}) is False
+    )
+    assert await store.get_checkpoints("s") == pending
+
+
 async def test_claim_fire_exactly_once_under_concurrency(store: SQLStore) -> None:
     """20 replicas (separate stores and engines) race for one fire: one wins."""
     url = store.engine.url.render_as_string(hide_password=False)
