@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from router.app import Router
-from router.config import apply_plan, load_config_text, plan_apply
+from router.config import apply_config, load_config_text
 from router.store import SQLStore
 from router.store.migrate import upgrade_async
 from tests.fixtures.procs import background, free_port
@@ -38,7 +38,7 @@ async def running_router(yaml_text: str) -> AsyncIterator[Router]:
         await store.start()
         try:
             config = load_config_text(yaml_text, "bench.yaml")
-            await apply_plan(await plan_apply(config, store), store)
+            await apply_config(config, store)
             router = Router(config, store, shutdown_timeout=10)
             await router.start()
             try:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Collection, Hashable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -362,6 +363,12 @@ class Store(Protocol):
         ``router db upgrade`` when the schema is older than this code."""
 
     async def aclose(self) -> None: ...
+
+    def exclusive(self, action: str) -> AbstractAsyncContextManager[None]:
+        """Every call the calling task makes on the store inside the block is one
+        transaction, under a lock held across every process on the store (applying the
+        YAML: replicas take turns)."""
+        ...
 
     # mappings
     async def list_mappings(self) -> list[MappingRow]: ...

@@ -20,12 +20,11 @@ import orjson
 from router import __version__, logs
 from router.config import (
     RouterConfig,
-    apply_plan,
+    apply_config,
     config_files,
     json_schema,
     load_checked_config,
     load_config,
-    plan_apply,
 )
 from router.errors import (
     ConfigError,
@@ -133,10 +132,9 @@ async def _apply(args: argparse.Namespace) -> int:
     config = _load(args)
     store = await connect(_store_url(args, config))
     try:
-        plan = await plan_apply(config, store)
+        plan = await apply_config(config, store, dry_run=args.dry_run)
         print(plan.render() if not plan.is_empty else "no changes")
         if not args.dry_run and not plan.is_empty:
-            await apply_plan(plan, store)
             print("applied")
     finally:
         await store.aclose()

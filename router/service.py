@@ -38,7 +38,7 @@ from typing import TypeVar
 
 from router import __version__
 from router.app import Router, default_backoff, default_replica_id, tune_gc
-from router.config import RouterConfig, apply_plan, plan_apply
+from router.config import RouterConfig, apply_config
 from router.errors import ConfigError
 from router.functions import Functions
 from router.ingress import AsyncQueue, Ingress, IngressListener
@@ -133,7 +133,7 @@ class Service:
             if self.http_listen != "off":
                 listener = OperationsListener(self.router, self.http_listen)
                 await self._start(stack, "the operations listener", listener)
-            await apply_plan(await plan_apply(config, self.store), self.store)
+            await apply_config(config, self.store)
             await self._start(stack, "the router", self.router)
             if self.ingress is not None:
                 # Stopping: no new connections before the router drains (callers retry

@@ -16,7 +16,7 @@ from pathlib import Path
 from router.abc import Store
 from router.aio import cancel_and_wait, wait_event
 from router.app import Router
-from router.config import apply_plan, config_files, load_checked_config, plan_apply
+from router.config import apply_config, config_files, load_checked_config
 from router.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -75,12 +75,11 @@ class ConfigWatcher:
             logger.error("configuration rejected, running mappings unchanged:\n%s", e)
             return True
         try:
-            plan = await plan_apply(config, self.store)
+            plan = await apply_config(config, self.store)
             if not plan.is_empty:
                 logger.info("configuration changed:\n%s", plan.render())
-            await apply_plan(plan, self.store)
         except ConfigError as e:
-            logger.error("configuration partly applied: %s", e)
+            logger.error("configuration not applied, running mappings unchanged: %s", e)
             return False
         except Exception as e:  # noqa: BLE001 - the store may be down: retried next tick
             logger.error("cannot apply the changed configuration (will retry): %s", e)

@@ -16,7 +16,7 @@ from typing import Any
 
 from router.abc import Store
 from router.app import Router
-from router.config import apply_plan, load_config_text, plan_apply
+from router.config import apply_config, load_config_text
 from router.pipeline import Backoff
 
 FAST_BACKOFF = Backoff(base=0.02, cap=0.2)
@@ -33,7 +33,7 @@ async def run_router(
 ) -> AsyncIterator[Router]:
     """Load ``yaml_text``, apply it to ``store`` and run a Router until the block exits."""
     config = load_config_text(yaml_text, "test.yaml")
-    await apply_plan(await plan_apply(config, store), store)
+    await apply_config(config, store)
     router = Router(
         config, store, backoff=backoff, shutdown_timeout=shutdown_timeout, replica_id=replica_id
     )

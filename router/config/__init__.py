@@ -11,6 +11,7 @@ from router.config.apply import (
     PlannedCreate,
     PlannedDelete,
     PlannedUpdate,
+    apply_config,
     apply_plan,
     plan_apply,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "PlannedUpdate",
     "RouterConfig",
     "RouterSettings",
+    "apply_config",
     "apply_plan",
     "check_functions",
     "config_files",

@@ -11,6 +11,10 @@ Rules (SPEC 3):
 * ``enabled`` is written only when the YAML value changed since the last apply. The last
   applied YAML value is kept in ``config_hash`` (``DIGEST:1`` / ``DIGEST:0``), so
   ``UPDATE ... SET enabled = false`` survives re-applying unchanged YAML.
+* :func:`apply_config` plans and applies in one store transaction under the store-wide lock
+  (``Store.exclusive``): replicas applying at once take turns, and each plans against what
+  the one before it wrote, so none creates a mapping twice or undoes another's change; an
+  apply that fails half-way leaves the store as it was.
 """
 
 from __future__ import annotations
@@ -284,3 +288,16 @@ async def apply_plan(plan: ApplyPlan, store: Store) -> None:
             logger.info("created mapping %s again: it resumes from its checkpoints", c.row.name)
         else:
             logger.info("created mapping %s", c.row.name)
+
+
+async def apply_config(
+    config: RouterConfig, store: Store, *, force: bool = False, dry_run: bool = False
+) -> ApplyPlan:
+    """Plan ``config`` against the store and apply it, as one store transaction under the
+    store-wide lock; returns the plan. ``dry_run`` plans only (under the lock, writing
+    nothing)."""
+    async with store.exclusive("applying the configuration"):
+        plan = await plan_apply(config, store, force=force)
+        if not dry_run:
+            await apply_plan(plan, store)
+    return plan

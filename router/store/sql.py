@@ -3,6 +3,10 @@
 Every write is one short transaction; the hot ones (``put_checkpoints``, ``add_stats``) are a
 single pre-built upsert. SQLite allows one writer at a time, so writes from this process are
 serialized with an asyncio lock (other processes wait through ``busy_timeout``).
+
+:meth:`SQLStore.exclusive` makes every store call of the calling task inside it one
+transaction, under a lock held across every process on the store: applying the YAML runs in
+one, so replicas applying at once take turns and each sees what the one before it wrote.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import contextlib
 import logging
 import uuid as uuidlib
 from collections.abc import AsyncIterator, Collection, Mapping
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -44,6 +49,15 @@ _NOT_ASYNCPG_ARGS = (
     "async_fallback",
     "async_creator_fn",
 )
+
+
+APPLY_LOCK_KEY = 0x726F7574657261  # "routera"
+"""PostgreSQL advisory lock held by :meth:`SQLStore.exclusive` for its whole transaction."""
+
+_EXCLUSIVE: ContextVar[tuple[SQLStore, AsyncConnection] | None] = ContextVar(
+    "router_store_exclusive", default=None
+)
+"""The store and connection of the :meth:`SQLStore.exclusive` block the task is in."""
 
 
 def _now() -> datetime:
@@ -140,14 +154,59 @@ class SQLStore(QueueMethods):
         await self.aclose()
 
     @contextlib.asynccontextmanager
+    async def exclusive(self, action: str) -> AsyncIterator[None]:
+        """Every call the calling task makes on this store inside the block is one
+        transaction, committed at the end (rolled back on an error), under a store-wide lock:
+        a PostgreSQL advisory lock (:data:`APPLY_LOCK_KEY`), on SQLite ``BEGIN IMMEDIATE``
+        (the database's write lock). Another process's block waits for it; so do this
+        process's other writes on SQLite. Blocks do not nest, and the calls inside must be
+        made one after the other (the block has one connection)."""
+        if _EXCLUSIVE.get() is not None:
+            raise RuntimeError("SQLStore.exclusive blocks do not nest")
+        with store_errors(self._url, self.backend, action):
+            async with contextlib.AsyncExitStack() as stack:
+                if self._write_lock is not None:
+                    await stack.enter_async_context(self._write_lock)
+                conn = await stack.enter_async_context(self.engine.connect())
+                if self.backend == "sqlite":
+                    # Taken at once, not at the first write: what the block reads stays true
+                    # until it commits.
+                    await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                else:
+                    await conn.begin()
+                    lock = sa.text("SELECT pg_advisory_xact_lock(:key)")
+                    await conn.execute(lock, {"key": APPLY_LOCK_KEY})
+                token = _EXCLUSIVE.set((self, conn))
+                try:
+                    yield
+                except BaseException:
+                    await conn.rollback()
+                    raise
+                finally:
+                    _EXCLUSIVE.reset(token)
+                await conn.commit()
+
+    def _inside_exclusive(self) -> AsyncConnection | None:
+        current = _EXCLUSIVE.get()
+        return current[1] if current is not None and current[0] is self else None
+
+    @contextlib.asynccontextmanager
     async def _read(self, action: str) -> AsyncIterator[AsyncConnection]:
         with store_errors(self._url, self.backend, action):
+            inside = self._inside_exclusive()
+            if inside is not None:
+                yield inside
+                return
             async with self.engine.connect() as conn:
                 yield conn
 
     @contextlib.asynccontextmanager
     async def _write(self, action: str) -> AsyncIterator[AsyncConnection]:
         with store_errors(self._url, self.backend, action):
+            inside = self._inside_exclusive()
+            if inside is not None:
+                yield inside
+                return
             if self._write_lock is None:
                 async with self.engine.begin() as conn:
                     yield conn

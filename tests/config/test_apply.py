@@ -3,12 +3,13 @@ rules that keep SQL-made mappings and operators' ``enabled`` switches alone."""
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 
 import pytest
 
 from router.abc import Store
-from router.config import RouterConfig, apply_plan, load_config_text, plan_apply
+from router.config import RouterConfig, apply_config, apply_plan, load_config_text, plan_apply
 from router.errors import ConfigErrors
 from router.models import MappingRow
 from router.store import SQLStore
@@ -280,3 +281,73 @@ async def test_deleted_mappings_are_forgotten_after_the_retention(store: SQLStor
     )
     assert (await by_name(store))["inbox"].uuid != inbox.uuid
     assert await store.get_checkpoints(inbox.uuid) == {}
+
+
+def _topic_mapping(name: str, batch_size: int = 1) -> str:
+    return (
+        ORDERS.replace("name: orders", f"name: {name}")
+        .replace("[orders]", f"[{name}]")
+        .replace("batch_size: 1", f"batch_size: {batch_size}")
+    )
+
+
+async def test_replicas_applying_at_once_take_turns(store: SQLStore) -> None:
+    """Four replicas (stores with engines of their own) apply the same YAML at the same
+    moment, twice: each mapping is created once, changed once, deleted once; nobody fails."""
+    url = store.engine.url.render_as_string(hide_password=False)
+    replicas = [SQLStore(url) for _ in range(4)]
+    names = [f"m{i}" for i in range(8)]
+    try:
+        await asyncio.gather(*(r.start() for r in replicas))
+        first = config(*(_topic_mapping(n) for n in names))
+        plans = await asyncio.gather(*(apply_config(first, r) for r in replicas))
+        assert sorted(len(p.creates) for p in plans) == [0, 0, 0, 8]
+        rows = await by_name(store)
+        assert sorted(rows) == names
+        uuids = {n: r.uuid for n, r in rows.items()}
+
+        # m0 goes, m8 comes, m1 changes.
+        second = config(
+            _topic_mapping("m1", batch_size=7),
+            *(_topic_mapping(n) for n in names[2:]),
+            _topic_mapping("m8"),
+        )
+        plans = await asyncio.gather(*(apply_config(second, r) for r in replicas))
+    finally:
+        await asyncio.gather(*(r.aclose() for r in replicas))
+    assert sorted((len(p.creates), len(p.updates), len(p.deletes)) for p in plans) == [
+        (0, 0, 0),
+        (0, 0, 0),
+        (0, 0, 0),
+        (1, 1, 1),
+    ]
+    rows = await by_name(store)
+    assert sorted(rows) == sorted([*names[1:], "m8"])
+    assert rows["m1"].batch_size == 7
+    assert all(rows[n].uuid == uuids[n] for n in names[1:])
+
+
+async def test_an_apply_that_fails_half_way_changes_nothing(store: SQLStore) -> None:
+    import sqlalchemy as sa
+
+    await apply_config(config(_topic_mapping("a")), store)
+    before = await by_name(store)
+    created = 0
+
+    def second_create_fails(conn: object, cursor: object, statement: str, *args: object) -> None:
+        nonlocal created
+        if statement.startswith("INSERT INTO event_source_mappings"):
+            created += 1
+            if created == 2:
+                raise RuntimeError("the store failed half-way")
+
+    engine = store.engine.sync_engine
+    sa.event.listen(engine, "before_cursor_execute", second_create_fails)
+    try:
+        with pytest.raises(Exception, match="failed half-way"):
+            await apply_config(
+                config(_topic_mapping("b"), _topic_mapping("c"), _topic_mapping("d")), store
+            )
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", second_create_fails)
+    assert await by_name(store) == before
