@@ -120,6 +120,12 @@ class RateLimiter:
         self._next_sweep = now + 1.0
         return True
 
+    def reset(self) -> None:
+        """Forget every window, ended or not: the next event of any key is admitted at once,
+        and what was suppressed is not handed back."""
+        with self._lock:
+            self._windows = {}
+
     def ended(self) -> list[tuple[Hashable, int, Any]]:
         """``(key, suppressed, last sample)`` of every window that ended with suppressed
         events, each once; windows that ended quietly are forgotten."""
@@ -171,7 +177,20 @@ class LimitedLogger:
     def warning(self, key: Hashable, msg: str, *args: Any, **fields: Any) -> None:
         self.log(logging.WARNING, key, msg, *args, **fields)
 
-    def log(self, level: int, key: Hashable, msg: str, *args: Any, **fields: Any) -> None:
+    def error(self, key: Hashable, msg: str, *args: Any, **fields: Any) -> None:
+        self.log(logging.ERROR, key, msg, *args, **fields)
+
+    def log(
+        self,
+        level: int,
+        key: Hashable,
+        msg: str,
+        *args: Any,
+        exc_info: BaseException | None = None,
+        **fields: Any,
+    ) -> None:
+        """``msg % args`` at ``level`` unless ``key`` is over its limit; ``exc_info`` adds
+        a traceback to the line (not to the summary of suppressed ones)."""
         if not self.logger.isEnabledFor(level):
             return
         admitted, owed = self.limiter.admit(key, (level, msg, args, fields))
@@ -180,11 +199,17 @@ class LimitedLogger:
         if self.limiter.due():
             self.flush()
         if admitted:
-            self.logger.log(level, msg, *args, extra=fields)
+            self.logger.log(level, msg, *args, exc_info=exc_info, extra=fields)
 
     def flush(self) -> None:
         for _, count, last in self.limiter.ended():
             self._summarize(count, last)
+
+    def reset(self) -> None:
+        """Start afresh (the cause is over): the next line of every key goes through at
+        once. What was suppressed is dropped without a summary: the caller says how it
+        ended (the supervisor's ``working again after 12.0s (40 failed attempts)``)."""
+        self.limiter.reset()
 
     def _summarize(self, count: int, last: Any) -> None:
         level, msg, args, fields = last

@@ -39,6 +39,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal, Protocol, TypeVar
 
+from router import logs
 from router.aio import wait_event
 from router.backoff import Backoff
 from router.errors import DestinationError, PlatformError, RouterError, SourceError, StoreError
@@ -53,7 +54,8 @@ RESTART_BACKOFF = Backoff(base=0.5, cap=15.0)
 HEALTHY_AFTER = 10.0
 """Work started again that runs this long without failing counts as working again."""
 LOG_EVERY = 60.0
-"""While one kind of failure lasts it is logged at most this often (the first at once)."""
+"""While one kind of failure lasts it is logged at most this often (the first at once; the
+rest are counted in one summary line, :class:`router.logs.LimitedLogger`)."""
 
 Kind = Literal["configuration", "outage", "bug"]
 _RUN = "run"
@@ -180,8 +182,8 @@ class Supervisor:
         self._shown: str | None = None
         self._since = 0.0
         self._attempts = 0
-        self._logged: dict[tuple[Kind, str], float] = {}
-        self._suppressed = 0
+        self._lines = logs.LimitedLogger(logger, lines=1, interval=log_every)
+        """Failure lines, one per (kind, exception type) and ``log_every``."""
 
     @property
     def failing(self) -> bool:
@@ -263,7 +265,7 @@ class Supervisor:
         text = problem_text(failure, what)
         self._failing[token] = text
         self._show(text)
-        self._log(failure, attempt, what, now)
+        self._log(failure, attempt, what)
 
     def _resolved(self, token: object) -> None:
         if self._failing.pop(token, None) is None:
@@ -271,14 +273,13 @@ class Supervisor:
         if self._failing:
             self._show(next(reversed(self._failing.values())))
             return
+        self._lines.reset()
         logger.info(
             "%s: working again after %.1fs (%d failed attempts)",
             self.name,
             time.monotonic() - self._since,
             self._attempts,
         )
-        self._logged.clear()
-        self._suppressed = 0
         reporter, shown, before = self.reporter, self._shown, self._before
         self._shown = self._before = None
         if reporter is not None and before is not None and reporter.status == shown:
@@ -304,32 +305,25 @@ class Supervisor:
             self.reporter.report(text)
         logger.error("%s: stopped: %s", self.name, text.removeprefix("PROBLEM: "))
 
-    def _log(self, failure: Failure, attempt: int, what: str, now: float) -> None:
+    def _log(self, failure: Failure, attempt: int, what: str) -> None:
         key = (failure.kind, type(failure.cause).__name__)
-        last = self._logged.get(key)
-        if last is not None and now - last < self.log_every:
-            self._suppressed += 1
-            return
-        self._logged[key] = now
-        more = ""
-        if self._suppressed:
-            more = f"; {self._suppressed} more failures since the last line"
-            self._suppressed = 0
         if failure.kind == "bug":
             where = f" while {what}" if what else ""
-            logger.error(
-                "%s: unexpected error%s (attempt %d), retrying%s",
+            self._lines.error(
+                key,
+                "%s: unexpected error%s (attempt %d), retrying",
                 self.name,
                 where,
                 attempt,
-                more,
                 exc_info=failure.cause,
+                cause=failure.kind,
             )
         else:
-            logger.warning(
-                "%s: %s (attempt %d), retrying%s",
+            self._lines.warning(
+                key,
+                "%s: %s (attempt %d), retrying",
                 self.name,
                 describe(failure.cause, what),
                 attempt,
-                more,
+                cause=failure.kind,
             )

@@ -238,12 +238,14 @@ class SQSQueue:
             else:
                 retry.append(chunk[int(entry["Id"])])
         if dropped:
-            logger.warning(
+            warnings.warning(
+                (self.url, "delete"),
                 "sqs %s: %d messages could not be deleted (%s): their receipt handles "
                 "expired; any of them still on the queue will be delivered again",
                 self.url,
                 dropped,
                 failed[0].get("Code", "?"),
+                cause="delete",
             )
         return retry
 
@@ -278,7 +280,13 @@ class SQSQueue:
         except AWS_ERRORS as e:
             # The next tick tries again; messages whose visibility runs out meanwhile are
             # redelivered (at least once).
-            logger.warning("sqs %s: extending visibility failed: %s", self.url, describe(e))
+            warnings.warning(
+                (self.url, "visibility"),
+                "sqs %s: extending visibility failed: %s",
+                self.url,
+                describe(e),
+                cause="visibility",
+            )
             return
         failed = {int(f["Id"]) for f in response.get("Failed") or []}
         for i, (mid, entry) in enumerate(chunk):
@@ -289,10 +297,12 @@ class SQSQueue:
             if current is entry:
                 entry.visible_until = now + self.visibility
         if failed:
-            logger.warning(
+            warnings.warning(
+                (self.url, "visibility"),
                 "sqs %s: visibility of %d in-flight messages could not be extended",
                 self.url,
                 len(failed),
+                cause="visibility",
             )
 
     async def aclose(self) -> None:

@@ -41,11 +41,14 @@ from connectors.kafka.records import (
     record_converter,
 )
 from connectors.kafka.settings import KafkaSourceSettings, describe
+from router import logs
 from router.abc import Sink, Source, SourceContext, SourceTraits
 from router.errors import SourceError
 from router.models import Record, SourceKind
 
 logger = logging.getLogger(__name__)
+warnings = logs.LimitedLogger(logger)
+"""Warnings repeated on every attempt while the broker is away, per group and cause."""
 
 _RETRY_BACKOFF = 1.0
 
@@ -250,7 +253,13 @@ class KafkaSource(Source):
             async with asyncio.timeout(self.settings.request_timeout_ms / 1000):
                 await consumer.topics()
         except (KafkaError, OSError, TimeoutError) as e:
-            logger.warning("kafka %s: cluster unreachable: %s", self._bootstrap, describe(e))
+            warnings.warning(
+                (self._bootstrap, "unreachable"),
+                "kafka %s: cluster unreachable: %s",
+                self._bootstrap,
+                describe(e),
+                cause="unreachable",
+            )
             return f"kafka {self._bootstrap}: cluster unreachable: {describe(e)}"
         return None
 
@@ -404,7 +413,13 @@ class KafkaSource(Source):
             self._commit_lock.release()
 
     def _commit_failed(self, error: Exception) -> bool:
-        logger.warning("kafka group %s: commit failed: %s", self._group_id, describe(error))
+        warnings.warning(
+            (self._group_id, "commit"),
+            "kafka group %s: commit failed: %s",
+            self._group_id,
+            describe(error),
+            cause="commit",
+        )
         if self._sink is not None:
             self._sink.report(f"PROBLEM: kafka offset commit failed: {describe(error)}")
         return False
@@ -425,7 +440,13 @@ class KafkaSource(Source):
                     assignment, {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()}
                 )
         except (KafkaError, TimeoutError) as e:
-            logger.warning("kafka group %s: committing a reset: %s", self._group_id, describe(e))
+            warnings.warning(
+                (self._group_id, "commit"),
+                "kafka group %s: committing a reset: %s",
+                self._group_id,
+                describe(e),
+                cause="commit",
+            )
             return False
         for tp, offset in offsets.items():
             if self._foreign.get(tp) == offset:

@@ -47,12 +47,14 @@ import orjson
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from connectors.schedule.cron import RateSchedule, Schedule, parse_schedule
+from router import logs
 from router.abc import Sink, Source, SourceContext, SourceTraits
 from router.errors import SourceError, StoreError
 from router.models import PluginSettings, Record, SourceKind
 from router.supervisor import describe
 
 logger = logging.getLogger(__name__)
+warnings = logs.LimitedLogger(logger)
 
 EVENT_NAMESPACE = uuid.UUID("5c6b7f0e-2f3a-4d9b-9a43-1d0e8f6c2b71")
 """Namespace of the uuid5 event ids: stable per (mapping, scheduled time)."""
@@ -410,8 +412,13 @@ class ScheduleSource(Source):
         recovering = f"re-delivering pending fires of schedule {self._lane}"
         while True:
             if not await retry(renewing, lambda: store.acquire_lease(self._lease_key, me, ttl)):
-                logger.warning(
-                    "schedule %s: lease %s is held by another replica", self._lane, self._lease_key
+                warnings.warning(
+                    (self._lease_key, "lease"),
+                    "schedule %s: lease %s is held by another replica",
+                    self._lane,
+                    self._lease_key,
+                    mapping=self._lane,
+                    cause="lease",
                 )
             # Safe to run again after a failure half-way: fires already re-delivered are
             # pending under this replica and in flight.

@@ -71,10 +71,10 @@ class QueueDelivery(Delivery):
         try:
             await self.source.release(records)
         except Exception as e:  # noqa: BLE001 - see above
-            logger.warning(
-                "mapping %s: %d records not released to the queue (%s); they come back when "
-                "their visibility timeout ends",
-                self.mapping.name,
+            self.warn(
+                "release",
+                "%d records not released to the queue (%s); they come back when their "
+                "visibility timeout ends",
                 len(records),
                 redact(str(e)) or type(e).__name__,
             )

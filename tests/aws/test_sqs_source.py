@@ -331,3 +331,28 @@ async def test_the_emulator_returns_a_timed_out_fifo_group_in_order(aws: Any) ->
                 seen.append(m["Body"])
                 await sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
     assert seen == ["m1", "m2", "m3", "m4"]
+
+
+async def test_failed_visibility_extensions_are_rate_limited(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # An endpoint that is away makes every extension tick fail: a few lines a minute, not one
+    # per tick.
+    from connectors.aws.sqs import SQSQueue, _InFlight
+    from router import logs
+
+    class Away:
+        async def change_message_visibility_batch(self, **_: Any) -> Any:
+            raise ConnectionRefusedError("connection refused")
+
+    settings = SQSSettings(
+        queue_url=f"http://127.0.0.1:1/{ACCOUNT}/gone", endpoint_url="http://127.0.0.1:1"
+    )
+    queue = SQSQueue(settings, settings.queue_url, wait_time=0, receivers=1)
+    queue._client = Away()
+    entry = _InFlight("receipt", time.monotonic())
+    with caplog.at_level("WARNING", logger="connectors.aws.sqs"):
+        for _ in range(50):
+            await queue._extend_chunk([("m", entry)], time.monotonic())
+    lines = [r for r in caplog.records if "extending visibility failed" in r.getMessage()]
+    assert len(lines) == logs.LINES

@@ -139,3 +139,46 @@ def test_fields_are_redacted(captured: io.StringIO) -> None:
         "failed", extra={"errorMessage": "cannot reach postgresql://u:s3cret@db/x"}
     )
     assert _entries(captured)[-1]["errorMessage"] == "cannot reach postgresql://u:***@db/x"
+
+
+def test_reset_lets_the_next_line_through_at_once(captured: io.StringIO, clock: Clock) -> None:
+    warnings = logs.LimitedLogger(logging.getLogger("router.test"), 1, 60, clock)
+    for i in range(4):
+        warnings.warning("k", "failed %d", i)
+    warnings.reset()
+    warnings.warning("k", "failed again")
+    clock.now += 60
+    logs.flush_suppressed()
+    # The caller of reset says how it ended; the lines suppressed before it are not summed up.
+    assert [e["message"] for e in _entries(captured)] == ["failed 0", "failed again"]
+
+
+async def test_supervisor_failures_go_through_the_shared_rate_limiter(
+    captured: io.StringIO,
+) -> None:
+    """While one kind of failure lasts it is logged once per interval; the recovery line
+    says how many attempts failed, and the next failure is logged at once again."""
+    from router.backoff import Backoff
+    from router.errors import StoreError
+    from router.supervisor import Supervisor
+
+    supervisor = Supervisor("mapping orders", backoff=Backoff(base=0.0001, cap=0.0001))
+    failures = 0
+
+    async def store_down_for(times: int) -> str:
+        nonlocal failures
+        failures += 1
+        if failures <= times:
+            raise StoreError("connection refused")
+        return "written"
+
+    assert await supervisor.retry("writing a checkpoint", lambda: store_down_for(20)) == "written"
+    failures = 0
+    assert await supervisor.retry("writing a checkpoint", lambda: store_down_for(3)) == "written"
+    lines = [str(e["message"]) for e in _entries(captured)]
+    assert len(lines) == 4, lines
+    assert "connection refused (attempt 1), retrying" in lines[0]
+    assert "working again" in lines[1] and "(20 failed attempts)" in lines[1]
+    assert "connection refused (attempt 1), retrying" in lines[2], "a new outage, at once"
+    assert "working again" in lines[3] and "(3 failed attempts)" in lines[3]
+    assert all(line.startswith("mapping orders: ") for line in lines)
