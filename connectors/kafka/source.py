@@ -42,7 +42,7 @@ from connectors.kafka.records import (
 )
 from connectors.kafka.settings import KafkaSourceSettings, describe
 from router import logs
-from router.abc import Sink, Source, SourceContext, SourceTraits
+from router.abc import MetricFamily, Sink, Source, SourceContext, SourceTraits
 from router.errors import SourceError
 from router.models import Record, SourceKind
 
@@ -262,6 +262,34 @@ class KafkaSource(Source):
             )
             return f"kafka {self._bootstrap}: cluster unreachable: {describe(e)}"
         return None
+
+    def metrics(self) -> list[MetricFamily]:
+        """``router_lane_lag`` per owned partition: its end offset (the high watermark of the
+        latest fetch) minus the next offset to acknowledge (the first one fetched and not
+        yet acknowledged, or the one after the last fetched)."""
+        consumer = self._consumer
+        if consumer is None:
+            return []
+        name = self.context.mapping.name
+        samples: list[tuple[str, Mapping[str, str], float]] = []
+        for tp, tracker in list(self._offsets.items()):
+            end = consumer.highwater(tp)
+            done = tracker.committable
+            if done is None:
+                done = tracker.committed
+            if end is None or done is None:
+                continue  # nothing fetched from it yet
+            lane = f"{tp.topic}:{tp.partition}"
+            samples.append(("router_lane_lag", {"mapping": name, "lane": lane}, max(0, end - done)))
+        return [
+            MetricFamily(
+                name="router_lane_lag",
+                type="gauge",
+                help="Records behind the end of each lane (Kafka: partition end offset minus "
+                "the next offset to acknowledge)",
+                samples=samples,
+            )
+        ]
 
     def build_event(self, records: Sequence[Record]) -> dict[str, Any]:
         return build_event(self._bootstrap, records)

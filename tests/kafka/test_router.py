@@ -265,3 +265,23 @@ async def test_two_replicas_share_the_partitions_and_nothing_is_lost(
             return len(seen) == 1200
 
         await eventually(complete, timeout=60, what="every record delivered")
+
+
+async def test_metrics_show_each_partitions_lag(
+    sqlite_store: SQLStore, kafka_broker: str, kafka_topic: str, handlers: Path
+) -> None:
+    from router.ops import render_metrics
+
+    await produce(kafka_broker, kafka_topic, [f"r{i}".encode() for i in range(12)])
+    text = config(kafka_broker, kafka_topic, "record", "g-lag-metrics")
+    async with run_router(text, sqlite_store) as router:
+        await eventually(lambda: len(delivered(handlers)) == 12, what="every record")
+
+        def caught_up() -> bool:
+            return f'router_lane_lag{{mapping="orders",lane="{kafka_topic}:0"}} 0' in (
+                render_metrics(router).splitlines()
+            )
+
+        await eventually(caught_up, what="lag 0 in /metrics")
+        lines = render_metrics(router).splitlines()
+    assert "# TYPE router_lane_lag gauge" in lines

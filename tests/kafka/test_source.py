@@ -440,3 +440,35 @@ async def test_a_broker_that_goes_away_shows_as_a_problem(sqlite_store: SQLStore
             started = time.monotonic()
             await source.aclose()
         assert time.monotonic() - started < 10
+
+
+async def test_lane_lag_is_the_end_offset_minus_the_next_offset_to_acknowledge(
+    sqlite_store: SQLStore, kafka_broker: str, make_topic: TopicFactory
+) -> None:
+    topic = await make_topic(2)
+    await produce(kafka_broker, topic, [f"a{i}".encode() for i in range(30)], partition=0)
+    await produce(kafka_broker, topic, [f"b{i}".encode() for i in range(5)], partition=1)
+    source = make_source(sqlite_store, kafka_broker, [topic], group="g-lag")
+    sink = RecordingSink()
+
+    def lag() -> dict[str, float]:
+        out: dict[str, float] = {}
+        for family in source.metrics():
+            assert (family.name, family.type) == ("router_lane_lag", "gauge")
+            for sample, labels, value in family.samples:
+                assert sample == "router_lane_lag"
+                assert labels["mapping"] == source.context.mapping.name
+                out[labels["lane"]] = value
+        return out
+
+    async with running(source, sink):
+        records = await sink.wait_count(35)
+        # Fetched, none acknowledged: everything is behind.
+        await wait_until(lambda: lag() == {f"{topic}:0": 30, f"{topic}:1": 5}, what="lag 30/5")
+        await source.ack([r for r in records if r.data.partition == 0][:10])
+        await source.ack([r for r in records if r.data.partition == 1])
+        assert lag() == {f"{topic}:0": 20, f"{topic}:1": 0}
+        # New records at the end of partition 1 are behind once fetched.
+        await produce(kafka_broker, topic, [b"c0", b"c1", b"c2"], partition=1)
+        await sink.wait_count(38)
+        await wait_until(lambda: lag().get(f"{topic}:1") == 3, what="lag 3 on partition 1")
