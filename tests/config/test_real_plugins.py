@@ -113,6 +113,7 @@ def test_json_schema_describes_every_type_and_alias() -> None:
             "sns",
             "rabbitmq",
             "redis",
+            "nats",
         ]
     )
     kafka = next(b for b in source["oneOf"] if b["properties"]["type"]["const"] == "kafka")
