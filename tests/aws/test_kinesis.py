@@ -17,6 +17,7 @@ import pytest
 from connectors.aws.kinesis import KinesisSettings
 from router.config import load_config_text
 from router.errors import ConfigErrors
+from router.ops import render_metrics
 from router.store import SQLStore
 from tests.aws import stream_handlers
 from tests.aws.streams import delivered, kinesis_config, make_stream, put
@@ -66,9 +67,12 @@ async def test_records_arrive_as_lambda_delivers_them_in_order_per_shard(
         items = [(f"k{i % 7}", orjson.dumps({"i": i}).decode()) for i in range(60)]
         answers = await put(kinesis, arn, items)
         config = kinesis_config(arn, aws.endpoint, mapping="    starting_position: TRIM_HORIZON")
-        async with run_router(config, sqlite_store):
+        async with run_router(config, sqlite_store) as router:
             await eventually(lambda: len(delivered()) == 60, what="60 records delivered")
             uuid = await _mapping_uuid(sqlite_store)
+            metrics = render_metrics(router)
+            assert 'router_stream_shards_held{mapping="clicks",replica=' in metrics
+            assert metrics.count("router_stream_iterator_age_milliseconds{") == 2
             last: dict[str, str] = {}
             for answer in answers:
                 last[answer["ShardId"]] = answer["SequenceNumber"]

@@ -52,7 +52,7 @@ from connectors.aws.streams.leases import (
 from connectors.aws.streams.progress import FINISHED, SKIPPED, ShardProgress
 from connectors.aws.streams.shards import AT_TIMESTAMP, Shard, ShardPlan, Start
 from router import logs
-from router.abc import Sink, Source, SourceContext
+from router.abc import MetricFamily, Sink, Source, SourceContext
 from router.aio import wait_event
 from router.errors import SourceError
 from router.models import Record
@@ -224,6 +224,39 @@ class StreamSource(Source):
     def _ack_run(self, lane: tuple[Any, ...], sequences: list[str]) -> bool:
         progress = self._progress.get(lane[0])
         return progress is not None and progress.ack_run(sequences)
+
+    def metrics(self) -> Sequence[MetricFamily]:
+        name = self.context.mapping.name
+        replica = self.context.replica_id
+        return [
+            MetricFamily(
+                name="router_stream_iterator_age_milliseconds",
+                type="gauge",
+                help="Per shard read by this replica, how far its last read was behind the "
+                "newest record of the shard (Kinesis MillisBehindLatest; DynamoDB: the age of "
+                "the last record read, 0 at the tip)",
+                samples=[
+                    (
+                        "router_stream_iterator_age_milliseconds",
+                        {"mapping": name, "shard": shard},
+                        behind,
+                    )
+                    for shard, behind in sorted(self.behind_ms.items())
+                ],
+            ),
+            MetricFamily(
+                name="router_stream_shards_held",
+                type="gauge",
+                help="Shards whose lease this replica holds",
+                samples=[
+                    (
+                        "router_stream_shards_held",
+                        {"mapping": name, "replica": replica},
+                        len(self._leased),
+                    )
+                ],
+            ),
+        ]
 
     async def aclose(self) -> None:
         if self._closed:
@@ -465,12 +498,16 @@ class StreamSource(Source):
                 failures = 0
                 sink.report("OK")
             raws = result.records
-            if result.behind_ms is not None:
-                self.behind_ms[shard_id] = result.behind_ms
             if raws:
                 records = self.convert(shard_id, lanes, raws)
+                behind = result.behind_ms
+                if behind is None:  # the service does not say: the age of the last record
+                    behind = max(0, int((time.time() - records[-1].arrival) * 1000))
+                self.behind_ms[shard_id] = behind
                 progress.fetched([r.position for r in records])
                 await sink.put(records)
+            else:
+                self.behind_ms[shard_id] = result.behind_ms or 0
             if self._at_end(shard_id, result, progress):
                 break
             if result.next_iterator is not None:
