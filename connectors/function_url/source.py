@@ -38,7 +38,7 @@ from router.abc import Sink, SourceTraits
 from router.errors import ConfigError
 from router.ingress import Ingress, IngressRequest
 from router.ingress.errors import AwsError
-from router.ingress.listener import _compile
+from router.ingress.listener import check_path
 from router.ingress.source import PushedSource
 from router.models import Invocation, Outcome, PluginSettings, SourceKind
 
@@ -71,7 +71,7 @@ class FunctionUrlSettings(PluginSettings):
     @field_validator("path")
     @classmethod
     def _path(cls, value: str) -> str:
-        _compile(value)  # ValueError saying what is wrong with the pattern
+        check_path(value)
         return value
 
     @field_validator("methods")

@@ -47,7 +47,7 @@ from router.abc import Sink, SourceContext, SourceTraits
 from router.errors import ConfigError, RouterError
 from router.ingress import Ingress, IngressRequest, text_error
 from router.ingress.errors import AwsError
-from router.ingress.listener import _compile
+from router.ingress.listener import check_path
 from router.ingress.source import PushedSource
 from router.models import PluginSettings, Record, SourceKind
 
@@ -87,7 +87,7 @@ class SnsSettings(PluginSettings):
     @field_validator("path")
     @classmethod
     def _path(cls, value: str) -> str:
-        _compile(value)
+        check_path(value)
         return value
 
     @field_validator("cert_host")

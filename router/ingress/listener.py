@@ -140,6 +140,15 @@ def _compile(path: str) -> re.Pattern[str]:
     return re.compile("/" + "/".join(out) + "$")
 
 
+def check_path(path: str) -> None:
+    """Raise ValueError (saying what is wrong) unless ``path`` is a route path
+    :meth:`IngressListener.add_route` takes; for front-ends checking their settings."""
+    if "{" in path:
+        _compile(path)
+    elif not path.startswith("/"):
+        raise ValueError(f"a route path starts with '/': {path!r}")
+
+
 class IngressListener:
     """``async with IngressListener(settings)``: the ingress server bound for the duration
     of the block (a port in use raises :class:`SetupError`). :meth:`stop_accepting` closes
@@ -391,5 +400,6 @@ __all__ = [
     "IngressRequest",
     "Registration",
     "Route",
+    "check_path",
     "too_large",
 ]
