@@ -12,8 +12,9 @@ mapping's on-failure destination as the dead-letter queue; the target input (``i
 ``input_path``, ``input_transformer``) is applied when the event is delivered.
 
 A bus exists while a rule names it (``default`` always does): an entry for another bus gets
-``ResourceNotFoundException``; an entry the store could not take gets ``InternalFailure``
-(nothing was accepted for it: the caller retries it, as with EventBridge).
+``ResourceNotFoundException``; an entry the store could not take for one of its rules gets
+``InternalFailure`` (the caller retries it, as with EventBridge; rules that had it already get
+it again: at-least-once).
 """
 
 from __future__ import annotations
