@@ -1,4 +1,5 @@
-"""On-failure / on-success destinations on AWS: an SQS queue, an SNS topic, an S3 bucket.
+"""On-failure / on-success destinations on AWS: an SQS queue, an SNS topic, an S3 bucket, a
+Kinesis data stream.
 
 Each takes the ARN AWS uses in ``DestinationConfig`` (``arn:aws:sqs:REGION:ACCOUNT:NAME``,
 ``arn:aws:sns:REGION:ACCOUNT:NAME``, ``arn:aws:s3:::BUCKET``). When the mapping's source is
@@ -27,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import orjson
-from pydantic import model_validator
+from pydantic import AliasChoices, Field, model_validator
 
 from connectors.aws.common import (
     AWS_ERRORS,
@@ -297,3 +298,58 @@ class S3Destination(_AwsDestination):
             )
         except AWS_ERRORS as e:
             raise self._fail(f"bucket {bucket}: PutObject failed", e) from e
+
+
+KINESIS_RECORD_LIMIT = 1024 * 1024
+"""Kinesis's limit on one record's data plus partition key (bytes)."""
+
+
+class KinesisDestinationSettings(AwsSettings):
+    arn: str = Field(validation_alias=AliasChoices("arn", "stream_arn", "StreamArn"))
+    """``arn:aws:kinesis:REGION:ACCOUNT:stream/NAME``."""
+    partition_key: str | None = None
+    """Partition key of every record put; default: the record's request id, which spreads
+    records over the stream's shards."""
+
+    @model_validator(mode="after")
+    def _valid_arn(self) -> KinesisDestinationSettings:
+        _, _, resource = parse_arn(self.arn, "kinesis")
+        if not resource.startswith("stream/"):
+            raise ValueError("arn must name a stream: arn:aws:kinesis:REGION:ACCOUNT:stream/NAME")
+        return self
+
+
+class KinesisDestination(_AwsDestination):
+    """Puts each record into a Kinesis data stream (PutRecords), as JSON; a record over
+    1 MiB goes without its payloads (``payloadOmitted``)."""
+
+    Settings: ClassVar[type[PluginSettings]] = KinesisDestinationSettings
+    service = "kinesis"
+
+    @classmethod
+    def from_target(
+        cls, target: str, source: PluginSettings | None = None
+    ) -> KinesisDestinationSettings:
+        return KinesisDestinationSettings(arn=target, **_inherit(source))
+
+    async def send(self, record: Mapping[str, Any]) -> None:
+        client = await self._get_client()
+        settings: KinesisDestinationSettings = self.settings
+        key = settings.partition_key
+        if key is None:
+            context = record.get("requestContext")
+            request = context.get("requestId") if isinstance(context, Mapping) else None
+            key = str(request or uuid.uuid4())
+        data = fit_message(record, KINESIS_RECORD_LIMIT - len(key.encode()))
+        try:
+            response = await client.put_records(
+                StreamARN=settings.arn, Records=[{"Data": data, "PartitionKey": key}]
+            )
+        except AWS_ERRORS as e:
+            raise self._fail(f"{settings.arn}: PutRecords failed", e) from e
+        if response.get("FailedRecordCount"):
+            entry = (response.get("Records") or [{}])[0]
+            raise DestinationError(
+                f"kinesis destination {settings.arn}: record refused: "
+                f"{entry.get('ErrorCode', '')}: {entry.get('ErrorMessage', '')}"
+            )

@@ -365,3 +365,42 @@ mappings:
     assert any("batch_size: must be between 1 and 10000" in line for line in lines), lines
     assert any("maximum_record_age: must be -1 or between 60" in line for line in lines), lines
     assert any("maximum_concurrency: not supported" in line for line in lines), lines
+
+
+async def test_the_kinesis_destination_receives_the_on_failure_record(
+    aws: Any, sqlite_store: SQLStore
+) -> None:
+    async with aws.client("kinesis") as kinesis:
+        arn = await make_stream(kinesis)
+        dlq = await make_stream(kinesis, prefix="dlq")
+        answers = await put(kinesis, arn, [("k", "ok-0"), ("k", "poison-1"), ("k", "ok-2")])
+        mapping = f"""    starting_position: TRIM_HORIZON
+    batch_size: 1
+    maximum_retry_attempts: 0
+    destination_config:
+      on_failure:
+        type: kinesis
+        arn: {dlq}
+        endpoint_url: {aws.endpoint}"""
+        config = kinesis_config(arn, aws.endpoint, handler="poison", mapping=mapping)
+        async with run_router(config, sqlite_store):
+            uuid = await _mapping_uuid(sqlite_store)
+
+            async def past_all() -> bool:
+                rows = await sqlite_store.get_checkpoints(uuid)
+                return bool(rows.get(answers[0]["ShardId"]) == answers[-1]["SequenceNumber"])
+
+            await eventually(past_all, timeout=30, what="the shard moved past the poison")
+        shard = (await kinesis.list_shards(StreamARN=dlq))["Shards"][0]["ShardId"]
+        iterator = (
+            await kinesis.get_shard_iterator(
+                StreamARN=dlq, ShardId=shard, ShardIteratorType="TRIM_HORIZON"
+            )
+        )["ShardIterator"]
+        got = await kinesis.get_records(ShardIterator=iterator, StreamARN=dlq)
+    [entry] = got["Records"]
+    record = orjson.loads(entry["Data"])
+    assert entry["PartitionKey"] == record["requestContext"]["requestId"]
+    assert record["requestContext"]["condition"] == "RetryAttemptsExhausted"
+    assert record["KinesisBatchInfo"]["startSequenceNumber"] == answers[1]["SequenceNumber"]
+    assert [stream_handlers.data_of(r) for r in record["payload"]["Records"]] == ["poison-1"]
