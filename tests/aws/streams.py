@@ -4,6 +4,7 @@ handlers saw."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from tests.aws import stream_handlers
@@ -65,3 +66,35 @@ mappings:
 
 async def settle(seconds: float = 0.5) -> None:
     await asyncio.sleep(seconds)
+
+
+# A handler module for `router run` subprocesses: one line per record
+# (shard, sequence number, replica) in $STREAM_REPLICA_FILE.
+RECORDING_HANDLER = """
+import os
+import time
+
+OUT = os.environ["STREAM_REPLICA_FILE"]
+REPLICA = os.environ["ROUTER_REPLICA_ID"]
+
+def handle(event, context):
+    lines = []
+    for r in event["Records"]:
+        shard = r["eventID"].split(":", 1)[0]
+        lines.append(f"{shard} {r['kinesis']['sequenceNumber']} {REPLICA}\\n")
+    with open(OUT, "a") as f:
+        f.write("".join(lines))
+    time.sleep(0.05)
+    return {}
+"""
+
+
+def deliveries(path: Path) -> list[tuple[str, int, str]]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 3:  # a line cut by the kill is not a delivery
+            out.append((parts[0], int(parts[1]), parts[2]))
+    return out

@@ -16,42 +16,13 @@ import pytest
 
 from connectors.aws.streams.leases import live_members
 from router.store import SQLStore
-from tests.aws.streams import make_stream, put
+from tests.aws.streams import RECORDING_HANDLER, deliveries, make_stream, put
 from tests.helpers import eventually, start_router_process, terminate
 
 pytestmark = [pytest.mark.aws, pytest.mark.postgres, pytest.mark.slow]
 
 SHARDS = 8
 LEASE = 3.0
-
-HANDLER = """
-import os
-import time
-
-OUT = os.environ["STREAM_REPLICA_FILE"]
-REPLICA = os.environ["ROUTER_REPLICA_ID"]
-
-def handle(event, context):
-    lines = []
-    for r in event["Records"]:
-        shard = r["eventID"].split(":", 1)[0]
-        lines.append(f"{shard} {r['kinesis']['sequenceNumber']} {REPLICA}\\n")
-    with open(OUT, "a") as f:
-        f.write("".join(lines))
-    time.sleep(0.05)
-    return {}
-"""
-
-
-def deliveries(path: Path) -> list[tuple[str, int, str]]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        parts = line.split()
-        if len(parts) == 3:  # a line cut by the kill is not a delivery
-            out.append((parts[0], int(parts[1]), parts[2]))
-    return out
 
 
 async def held(store: SQLStore) -> dict[str, int]:
@@ -66,7 +37,7 @@ async def test_three_replicas_share_shards_and_take_a_killed_ones_over(
 ) -> None:
     async with aws.client("kinesis") as kinesis:
         arn = await make_stream(kinesis, shards=SHARDS, prefix="shared")
-        (tmp_path / "replica_handler.py").write_text(HANDLER)
+        (tmp_path / "replica_handler.py").write_text(RECORDING_HANDLER)
         out = tmp_path / "deliveries.txt"
         config = tmp_path / "router.yaml"
         config.write_text(
