@@ -307,6 +307,26 @@ class JSONFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class ConsoleFormatter(logging.Formatter):
+    """``<time> <LEVEL> <logger>: <message>``. The date and time are rendered once a second
+    rather than for every line (a managed function's environments write several lines per
+    invocation)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+        self._stamp: tuple[int, str] = (-1, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        cached, stamp = self._stamp
+        if cached != second:
+            stamp = time.strftime(self.default_time_format, self.converter(record.created))
+            self._stamp = (second, stamp)
+        return f"{stamp},{int(record.msecs):03d}"
+
+
 def setup(fmt: str = "console", level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     # The limit first: it keys on the message template, before redaction formats it.
@@ -315,7 +335,7 @@ def setup(fmt: str = "console", level: str = "INFO") -> None:
     if fmt == "json":
         handler.setFormatter(JSONFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(ConsoleFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

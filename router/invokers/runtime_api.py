@@ -315,9 +315,8 @@ class RuntimeApiInvoker(Invoker):
             refused = self._admit(call)
             if refused is not None:
                 return refused
-            if not call.taken_at:  # queued (a runtime that took it armed the deadline)
-                call.arm(call.queue_deadline)
-            # The timer ends the call (throttled or timed out) by setting its result.
+            # Running out of time (queued: the dispatcher's queue deadline; taken: the
+            # function's timeout) ends the call by setting its result.
             result = await call.result
         finally:
             # Whatever happened (result, timeout, cancellation), the id is no longer valid

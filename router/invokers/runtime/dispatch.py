@@ -22,7 +22,7 @@ from router.invokers.runtime.protocol import State
 from router.models import Invocation, InvokeResult
 
 if TYPE_CHECKING:
-    from router.invokers.runtime.http import Connection
+    from router.invokers.runtime.http import Connection, Response
 
 
 @dataclass(slots=True, eq=False)
@@ -37,11 +37,11 @@ class Call:
     queue_deadline: float
     """Loop time by which a runtime must have taken the invocation."""
     expire: Callable[[Call], None] | None = None
-    """Called when the timer runs out: it ends the invocation (throttled while queued, a
+    """Called when the invocation runs out of time: it ends it (throttled while queued, a
     timeout once taken)."""
     timer: asyncio.TimerHandle | None = None
-    """Runs out at the queue deadline first, at the function's deadline once a runtime
-    took the invocation."""
+    """Runs out at the function's deadline once a runtime took the invocation (the queue
+    deadline is watched by the :class:`Dispatcher`)."""
     session: Session | None = None
     taken_at: float = 0.0
     """Loop time when a runtime took the invocation (0: still waiting)."""
@@ -49,6 +49,8 @@ class Call:
     """Epoch milliseconds of the function's deadline (``Lambda-Runtime-Deadline-Ms``)."""
     finished_at: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
+    answer: Response | None = None
+    """What ``/next`` sends for this invocation (made when a runtime takes it)."""
     init_duration: float | None = None
     """The environment's init duration (seconds) when this invocation was its first after an
     on-demand init: a cold start."""
@@ -117,6 +119,11 @@ class Dispatcher:
         self._takers: collections.deque[_Taker] = collections.deque()
         self._lifo = lifo
         self._idle_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._sweep: asyncio.TimerHandle | None = None
+        """One timer for the queue: it runs out at the queue deadline of the oldest queued
+        invocation or later (deadlines grow along the queue: every invocation of a function
+        gets the same ``queue_timeout``), so queueing and taking an invocation touch no
+        timer."""
 
     @property
     def idle(self) -> int:
@@ -148,7 +155,23 @@ class Dispatcher:
         return False
 
     def enqueue(self, call: Call) -> None:
+        """Queue ``call`` until a runtime takes it; at its ``queue_deadline`` it expires."""
         self.queue.append(call)
+        if self._sweep is None:
+            loop = asyncio.get_running_loop()
+            self._sweep = loop.call_at(call.queue_deadline, self._expire_queued)
+
+    def _expire_queued(self) -> None:
+        self._sweep = None
+        queue = self.queue
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while queue and (not queue[0].available or queue[0].queue_deadline <= now):
+            call = queue.popleft()
+            if call.available and call.expire is not None:
+                call.expire(call)
+        if queue:
+            self._sweep = loop.call_at(queue[0].queue_deadline, self._expire_queued)
 
     def withdraw(self, call: Call) -> None:
         with contextlib.suppress(ValueError):
@@ -193,6 +216,9 @@ class Dispatcher:
 
     def cancel_all(self) -> None:
         self._takers.clear()
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
 
 
 def next_headers(call: Call, default_arn: str) -> dict[str, str]:

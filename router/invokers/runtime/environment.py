@@ -41,20 +41,36 @@ class ProcessMemory:
     """Peak resident memory of a process and its descendants, from ``/proc`` (Linux).
 
     ``VmHWM`` is each process's own high-water mark; their sum bounds the tree's peak. Each
-    process's ``status`` file stays open and is re-read in place (a sample is taken after
-    every invocation); the list of descendants is refreshed at most once a second."""
+    process's ``status`` file stays open and is re-read in place; the list of descendants is
+    refreshed at most once a second.
 
-    __slots__ = ("_files", "_refreshed", "peak", "root")
+    Reading ``status`` is the dearest system call of a short invocation (the kernel renders
+    the whole file), so :meth:`sample` re-reads it only after an invocation that ran for
+    :data:`FRESH_AFTER` or more, or when the last reading is :data:`MAX_AGE` old: an
+    invocation shorter than that cannot have faulted in much memory, and the next reading
+    (at most ``MAX_AGE`` later) counts whatever it did."""
+
+    FRESH_AFTER = 0.01
+    """Seconds an invocation runs before its end always takes a fresh reading."""
+    MAX_AGE = 0.1
+    """Seconds a reading is reused for shorter invocations."""
+
+    __slots__ = ("_files", "_read", "_refreshed", "peak", "root")
 
     def __init__(self, root: int) -> None:
         self.root = root
         self._files: dict[int, int] = {}
         self._refreshed = 0.0
+        self._read = -math.inf
         self.peak = 0
 
-    def sample(self) -> int:
-        """Peak bytes so far (never lower than an earlier sample)."""
+    def sample(self, ran: float = math.inf) -> int:
+        """Peak bytes so far (never lower than an earlier sample), after an invocation that
+        ran for ``ran`` seconds."""
         now = time.monotonic()
+        if ran < self.FRESH_AFTER and now - self._read < self.MAX_AGE:
+            return self.peak
+        self._read = now
         if now - self._refreshed >= 1.0:
             self._refresh()
             self._refreshed = now
@@ -134,6 +150,11 @@ class Environment(Host):
         self.retired = ""
         """Why the pool gave up this environment (empty while it serves)."""
         self.idle_timer: asyncio.TimerHandle | None = None
+        """Runs out ``idle_timeout`` after the environment began to wait, or later: it is not
+        moved for every invocation, but checks when it runs out (and is set again for the
+        rest of the time) whether the environment is still waiting since long enough."""
+        self.idle_since: float | None = None
+        """Loop time since which the runtime waits on ``/next`` (None: busy)."""
         self.init_timer = loop.call_later(pool.runtime.init_timeout, pool.init_timed_out, self)
         day = datetime.now(UTC).strftime("%Y/%m/%d")
         self.log_stream = f"{day}/[$LATEST]{uuid.uuid4().hex}"
@@ -172,13 +193,29 @@ class Environment(Host):
         self.pool.environment_ready(self)
 
     def on_idle(self, session: Session) -> None:
-        if not self.provisioned and self.idle_timer is None:
-            idle_timeout = self.pool.runtime.idle_timeout
-            self.idle_timer = asyncio.get_running_loop().call_later(
-                idle_timeout, self.pool.idle_expired, self
-            )
+        if self.provisioned or self.retired:
+            return
+        loop = asyncio.get_running_loop()
+        self.idle_since = now = loop.time()
+        if self.idle_timer is None:
+            self.idle_timer = loop.call_at(now + self.pool.runtime.idle_timeout, self._idle_check)
 
     def on_busy(self, session: Session) -> None:
+        self.idle_since = None
+
+    def _idle_check(self) -> None:
+        self.idle_timer = None
+        if self.idle_since is None or self.retired:
+            return  # busy: the next wait sets the timer again
+        loop = asyncio.get_running_loop()
+        due = self.idle_since + self.pool.runtime.idle_timeout
+        if due > loop.time():
+            self.idle_timer = loop.call_at(due, self._idle_check)
+            return
+        self.pool.idle_expired(self)
+
+    def stop_idle_timer(self) -> None:
+        self.idle_since = None
         if self.idle_timer is not None:
             self.idle_timer.cancel()
             self.idle_timer = None
@@ -205,11 +242,12 @@ class Environment(Host):
             return f"{self.pool.function} {current.request_id}"
         return self.pool.function
 
-    def sample_memory(self) -> int:
-        """Max Memory Used so far, in MB (rounded up)."""
+    def sample_memory(self, ran: float = math.inf) -> int:
+        """Max Memory Used so far, in MB (rounded up), after an invocation that ran for
+        ``ran`` seconds."""
         if self.memory is None:
             return 0
-        return math.ceil(self.memory.sample() / _MIB)
+        return math.ceil(self.memory.sample(ran) / _MIB)
 
     async def _run(self) -> None:
         pool = self.pool
@@ -247,7 +285,7 @@ class Environment(Host):
                         await self.output.closed.wait()
                 self.output.close()
             self.init_timer.cancel()
-            self.on_busy(self.session)
+            self.stop_idle_timer()
             if self.memory is not None:
                 self.memory.close()
             await self.server.aclose()

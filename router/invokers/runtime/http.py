@@ -59,7 +59,10 @@ class Request:
 
 
 class Response:
-    __slots__ = ("body", "content_type", "headers", "status")
+    """An answer. Its keep-alive encoding is kept once made: the same answer (``202``, an
+    invocation rendered again) is sent as it was."""
+
+    __slots__ = ("_wire", "body", "content_type", "headers", "status")
 
     def __init__(
         self,
@@ -72,18 +75,23 @@ class Response:
         self.body = body
         self.content_type = content_type
         self.headers = headers
+        self._wire: bytes | None = None
 
     def encode(self, close: bool) -> bytes:
-        lines = [f"HTTP/1.1 {self.status} {_REASONS.get(self.status, 'Unknown')}"]
+        if not close and self._wire is not None:
+            return self._wire
+        head = f"HTTP/1.1 {self.status} {_REASONS.get(self.status, 'Unknown')}\r\n"
         if self.headers:
-            lines.extend(f"{name}: {value}" for name, value in self.headers.items())
+            head += "".join(f"{name}: {value}\r\n" for name, value in self.headers.items())
         if self.content_type:
-            lines.append(f"Content-Type: {self.content_type}")
-        lines.append(f"Content-Length: {len(self.body)}")
+            head += f"Content-Type: {self.content_type}\r\n"
+        head += f"Content-Length: {len(self.body)}\r\n"
         if close:
-            lines.append("Connection: close")
-        head = "\r\n".join(lines).encode("latin-1", errors="replace")
-        return head + b"\r\n\r\n" + self.body
+            head += "Connection: close\r\n"
+        wire = head.encode("latin-1", errors="replace") + b"\r\n" + self.body
+        if not close:
+            self._wire = wire
+        return wire
 
 
 Handler = Callable[["Connection", Request], "Response | None"]

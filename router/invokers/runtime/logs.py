@@ -19,7 +19,9 @@ import asyncio
 import logging
 import math
 import os
+import time
 from collections.abc import Callable
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +82,40 @@ def init_report_line(duration_ms: float, status: str = "", error_type: str = "")
 
 
 def platform(function: str, line: str) -> None:
-    logger.info("%s: %s", function, line)
+    """Log a platform line (START, END, REPORT, ...) of ``function`` at INFO."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    if logging.getLogRecordFactory() is not logging.LogRecord:
+        # Someone decorates records (trace ids...): let the factory build this one too.
+        logger.info("%s: %s", function, line)
+        return
+    logger.handle(_record(f"{function}: {line}"))
+
+
+_TEMPLATE: dict[str, Any] = {}
+
+
+def _record(message: str) -> logging.LogRecord:
+    """An INFO record of this module's logger, as ``logger.info(message)`` would make it.
+
+    A few platform lines are written per invocation; a record copied from a template skips
+    what ``LogRecord.__init__`` works out again for every line (the source file's name and
+    module, the thread and process, which the router's formats never show)."""
+    if not _TEMPLATE:
+        _TEMPLATE.update(logger.makeRecord(logger.name, logging.INFO, "", 0, "", (), None).__dict__)
+    record = logging.LogRecord.__new__(logging.LogRecord)
+    fields = record.__dict__
+    fields.update(_TEMPLATE)
+    created = time.time()
+    fields["msg"] = message
+    fields["args"] = None
+    fields["created"] = created
+    fields["msecs"] = int((created - int(created)) * 1000) + 0.0
+    fields["relativeCreated"] = (created - _START) * 1000
+    return record
+
+
+_START: float = logging._startTime  # type: ignore[attr-defined]
 
 
 class Output:

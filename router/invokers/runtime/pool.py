@@ -309,7 +309,7 @@ class EnvironmentPool:
         env.retired = reason
         if env in self.environments:
             self.environments.remove(env)
-        env.on_busy(env.session)
+        env.stop_idle_timer()
         env.init_timer.cancel()
         self.metrics.stopped[reason] += 1
         return True
@@ -462,7 +462,7 @@ class EnvironmentPool:
     def report(self, call: Call, result: InvokeResult, duration: float) -> None:
         """END and REPORT lines, memory metrics."""
         env = call.session.owner if call.session is not None else None
-        max_memory = env.sample_memory() if isinstance(env, Environment) else 0
+        max_memory = env.sample_memory(duration) if isinstance(env, Environment) else 0
         self.metrics.memory.observe(max_memory)
         status = error_type = ""
         if result.outcome is Outcome.TIMEOUT:

@@ -70,11 +70,12 @@ def error(status: int, error_type: str, message: str) -> Response:
     return render(status, {"errorMessage": message, "errorType": error_type})
 
 
-_ACCEPTED = orjson.dumps({"status": "OK"}) + b"\n"
+_ACCEPTED = Response(202, orjson.dumps({"status": "OK"}) + b"\n")
 
 
 def accepted() -> Response:
-    return Response(202, _ACCEPTED)
+    """``202 {"status": "OK"}`` (one shared answer: it is never changed)."""
+    return _ACCEPTED
 
 
 def invalid_request_id() -> Response:

@@ -233,6 +233,7 @@ class RuntimeServer:
         call.session = session
         call.deadline_ms = int((time.time() + host.timeout) * 1000)
         call.headers = next_headers(call, host.function_arn)
+        call.answer = Response(200, call.body, "application/json", call.headers)
         call.arm(now + host.timeout)
         session.current = call
         session.state = State.RUNNING
@@ -241,7 +242,8 @@ class RuntimeServer:
 
     @staticmethod
     def _event(call: Call) -> Response:
-        return Response(200, call.body, "application/json", call.headers)
+        assert call.answer is not None
+        return call.answer
 
     # -- /response and /error --------------------------------------------------------------
 
