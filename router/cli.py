@@ -12,8 +12,9 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -33,6 +34,7 @@ from router.errors import (
     SchemaOutdatedError,
     SetupError,
 )
+from router.models import MappingRow
 from router.secrets import SecretError, redact, redact_value
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
@@ -43,15 +45,22 @@ DEFAULT_CONFIG = "config"
 
 
 def _config_path(args: argparse.Namespace) -> str:
-    return str(args.config or os.environ.get("ROUTER_CONFIG") or DEFAULT_CONFIG)
+    """``router validate PATH``, else ``--config``, else ``$ROUTER_CONFIG``, else
+    ``./config``."""
+    positional = getattr(args, "path", None)
+    if positional and args.config and positional != args.config:
+        raise SetupError(
+            f"two configurations given ({positional!r} and --config {args.config!r}); "
+            "give one, as PATH or with --config"
+        )
+    return str(positional or args.config or os.environ.get("ROUTER_CONFIG") or DEFAULT_CONFIG)
 
 
 def _load(args: argparse.Namespace, *, check: bool = False) -> RouterConfig:
     path = _config_path(args)
     if not Path(path).exists():
-        raise ConfigError(
-            f"configuration {path!r} not found: pass --config FILE_OR_DIR or set ROUTER_CONFIG"
-        )
+        how = "PATH" if args.command == "validate" else "--config FILE_OR_DIR"
+        raise ConfigError(f"configuration {path!r} not found: pass {how} or set ROUTER_CONFIG")
     return load_checked_config(path) if check else load_config(path)
 
 
@@ -146,41 +155,118 @@ def _optional_config(args: argparse.Namespace) -> RouterConfig | None:
     return load_config(path) if Path(path).exists() else None
 
 
+def _one_line(value: object, width: int = 0) -> str:
+    """``value`` on one line: its first line, and ``...`` when something was cut (more
+    lines, or more than ``width`` characters)."""
+    text = str(value if value is not None else "")
+    first, _, more = text.strip().partition("\n")
+    first = first.rstrip("\r")
+    if width and len(first) > width:
+        return first[: width - 3] + "..."
+    return first + " ..." if more.strip() else first
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]], right: set[int]) -> str:
+    """Columns as wide as their widest cell; every cell one line (the last column is not
+    padded); ``right``: indexes of right-aligned columns."""
+    cells = [[str(c) for c in header], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = []
+    for row in cells:
+        parts = [
+            c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(row)
+        ]
+        parts[-1] = row[-1].rjust(widths[-1]) if len(row) - 1 in right else row[-1]
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def _plain(value: object) -> object:
+    """Dates as ISO text, for JSON."""
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+_RESULT_WIDTH = 80
+"""Characters of the last result shown by ``mappings list`` (``show`` prints it in full)."""
+
+
+def _listed(row: MappingRow, stats: Mapping[str, Any]) -> dict[str, object]:
+    return {
+        "name": row.name,
+        "uuid": row.uuid,
+        "state": row.state,
+        "enabled": row.enabled,
+        "source_type": row.source_type,
+        "function": row.function_name,
+        "origin": row.origin,
+        "stats": {k: _plain(v) for k, v in stats.items()},
+        "last_processing_result": row.last_processing_result,
+    }
+
+
+def _text_document(document: dict[str, object], indent: str = "") -> list[str]:
+    """``key: value`` lines; a value of several lines, a list or a mapping below its key,
+    indented, in full."""
+    lines: list[str] = []
+    for key, value in document.items():
+        if isinstance(value, dict) and value:
+            lines.append(f"{indent}{key}:")
+            lines.extend(_text_document(value, indent + "  "))
+        elif isinstance(value, (dict, list)):
+            rendered = orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode()
+            if "\n" in rendered:
+                lines.append(f"{indent}{key}:")
+                lines.extend(f"{indent}  {line}" for line in rendered.splitlines())
+            else:
+                lines.append(f"{indent}{key}: {rendered}")
+        elif isinstance(value, str) and "\n" in value.strip():
+            lines.append(f"{indent}{key}: |")
+            lines.extend(f"{indent}  {line}".rstrip() for line in value.strip().splitlines())
+        else:
+            text = "" if value is None else value
+            lines.append(f"{indent}{key}: {text}".rstrip())
+    return lines
+
+
 async def _mappings(args: argparse.Namespace) -> int:
     from router.store import connect
 
     config = _optional_config(args)
     store = await connect(_store_url(args, config))
+    json_output = getattr(args, "output", "text") == "json"
     try:
         if args.action == "list":
-            rows = await store.list_mappings()
-            print(
-                f"{'NAME':24} {'STATE':9} {'SOURCE':10} {'FUNCTION':16} {'IN':>8} "
-                f"{'INVOKED':>8} {'FAILED':>7}  LAST RESULT"
-            )
-            for listed in rows:
-                stats = await store.get_stats(listed.uuid)
-                print(
-                    f"{listed.name:24} {listed.state:9} {listed.source_type:10} "
-                    f"{listed.function_name:16} {stats.get('records_in', 0):>8} "
-                    f"{stats.get('invoked', 0):>8} {stats.get('failed', 0):>7}  "
-                    f"{listed.last_processing_result}"
+            rows = [(row, await store.get_stats(row.uuid)) for row in await store.list_mappings()]
+            if json_output:
+                listed = [_listed(row, stats) for row, stats in rows]
+                print(orjson.dumps(listed, option=orjson.OPT_INDENT_2, default=str).decode())
+                return EXIT_OK
+            header = ("NAME", "STATE", "SOURCE", "FUNCTION", "IN", "INVOKED", "FAILED")
+            table = [
+                (
+                    _one_line(row.name),
+                    _one_line(row.state),
+                    _one_line(row.source_type),
+                    _one_line(row.function_name),
+                    stats.get("records_in", 0),
+                    stats.get("invoked", 0),
+                    stats.get("failed", 0),
+                    _one_line(row.last_processing_result, _RESULT_WIDTH),
                 )
+                for row, stats in rows
+            ]
+            print(_table((*header, "LAST RESULT"), table, right={4, 5, 6}))
             return EXIT_OK
         row = await store.get_mapping_by_name(args.name)
         if row is None:
             return _fail(f"no mapping named {args.name!r} (see `router mappings list`)", 2)
         if args.action == "show":
-            shown = {
-                k: (v.isoformat() if hasattr(v, "isoformat") else v)
-                for k, v in row.columns().items()
-            }
-            shown = redact_value(shown)
-            shown["stats"] = {
-                k: (v.isoformat() if hasattr(v, "isoformat") else v)
-                for k, v in (await store.get_stats(row.uuid)).items()
-            }
-            print(orjson.dumps(shown, option=orjson.OPT_INDENT_2, default=str).decode())
+            shown = redact_value({k: _plain(v) for k, v in row.columns().items()})
+            shown["stats"] = {k: _plain(v) for k, v in (await store.get_stats(row.uuid)).items()}
+            if json_output:
+                print(orjson.dumps(shown, option=orjson.OPT_INDENT_2, default=str).decode())
+            else:
+                print("\n".join(_text_document(shown)))
             return EXIT_OK
         enabled = args.action == "enable"
         await store.set_enabled(row.uuid, enabled)
@@ -344,6 +430,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
     p = sub.add_parser("validate", help="check the configuration (exit 0 or 2)")
+    p.add_argument(
+        "path",
+        nargs="?",
+        metavar="PATH",
+        help="YAML file or directory (the same as --config)",
+    )
     common(p, store=False)
 
     p = sub.add_parser("apply", help="write the YAML mappings into the store")
@@ -352,11 +444,32 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("mappings", help="list, show, enable or disable mappings")
     msub = p.add_subparsers(dest="action", required=True)
-    common(msub.add_parser("list"))
+
+    def output(q: argparse.ArgumentParser, text: str) -> None:
+        q.add_argument(
+            "--output",
+            "-o",
+            choices=["text", "json"],
+            default="text",
+            help=f"text ({text}, the default) or json",
+        )
+
+    q = msub.add_parser("list", help="one line per mapping (the last result cut to one line)")
+    common(q)
+    output(q, "a table")
     for action in ("show", "enable", "disable"):
-        q = msub.add_parser(action)
+        q = msub.add_parser(
+            action,
+            help={
+                "show": "every column of one mapping, and its counters, in full",
+                "enable": "set enabled = true",
+                "disable": "set enabled = false",
+            }[action],
+        )
         q.add_argument("name")
         common(q)
+        if action == "show":
+            output(q, "key: value lines")
 
     p = sub.add_parser("queue", help="look inside or purge the asynchronous queue")
     qsub = p.add_subparsers(dest="action", required=True)

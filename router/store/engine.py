@@ -66,10 +66,16 @@ def normalize_url(url: str) -> str:
 
 
 def display_url(url: str | URL) -> str:
-    """The URL with any password replaced by ``***`` (for logs and errors)."""
-    if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
-    return redact(url)
+    """The one spelling of a store URL in logs, errors and output: as users write it, without
+    the driver (``sqlite:///router.db``, ``postgresql://router:***@db/router``), any password
+    replaced by ``***``."""
+    text = url.render_as_string(hide_password=True) if isinstance(url, URL) else url
+    try:
+        text = normalize_url(text)
+    except ConfigError:
+        return redact(text)
+    scheme, rest = text.split("://", 1)
+    return redact(f"{scheme.split('+', 1)[0]}://{rest}")
 
 
 _DRIVERS = {"postgresql": ("asyncpg", "postgres")}

@@ -87,14 +87,14 @@ def test_apply_dry_run_mappings_commands_and_redaction(tmp_path: Path) -> None:
 
     listed = _cli("mappings", "list", *common, cwd=tmp_path)
     assert "inbox" in listed.stdout
-    shown = _cli("mappings", "show", "inbox", *common, cwd=tmp_path)
+    shown = _cli("mappings", "show", "inbox", "--output", "json", *common, cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert '"name": "inbox"' in shown.stdout
     assert "hunter2" not in shown.stdout + shown.stderr
 
     disabled = _cli("mappings", "disable", "inbox", *common, cwd=tmp_path)
     assert disabled.returncode == 0
-    shown = _cli("mappings", "show", "inbox", *common, cwd=tmp_path)
+    shown = _cli("mappings", "show", "inbox", "--output", "json", *common, cwd=tmp_path)
     assert '"enabled": false' in shown.stdout
 
     missing = _cli("mappings", "show", "nope", *common, cwd=tmp_path)

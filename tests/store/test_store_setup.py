@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from router.errors import ConfigError, SchemaOutdatedError, StoreError
-from router.store import SQLStore, normalize_url
+from router.store import SQLStore, display_url, normalize_url
 from router.store.migrate import (
     SCHEMA_LOCK_KEY,
     alembic_config,
@@ -52,7 +52,24 @@ def test_unknown_scheme_is_a_config_error_without_password() -> None:
 
 def test_store_url_attribute_hides_the_password() -> None:
     store = SQLStore("postgresql://router:hunter2@db.internal/router")
-    assert store.url == "postgresql+asyncpg://router:***@db.internal/router"
+    assert store.url == "postgresql://router:***@db.internal/router"
+
+
+@pytest.mark.parametrize(
+    ("typed", "shown"),
+    [
+        ("sqlite:///router.db", "sqlite:///router.db"),
+        ("sqlite+aiosqlite:///router.db", "sqlite:///router.db"),
+        ("data/router.db", "sqlite:///data/router.db"),
+        ("postgresql://router:hunter2@db/router", "postgresql://router:***@db/router"),
+        ("postgres://router:hunter2@db/router", "postgresql://router:***@db/router"),
+        ("postgresql+asyncpg://router:hunter2@db/router", "postgresql://router:***@db/router"),
+    ],
+)
+def test_a_store_url_is_shown_one_way_however_it_was_typed(typed: str, shown: str) -> None:
+    assert display_url(typed) == shown
+    assert SQLStore(typed).url == shown
+    assert display_url(sa.make_url(normalize_url(typed))) == shown
 
 
 @pytest.fixture(
