@@ -359,7 +359,7 @@ class RuntimeApiInvoker(Invoker):
         if result.outcome is Outcome.TIMEOUT:
             duration = self.function.timeout
         else:
-            end = call.finished_at or asyncio.get_running_loop().time()
+            end = call.finished_at or call.result.get_loop().time()
             duration = max(0.0, end - call.taken_at)
         self.metrics_.invocations[result.outcome.value] += 1
         self.metrics_.duration.observe(duration)

@@ -72,13 +72,14 @@ class Call:
         if self.timer is not None:
             self.timer.cancel()
         if self.expire is not None and not self.result.done():
-            self.timer = asyncio.get_running_loop().call_at(when, self.expire, self)
+            # The future's loop: asyncio.get_running_loop() costs a getpid() call.
+            self.timer = self.result.get_loop().call_at(when, self.expire, self)
 
     def finish(self, result: InvokeResult) -> bool:
         """Set the result unless one is already set; True if this one was set."""
         if self.result.done():
             return False
-        self.finished_at = asyncio.get_running_loop().time()
+        self.finished_at = self.result.get_loop().time()
         self.result.set_result(result)
         return True
 

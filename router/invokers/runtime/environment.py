@@ -141,7 +141,7 @@ class Environment(Host):
         self.process: asyncio.subprocess.Process | None = None
         self.output: logs.Output | None = None
         self.memory: ProcessMemory | None = None
-        loop = asyncio.get_running_loop()
+        self.loop = loop = asyncio.get_running_loop()
         self.created = loop.time()
         self.init_duration: float | None = None
         """Seconds from start to the first ``/next``, once known."""
@@ -195,7 +195,7 @@ class Environment(Host):
     def on_idle(self, session: Session) -> None:
         if self.provisioned or self.retired:
             return
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         self.idle_since = now = loop.time()
         if self.idle_timer is None:
             self.idle_timer = loop.call_at(now + self.pool.runtime.idle_timeout, self._idle_check)
@@ -207,7 +207,7 @@ class Environment(Host):
         self.idle_timer = None
         if self.idle_since is None or self.retired:
             return  # busy: the next wait sets the timer again
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         due = self.idle_since + self.pool.runtime.idle_timeout
         if due > loop.time():
             self.idle_timer = loop.call_at(due, self._idle_check)

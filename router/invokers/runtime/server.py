@@ -228,7 +228,7 @@ class RuntimeServer:
 
     def _hand(self, call: Call, session: Session) -> Response:
         host = self.host
-        now = asyncio.get_running_loop().time()
+        now = call.result.get_loop().time()
         call.taken_at = now
         call.session = session
         call.deadline_ms = int((time.time() + host.timeout) * 1000)
