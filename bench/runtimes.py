@@ -15,8 +15,11 @@ In the same run, each round invokes a no-op handler ``--invocations`` times, wit
   START/END/REPORT lines).
 
 It prints invocations/s of each, their ratios to the baseline (runtime-api's target is
->= 0.25), and p50/p99 of the latency each invocation adds (the whole ``invoke`` call: for a
-no-op handler, all of it is overhead). Then the cold start of an awslambdaric environment:
+>= 0.25), p50/p99 of the latency each invocation adds (the whole ``invoke`` call: for a
+no-op handler, all of it is overhead), and the CPU time each invocation took in the router's
+process and in the runtimes' (far less sensitive than the rates to what else runs on the
+machine: a rate on a loaded machine is mostly the wait for a CPU at each hand-off between
+processes). Then the cold start of an awslambdaric environment:
 from the invocation that finds no environment to its answer, and the init duration (spawn
 to first ``/next``).
 
@@ -32,6 +35,7 @@ import asyncio
 import functools
 import logging
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -72,8 +76,28 @@ def call() -> Invocation:
     )
 
 
-async def drive(invoker: Invoker, total: int, concurrency: int) -> tuple[float, list[float]]:
-    """(invocations/s, per-invocation latencies in seconds)."""
+def _cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system) of this process, or of process ``pid`` (from ``/proc``)."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+CPU: dict[str, float] = {}
+"""CPU microseconds per invocation of the last measured run: ``router`` (this process) and
+``runtimes`` (the environments' processes, hosted runs only)."""
+
+
+async def drive(
+    invoker: Invoker, total: int, concurrency: int, pids: list[int] | None = None
+) -> tuple[float, list[float]]:
+    """(invocations/s, per-invocation latencies in seconds); the CPU it took goes to
+    :data:`CPU` (``pids``: the runtimes' processes)."""
     latencies: list[float] = []
     left = total
 
@@ -88,9 +112,17 @@ async def drive(invoker: Invoker, total: int, concurrency: int) -> tuple[float, 
             if result.outcome is not Outcome.SUCCESS:
                 raise SystemExit(f"invocation failed: {result}")
 
+    pids = pids or []
+    cpu = _cpu_seconds()
+    runtimes = sum(_cpu_seconds(pid) for pid in pids)
     started = time.perf_counter()
     await asyncio.gather(*(caller() for _ in range(concurrency)))
-    return total / (time.perf_counter() - started), latencies
+    rate = total / (time.perf_counter() - started)
+    CPU.clear()
+    CPU["router"] = (_cpu_seconds() - cpu) * 1e6 / total
+    if pids:
+        CPU["runtimes"] = (sum(_cpu_seconds(pid) for pid in pids) - runtimes) * 1e6 / total
+    return rate, latencies
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -154,7 +186,9 @@ async def hosted(
     try:
         await invoker.wait_idle(concurrency)
         await drive(invoker, min(total, 500), concurrency)  # warm-up
-        return await drive(invoker, total, concurrency)
+        assert invoker.pool is not None
+        pids = [env.process.pid for env in invoker.pool.environments if env.process is not None]
+        return await drive(invoker, total, concurrency, pids)
     finally:
         await invoker.aclose()
 
@@ -218,9 +252,13 @@ async def main(args: argparse.Namespace) -> None:
             for name, run in runs:
                 rate, latencies = await run(folder, args.invocations, args.concurrency)
                 rates.append(rate)
+                cpu = f"router CPU {CPU['router']:.0f} us"
+                if "runtimes" in CPU:
+                    cpu += f", runtimes' CPU {CPU['runtimes']:.0f} us"
                 print(
                     f"round {n}: {name}: {rate:,.0f} invocations/s, "
-                    f"p50 {ms(percentile(latencies, 0.5))}, p99 {ms(percentile(latencies, 0.99))}"
+                    f"p50 {ms(percentile(latencies, 0.5))}, p99 {ms(percentile(latencies, 0.99))}; "
+                    f"{cpu} per invocation"
                 )
             ratios.append(rates[1] / rates[0])
             isolated_ratios.append(rates[2] / rates[0])
