@@ -398,26 +398,7 @@ class Router:
 
     def _retire(self, uid: str, running: _Running) -> None:
         total = self.retired.get(uid, (running.config.name, Counters()))[1]
-        now = running.pipeline.counters
-        for name in (
-            "records_in",
-            "filtered",
-            "invoked",
-            "attempts",
-            "invocations",
-            "failed",
-            "retries",
-            "throttles",
-            "destination_sends",
-            "batch_sizes_sum",
-            "rejected",
-        ):
-            setattr(total, name, getattr(total, name) + getattr(now, name))
-        total.latency_sum += now.latency_sum
-        total.latency_buckets = [
-            a + b for a, b in zip(total.latency_buckets, now.latency_buckets, strict=True)
-        ]
-        total.last_invoke = now.last_invoke or total.last_invoke
+        total.add(running.pipeline.counters)
         self.retired[uid] = (running.config.name, total)
 
     # ------------------------------------------------------------------ status and stats

@@ -43,6 +43,7 @@ from router.errors import ConfigError
 from router.functions import Functions
 from router.ingress import AsyncQueue, Ingress, IngressListener
 from router.ingress.invoke import FunctionTargets, InvokeApi
+from router.metrics import registry_for
 from router.ops import OperationsListener
 from router.store import DEFAULT_URL, SQLStore, connect
 from router.watcher import ConfigWatcher
@@ -130,8 +131,10 @@ class Service:
                 replica_id=self.replica_id,
                 ingress=self.ingress,
             )
+            self.metrics = registry_for(self.router)
+            """This service's Prometheus registry (served on /metrics)."""
             if self.http_listen != "off":
-                listener = OperationsListener(self.router, self.http_listen)
+                listener = OperationsListener(self.router, self.http_listen, self.metrics)
                 await self._start(stack, "the operations listener", listener)
             await apply_config(config, self.store)
             await self._start(stack, "the router", self.router)

@@ -18,6 +18,7 @@ MODULES = {
     "sqlalchemy": "sqlalchemy",
     "alembic": "alembic",
     "watchfiles": "watchfiles",
+    "prometheus_client": "prometheus_client",
 }
 """Distribution -> the module the router imports."""
 LOADED_FOR_US = {
