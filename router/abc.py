@@ -1,6 +1,6 @@
 """The plug-in surface: every contract a source, invoker, destination or store implements.
 
-Data flow (SPEC 2)::
+Data flow (docs/architecture.md draws it with the module names)::
 
     Source.run(sink) -> sink.put(records) -> filter -> lane -> batcher -> dispatcher
         -> Invoker.invoke(invocation) -> InvokeResult -> retry / bisect / Destination.send

@@ -22,7 +22,7 @@ MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 
 
 class SourceKind(enum.StrEnum):
-    """How a source is retried and acknowledged (SPEC 6)."""
+    """How a source is retried and acknowledged (docs/failure-handling.md)."""
 
     STREAM = "stream"
     """Ordered per lane (Kafka partition, shard): retry / bisect in place, checkpoint in order."""

@@ -1,6 +1,6 @@
 """Syncing YAML mappings into the store: a plan (what would change) and its application.
 
-Rules (SPEC 3):
+Rules:
 
 * Only rows with ``origin = yaml`` are created, updated and deleted; rows created in SQL
   (``origin = sql``) are never touched, and a YAML mapping may not take the name of one.

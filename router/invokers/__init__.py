@@ -1,4 +1,4 @@
-"""Invokers: how the router calls a function (SPEC 5).
+"""Invokers: how the router calls a function.
 
 * :class:`router.invokers.python.PythonInvoker` calls a ``module:function`` handler in-process.
 * :class:`router.invokers.http.HttpInvoker` speaks the Lambda Invoke API over HTTP.

@@ -1,7 +1,7 @@
 """Small source / invoker / destination plug-ins for the configuration tests.
 
-They carry the AWS traits of the real source types (reference/esm-parameters.md) but do no
-I/O; :func:`install` points the registry at them.
+They carry the AWS traits of the real source types (as AWS documents them for event source
+mappings) but do no I/O; :func:`install` points the registry at them.
 """
 
 from __future__ import annotations

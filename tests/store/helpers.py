@@ -13,7 +13,7 @@ from router.store import SQLStore
 from router.store.notify import ChangeFeed
 
 FEED_DEADLINE = 5.0
-"""How soon a change made in SQL must reach the router (SPEC 3: a few seconds)."""
+"""How soon a change made in SQL must reach the router (a few seconds)."""
 
 
 def make_row(name: str, **overrides: Any) -> MappingRow:
