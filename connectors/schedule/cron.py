@@ -32,13 +32,26 @@ it against ``CronTrigger`` on the expressions both understand.
 
 from __future__ import annotations
 
-import calendar
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
+
+from connectors.schedule.days import (
+    DayRule,
+    all_days,
+    dom_days,
+    dow_days,
+    intersection,
+    last_day,
+    last_weekday,
+    last_weekday_of_month,
+    nearest_weekday_rule,
+    nth_weekday,
+    union,
+)
 
 __all__ = [
     "AtSchedule",
@@ -118,7 +131,6 @@ def _require_aware(after: datetime) -> datetime:
 
 # --------------------------------------------------------------------------- cron evaluation
 
-DayRule = Callable[[int, int], list[int]]
 """(year, month) -> the matching days of that month, ascending."""
 
 
@@ -214,93 +226,6 @@ class AtSchedule(Schedule):
         after_utc = _require_aware(after)
         instant = self.wall.replace(tzinfo=tz).astimezone(UTC)
         return instant.astimezone(tz) if instant > after_utc else None
-
-
-# --------------------------------------------------------------------------- day rules
-
-
-def _all_days(year: int, month: int) -> list[int]:
-    return list(range(1, calendar.monthrange(year, month)[1] + 1))
-
-
-def _dom_days(allowed: frozenset[int]) -> DayRule:
-    def days(year: int, month: int) -> list[int]:
-        last = calendar.monthrange(year, month)[1]
-        return [d for d in sorted(allowed) if d <= last]
-
-    return days
-
-
-def _last_day(year: int, month: int) -> list[int]:
-    return [calendar.monthrange(year, month)[1]]
-
-
-def _nearest_weekday(year: int, month: int, day: int) -> int | None:
-    """Quartz ``W``: the weekday (Mon-Fri) nearest ``day`` without leaving the month."""
-    last = calendar.monthrange(year, month)[1]
-    if day > last:
-        return None
-    wd = calendar.weekday(year, month, day)
-    if wd < 5:
-        return day
-    if wd == 5:  # Saturday: the Friday before, unless that is in the previous month
-        return day - 1 if day > 1 else day + 2
-    return day + 1 if day < last else day - 2  # Sunday: the Monday after, or Friday before
-
-
-def _nearest_weekday_rule(day: int) -> DayRule:
-    def days(year: int, month: int) -> list[int]:
-        found = _nearest_weekday(year, month, day)
-        return [] if found is None else [found]
-
-    return days
-
-
-def _last_weekday_of_month(year: int, month: int) -> list[int]:
-    last = calendar.monthrange(year, month)[1]
-    wd = calendar.weekday(year, month, last)
-    return [last - max(0, wd - 4)]
-
-
-def _dow_days(weekdays: frozenset[int]) -> DayRule:
-    """``weekdays`` in Python numbering (Monday = 0)."""
-
-    def days(year: int, month: int) -> list[int]:
-        first_wd, last = calendar.monthrange(year, month)
-        return [d for d in range(1, last + 1) if (first_wd + d - 1) % 7 in weekdays]
-
-    return days
-
-
-def _nth_weekday(weekday: int, nth: int) -> DayRule:
-    def days(year: int, month: int) -> list[int]:
-        first_wd, last = calendar.monthrange(year, month)
-        day = 1 + (weekday - first_wd) % 7 + 7 * (nth - 1)
-        return [day] if day <= last else []
-
-    return days
-
-
-def _last_weekday(weekday: int) -> DayRule:
-    def days(year: int, month: int) -> list[int]:
-        last = calendar.monthrange(year, month)[1]
-        return [last - (calendar.weekday(year, month, last) - weekday) % 7]
-
-    return days
-
-
-def _intersection(a: DayRule, b: DayRule) -> DayRule:
-    def days(year: int, month: int) -> list[int]:
-        return sorted(set(a(year, month)) & set(b(year, month)))
-
-    return days
-
-
-def _union(a: DayRule, b: DayRule) -> DayRule:
-    def days(year: int, month: int) -> list[int]:
-        return sorted(set(a(year, month)) | set(b(year, month)))
-
-    return days
 
 
 # --------------------------------------------------------------------------- parsing
@@ -401,32 +326,32 @@ _NEAREST = re.compile(r"^(\d+)W$", re.IGNORECASE)
 def _aws_dom(text: str, spec: _Field) -> DayRule:
     upper = text.upper()
     if upper == "*":
-        return _all_days
+        return all_days
     if upper == "L":
-        return _last_day
+        return last_day
     if upper == "LW":
-        return _last_weekday_of_month
+        return last_weekday_of_month
     if m := _NEAREST.match(text):
-        return _nearest_weekday_rule(_value(m.group(1), spec))
+        return nearest_weekday_rule(_value(m.group(1), spec))
     if any(c in upper for c in "LW#"):
         raise _FieldError("L, LW and nW (e.g. 15W) stand alone in day-of-month; # is day-of-week")
-    return _dom_days(_parse_values(text, spec))
+    return dom_days(_parse_values(text, spec))
 
 
 def _aws_dow(text: str, spec: _Field) -> DayRule:
     if text == "*":
-        return _all_days
+        return all_days
     if m := _NTH.match(text):
         nth = int(m.group(2))
         if not 1 <= nth <= 5:
             raise _FieldError(f"occurrence #{nth} must be 1-5")
-        return _nth_weekday(_aws_weekday(_value(m.group(1), spec)), nth)
+        return nth_weekday(_aws_weekday(_value(m.group(1), spec)), nth)
     if m := _LAST_DOW.match(text):
         weekday = 7 if not m.group(1) else _value(m.group(1), spec)  # Quartz: bare L = SAT
-        return _last_weekday(_aws_weekday(weekday))
+        return last_weekday(_aws_weekday(weekday))
     if "#" in text or "L" in text.upper():
         raise _FieldError("n#k (e.g. 3#2) and nL (e.g. 6L) stand alone in day-of-week")
-    return _dow_days(frozenset(_aws_weekday(v) for v in _parse_values(text, spec)))
+    return dow_days(frozenset(_aws_weekday(v) for v in _parse_values(text, spec)))
 
 
 def _parse_aws_cron(expression: str, body: str) -> CronSchedule:
@@ -446,7 +371,7 @@ def _parse_aws_cron(expression: str, body: str) -> CronSchedule:
             else "day-of-month and day-of-week cannot both be ?; give a value in one of them",
         )
     parsed: list[frozenset[int]] = []
-    days: DayRule = _all_days
+    days: DayRule = all_days
     for spec, text in zip(_AWS_FIELDS, parts, strict=True):
         try:
             if text == "?":
@@ -491,11 +416,11 @@ def _parse_crontab(expression: str, text: str) -> CronSchedule:
     # day matching either of them fires (``0 0 13 * 5``: the 13th and every Friday).
     days: DayRule
     if parts[2] == "*" and parts[4] == "*":
-        days = _all_days
+        days = all_days
     elif parts[2].startswith("*") or parts[4].startswith("*"):
-        days = _intersection(_dom_days(dom), _dow_days(weekdays))
+        days = intersection(dom_days(dom), dow_days(weekdays))
     else:
-        days = _union(_dom_days(dom), _dow_days(weekdays))
+        days = union(dom_days(dom), dow_days(weekdays))
     return CronSchedule(expression, tuple(sorted(minutes)), tuple(sorted(hours)), months, days)
 
 
