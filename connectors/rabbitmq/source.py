@@ -7,8 +7,8 @@ source mapping reads it.
 * Batches run at once, as for an SQS standard queue (``ordered: false``, the default), or
   the queue is one ordered lane whose batches are delivered one at a time, in queue order.
 * A message is acknowledged only once it was delivered, filtered out or (``retry`` mode)
-  handed to the on-failure destination; acknowledgements that cover the oldest outstanding
-  messages go as one ``multiple`` ack.
+  handed to the on-failure destination; the done messages at the front of the outstanding
+  ones go as one ``multiple`` ack.
 * ``requeue`` (the default, as Lambda): failed messages are nacked with requeue (in an ordered
   queue what waits behind them too, so nothing overtakes them), so the broker's redelivery
   count, delivery limit and dead-letter exchange apply; the consumer waits with backoff
@@ -25,7 +25,6 @@ source mapping reads it.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from collections.abc import Sequence
@@ -106,8 +105,9 @@ class RabbitSource(Source):
         self._generation = 0
         """Counts connections: a delivery tag is only valid on the channel it came from."""
         self._channel: aiormq.abc.AbstractChannel | None = None
-        self._outstanding: dict[int, None] = {}
-        """Delivery tags of the current channel not yet acked or nacked, in order."""
+        self._outstanding: dict[int, bool] = {}
+        """Delivery tags of the current channel not yet acked or nacked, in order, with
+        whether the message is done (acknowledged by the pipeline, not yet at the broker)."""
         self._buffer: list[Record] = []
         self._arrived = asyncio.Event()
         self._paused_until = 0.0
@@ -206,7 +206,7 @@ class RabbitSource(Source):
             body = message.body
             tag = delivery.delivery_tag or 0
             redelivered = bool(delivery.redelivered)
-            outstanding[tag] = None
+            outstanding[tag] = False
             buffer.append(
                 Record(
                     lane=lane,
@@ -309,27 +309,43 @@ class RabbitSource(Source):
         return channel
 
     async def ack(self, records: Sequence[Record]) -> None:
+        """Mark the messages done and acknowledge the done messages at the front of the
+        channel's outstanding ones with one ``multiple`` ack: batches that finish out of
+        order (unordered queues) are acknowledged once the batches before them are. Until
+        then the broker keeps them unacknowledged (and redelivers them if the connection
+        closes: at least once)."""
         outstanding = self._outstanding
-        # A tag no longer outstanding was requeued with a failure behind it.
-        tags = [t for t in self._current(records) if t in outstanding]
-        if not tags:
+        current = self._current(records)
+        if not current:
             return
         channel = self._open_channel()
-        tags.sort()
+        for tag in current:
+            # A tag no longer outstanding was requeued with a failure behind it.
+            if tag in outstanding:
+                outstanding[tag] = True
+        await self._ack_done(channel)
+        self._failures = 0
+
+    async def _ack_done(self, channel: aiormq.abc.AbstractChannel) -> None:
+        outstanding = self._outstanding
+        last = None
+        # Taken off before the ack is sent: a concurrent ack must not send it again (the
+        # broker closes a channel that acks an unknown delivery tag).
+        while outstanding:
+            tag = next(iter(outstanding))
+            if not outstanding[tag]:
+                break
+            del outstanding[tag]
+            last = tag
+        if last is None:
+            return
         try:
-            oldest = list(itertools.islice(outstanding, len(tags)))
-            if oldest == tags:
-                await channel.basic_ack(tags[-1], multiple=True)
-            else:
-                for tag in tags:
-                    await channel.basic_ack(tag)
+            await channel.basic_ack(last, multiple=True)
         except asyncio.CancelledError:
             raise
         except CONNECT_ERRORS as e:
+            # The channel is gone: the broker redelivers these (at least once).
             raise SourceError(f"rabbitmq queue {self.key}: ack failed: {describe(e)}") from e
-        for tag in tags:
-            outstanding.pop(tag, None)
-        self._failures = 0
 
     async def release(self, records: Sequence[Record]) -> None:
         """Nack with requeue; the consumer waits with backoff before it hands over what
@@ -351,17 +367,26 @@ class RabbitSource(Source):
         channel = self._open_channel()
         try:
             if self.lane is not None:
+                # What is done (before the failure, or acknowledged out of order) is
+                # acknowledged on its own first: the multiple nack below must not take it.
+                for tag in [t for t, done in outstanding.items() if done]:
+                    del outstanding[tag]
+                    await channel.basic_ack(tag)
+                if not outstanding:
+                    return
                 if self._consumer_tag is not None:
                     await channel.basic_cancel(self._consumer_tag)
                     self._consumer_tag = None
                 self._buffer.clear()
-                await channel.basic_nack(next(reversed(outstanding)), multiple=True)
+                last = next(reversed(outstanding))
                 outstanding.clear()
+                await channel.basic_nack(last, multiple=True)
                 await self._consume(channel, self._generation)
             else:
                 for tag in sorted(tags):
-                    await channel.basic_nack(tag, requeue=True)
-                    outstanding.pop(tag, None)
+                    if outstanding.pop(tag, None) is not None:
+                        await channel.basic_nack(tag, requeue=True)
+                await self._ack_done(channel)  # done messages that waited behind these
         except asyncio.CancelledError:
             raise
         except CONNECT_ERRORS as e:
