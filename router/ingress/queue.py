@@ -61,20 +61,25 @@ def mapping_target(mapping: MappingConfig) -> str:
 
 class GroupCommit(Generic[T]):
     """Writes items submitted concurrently in as few calls of ``write`` as possible: while
-    one write runs, the items that arrive wait and go together in the next one. ``submit``
-    returns once its item was written (or raises what the write raised)."""
+    ``writers`` writes run, the items that arrive wait and go together in the next one.
+    ``submit`` returns once its item was written (or raises what the write raised)."""
 
-    def __init__(self, write: Callable[[list[T]], Awaitable[None]], limit: int) -> None:
+    def __init__(
+        self, write: Callable[[list[T]], Awaitable[None]], limit: int, writers: int = 1
+    ) -> None:
         self._write = write
         self._limit = limit
+        self._writers = writers
         self._pending: list[tuple[T, asyncio.Future[None]]] = []
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: T) -> None:
         future = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="queue-group-commit")
+        if len(self._tasks) < self._writers:
+            task = asyncio.create_task(self._run(), name="queue-group-commit")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         await future
 
     async def _run(self) -> None:
@@ -93,12 +98,12 @@ class GroupCommit(Generic[T]):
                     if not future.done():
                         future.set_result(None)
         finally:
-            self._task = None
+            # Done with this one (an item submitted meanwhile starts another writer).
+            self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type,unused-ignore]
 
     async def aclose(self) -> None:
-        task = self._task
-        if task is not None:
-            await asyncio.wait([task])
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
 
 
 class AsyncQueue:
@@ -122,8 +127,13 @@ class AsyncQueue:
         self.poll_interval = poll_interval
         self._held: set[str] = set()
         """Ids of the events this replica claimed and has not acknowledged or released."""
+        self._deleting: set[str] = set()
+        """Ids being deleted (acknowledged, the delete not yet committed)."""
         self._wake: dict[str, asyncio.Event] = {}
-        self._inserts = GroupCommit(self._insert, GROUP_LIMIT)
+        # PostgreSQL takes concurrent commits: a second transaction in flight halves the
+        # wait of an accept; SQLite has one writer anyway.
+        writers = 2 if getattr(store, "backend", "") == "postgresql" else 1
+        self._inserts = GroupCommit(self._insert, GROUP_LIMIT, writers)
         self._deletes = GroupCommit(self._delete, GROUP_LIMIT)
         self._tasks: list[asyncio.Task[None]] = []
         self.accepted = 0
@@ -259,8 +269,14 @@ class AsyncQueue:
     async def ack(self, records: Sequence[Record]) -> None:
         """The events of ``records`` were delivered: delete them (durable on return)."""
         ids = [r.position.id for r in records]
-        await asyncio.gather(*(self._deletes.submit(i) for i in ids))
-        self._held.difference_update(ids)
+        # Held until deleted (a failed delete is retried: keep the lease meanwhile), but not
+        # "lost" when the lease keeper finds them gone.
+        self._deleting.update(ids)
+        try:
+            await asyncio.gather(*(self._deletes.submit(i) for i in ids))
+            self._held.difference_update(ids)
+        finally:
+            self._deleting.difference_update(ids)
 
     async def _delete(self, ids: list[str]) -> None:
         await self.store.delete_events(ids)
@@ -305,9 +321,9 @@ class AsyncQueue:
                 )
                 continue
             failures = 0
-            lost = held - kept
-            # Deleted meanwhile (acknowledged) or, after a long store outage, taken over.
-            lost &= self._held
+            # Gone: deleted meanwhile (acknowledged), or, after a long store outage, taken
+            # over by another replica.
+            lost = (held - kept - self._deleting) & self._held
             if lost:
                 logger.warning(
                     "%d queued events were claimed by another replica after their leases ran "

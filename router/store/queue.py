@@ -37,6 +37,7 @@ class QueueMethods:
 
         def _read(self, action: str) -> AbstractAsyncContextManager[AsyncConnection]: ...
         def _write(self, action: str) -> AbstractAsyncContextManager[AsyncConnection]: ...
+        def _autocommit(self, action: str) -> AbstractAsyncContextManager[AsyncConnection]: ...
 
     def _lease_clock(self, lease: float) -> tuple[Any, Any]:
         """(now, now + lease) as SQL expressions."""
@@ -65,6 +66,12 @@ class QueueMethods:
             }
             for e in events
         ]
+        if self.backend == "postgresql":
+            # One multi-row INSERT (SQLAlchemy's insertmanyvalues), atomic on its own: no
+            # BEGIN / COMMIT round trips around it.
+            async with self._autocommit(f"queueing {len(rows)} events") as conn:
+                await conn.execute(sa.insert(_EVENTS), rows)
+            return
         async with self._write(f"queueing {len(rows)} events") as conn:
             await conn.execute(sa.insert(_EVENTS), rows)
 

@@ -201,6 +201,13 @@ class SQLStore(QueueMethods):
                 yield conn
 
     @contextlib.asynccontextmanager
+    async def _autocommit(self, action: str) -> AsyncIterator[AsyncConnection]:
+        """A connection whose every statement commits on its own (PostgreSQL only)."""
+        with store_errors(self._url, self.backend, action):
+            async with self.engine.connect() as conn:
+                yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+
+    @contextlib.asynccontextmanager
     async def _write(self, action: str) -> AsyncIterator[AsyncConnection]:
         with store_errors(self._url, self.backend, action):
             inside = self._inside_exclusive()

@@ -277,3 +277,22 @@ def test_the_queue_cli_lists_and_purges(tmp_path: Path, capsys: pytest.CaptureFi
     assert capsys.readouterr().out.strip() == "purged 2 queued events of function orders"
     assert main(["queue", "purge", "--all", *common]) == 0
     assert capsys.readouterr().out.strip() == "purged 1 queued events"
+
+
+async def test_a_long_delivery_keeps_its_lease(store: SQLStore) -> None:
+    first, second = ScriptedInvoker(), ScriptedInvoker()
+    for invoker in (first, second):
+        invoker.gate.clear()  # an invocation lasts until its gate opens
+    async with (
+        replica(store, first, name="r1", lease_timeout=0.6) as q1,
+        replica(store, second, name="r2", lease_timeout=0.6) as q2,
+    ):
+        await q1.enqueue(mapping(), {"n": 1})
+        await until(lambda: len(first.events) + len(second.events) == 1, what="the invocation")
+        await asyncio.sleep(2.0)  # three leases long: renewed meanwhile
+        assert len(first.events) + len(second.events) == 1
+        first.gate.set()
+        second.gate.set()
+        await until(lambda: q1.held + q2.held == 0, what="the ack")
+    assert len(first.events) + len(second.events) == 1
+    assert await waiting(store) == 0
