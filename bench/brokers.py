@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import statistics
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -239,7 +242,180 @@ async def bench_rabbitmq(options: Options) -> list[Round]:
 # --- NATS JetStream -------------------------------------------------------------------------
 
 
+def _rate(count: int, wall0: float, cpu0: float) -> Rate:
+    wall = time.perf_counter() - wall0
+    cpu = time.process_time() - cpu0
+    return count / wall, count / max(cpu, 1e-9)
+
+
+async def _until(check: Callable[[], Coroutine[Any, Any, bool]], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise SystemExit("timed out waiting for the messages to be acknowledged")
+        await asyncio.sleep(0.02)
+
+
+NATS_URL = os.environ.get("BENCH_NATS_URL", "nats://127.0.0.1:4222")
+
+
+async def _nats_fill(js: Any, stream: str, n: int) -> None:
+    await js.add_stream(name=stream, subjects=[f"{stream}.>"])
+    payload = b'{"order": 1, "state": "PAID", "padding": "' + b"x" * 64 + b'"}'
+    for start in range(0, n, 1000):
+        await asyncio.gather(
+            *(js.publish(f"{stream}.orders", payload) for _ in range(min(1000, n - start)))
+        )
+
+
+async def _nats_bare(js: Any, stream: str, n: int, batch: int) -> Rate:
+    from nats.errors import TimeoutError as NatsTimeout
+
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    sub = await js.pull_subscribe(f"{stream}.>", "bare", stream=stream)
+    got = 0
+    while got < n:
+        try:
+            messages = await sub.fetch(batch, timeout=1)
+        except NatsTimeout:
+            continue
+        for msg in messages:
+            await msg.ack()
+        got += len(messages)
+    return _rate(n, wall0, cpu0)
+
+
+async def _nats_router(js: Any, stream: str, n: int, batch: int) -> Rate:
+    from bench.support import running_router
+
+    yaml_text = f"""
+functions:
+  count: {{invoker: python, handler: bench_brokers_handler:handle}}
+mappings:
+  - name: bench
+    function: count
+    batch_size: {batch}
+    starting_position: TRIM_HORIZON
+    source: {{type: nats, servers: ["{NATS_URL}"], stream: {stream}, subjects: ["{stream}.>"]}}
+"""
+
+    async def acked() -> bool:
+        info = await js.consumer_info(stream, "bench")
+        return bool(info.num_pending == 0 and info.num_ack_pending == 0)
+
+    COUNTER.reset()
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    async with running_router(yaml_text):
+        await COUNTER.wait_for(n, timeout=600)
+        await _until(acked, timeout=60)
+        rate = _rate(n, wall0, cpu0)
+    return rate
+
+
+@broker("nats")
+async def bench_nats(options: Options) -> list[Round]:
+    """Bare: a pull subscription fetching ``batch_size`` messages and acking each. Router: a
+    ``nats`` mapping on its own copy of the messages."""
+    import nats
+
+    nc = await nats.connect(NATS_URL)
+    js = nc.jetstream()
+    rounds: list[Round] = []
+    try:
+        for _ in range(options.rounds):
+            made = [f"BENCH_{uuid.uuid4().hex[:8]}" for _ in range(2)]
+            try:
+                for name in made:
+                    await _nats_fill(js, name, options.messages)
+                bare = await _nats_bare(js, made[0], options.messages, options.batch_size)
+                routed = await _nats_router(js, made[1], options.messages, options.batch_size)
+                rounds.append(Round(bare=bare, router=routed))
+            finally:
+                for name in made:
+                    with contextlib.suppress(Exception):
+                        await js.delete_stream(name)
+    finally:
+        await nc.close()
+    return rounds
+
+
 # --- Redis Streams --------------------------------------------------------------------------
+
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+async def _redis_fill(client: Any, stream: str, n: int) -> None:
+    payload = b'{"order": 1, "state": "PAID", "padding": "' + b"x" * 64 + b'"}'
+    for start in range(0, n, 1000):
+        async with client.pipeline(transaction=False) as pipe:
+            for _ in range(min(1000, n - start)):
+                pipe.xadd(stream, {"data": payload})
+            await pipe.execute()
+
+
+async def _redis_bare(client: Any, stream: str, n: int, batch: int) -> Rate:
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    await client.xgroup_create(stream, "bare", id="0")
+    got = 0
+    while got < n:
+        answer = await client.xreadgroup("bare", "c", {stream: ">"}, count=batch, block=1000)
+        if not answer:
+            continue
+        entries = answer[0][1]
+        await client.xack(stream, "bare", *[entry_id for entry_id, _ in entries])
+        got += len(entries)
+    return _rate(n, wall0, cpu0)
+
+
+async def _redis_router(client: Any, stream: str, n: int, batch: int) -> Rate:
+    from bench.support import running_router
+
+    yaml_text = f"""
+functions:
+  count: {{invoker: python, handler: bench_brokers_handler:handle}}
+mappings:
+  - name: bench
+    function: count
+    batch_size: {batch}
+    starting_position: TRIM_HORIZON
+    source: {{type: redis, url: "{REDIS_URL}", streams: [{stream}], group: bench}}
+"""
+
+    async def acked() -> bool:
+        pending: Any = await client.xpending(stream, "bench")
+        return int(pending["pending"]) == 0
+
+    COUNTER.reset()
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    async with running_router(yaml_text):
+        await COUNTER.wait_for(n, timeout=600)
+        await _until(acked, timeout=60)
+        rate = _rate(n, wall0, cpu0)
+    return rate
+
+
+@broker("redis")
+async def bench_redis(options: Options) -> list[Round]:
+    """Bare: XREADGROUP of ``batch_size`` entries, then one XACK of them. Router: a ``redis``
+    mapping on its own copy of the entries."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(REDIS_URL)
+    rounds: list[Round] = []
+    try:
+        for _ in range(options.rounds):
+            made = [f"bench-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+            try:
+                for name in made:
+                    await _redis_fill(client, name, options.messages)
+                bare = await _redis_bare(client, made[0], options.messages, options.batch_size)
+                routed = await _redis_router(client, made[1], options.messages, options.batch_size)
+                rounds.append(Round(bare=bare, router=routed))
+            finally:
+                await client.delete(*made)
+    finally:
+        await client.aclose()
+    return rounds
 
 
 def report(name: str, rounds: list[Round]) -> None:
