@@ -49,7 +49,7 @@ class RabbitDestination(Destination):
             ):
                 return self._exchange
             await self._drop()
-            name = f"event-router destination {self.context.mapping_name}"
+            name = f"{self.settings.client_name} destination {self.context.mapping_name}"
             try:
                 self._connection = await connect(self.settings, name=name)
             except SourceError as e:

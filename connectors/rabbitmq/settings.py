@@ -57,7 +57,8 @@ class RabbitConnection(PluginSettings):
     heartbeat: int = Field(default=60, ge=0, le=3600)
     """Seconds between AMQP heartbeats (0: none)."""
     client_name: str = "event-router"
-    """The connection name the broker's management shows."""
+    """The start of the connection names the broker shows (``NAME MAPPING REPLICA`` for a
+    source, ``NAME destination MAPPING`` for a destination)."""
 
     @field_validator("url")
     @classmethod

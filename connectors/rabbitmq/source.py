@@ -142,7 +142,7 @@ class RabbitSource(Source):
         self._outstanding.clear()
         self._buffer.clear()
         mapping = self.context.mapping
-        name = f"event-router {mapping.name} {self.context.replica_id}"
+        name = f"{self.settings.client_name} {mapping.name} {self.context.replica_id}"
         connection = await connect(self.settings, name=name)
         where = f"rabbitmq queue {self.key} on {self.settings.where()}"
         try:
