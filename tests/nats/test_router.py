@@ -363,10 +363,16 @@ mappings:
                 except Exception:
                     return False
 
-            await eventually(stream_made, what="the stream created")
+            await eventually(stream_made, timeout=60, what="the stream created")
             for i in range(20):
                 await js.publish(f"orders.{i % 2}", b"{}")
-            await eventually(lambda: len(delivered(handlers)) == 20, what="deliveries")
+            # At least once: a message may come twice (an acknowledgement lost with a dropped
+            # connection); each of the 20 must come.
+            await eventually(
+                lambda: len({seq for _, seq, _, _ in delivered(handlers)}) == 20,
+                timeout=60,
+                what="deliveries",
+            )
             await eventually(lambda: all_acked(url, "ORDERS", "js"), what="acknowledged")
             source: Any = next(iter(router.running.values())).pipeline.source
             source._due_metrics = 0.0  # read the counts at the next fetch
