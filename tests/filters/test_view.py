@@ -170,4 +170,4 @@ def test_record_itself(source: str) -> None:
 
 def test_unknown_source_type() -> None:
     with pytest.raises(ValueError, match="unknown source type"):
-        filter_view("sns", {})
+        filter_view("no-such-source", {})
