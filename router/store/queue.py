@@ -39,6 +39,14 @@ class QueueMethods:
         def _write(self, action: str) -> AbstractAsyncContextManager[AsyncConnection]: ...
         def _autocommit(self, action: str) -> AbstractAsyncContextManager[AsyncConnection]: ...
 
+    def _one_statement(self, action: str) -> AbstractAsyncContextManager[AsyncConnection]:
+        """Where a write of one statement runs: on PostgreSQL in autocommit (the statement is
+        atomic on its own; no BEGIN / COMMIT round trips), on SQLite under the writer's
+        lock."""
+        if self.backend == "postgresql":
+            return self._autocommit(action)
+        return self._write(action)
+
     def _lease_clock(self, lease: float) -> tuple[Any, Any]:
         """(now, now + lease) as SQL expressions."""
         if self.backend == "postgresql":
@@ -66,13 +74,8 @@ class QueueMethods:
             }
             for e in events
         ]
-        if self.backend == "postgresql":
-            # One multi-row INSERT (SQLAlchemy's insertmanyvalues), atomic on its own: no
-            # BEGIN / COMMIT round trips around it.
-            async with self._autocommit(f"queueing {len(rows)} events") as conn:
-                await conn.execute(sa.insert(_EVENTS), rows)
-            return
-        async with self._write(f"queueing {len(rows)} events") as conn:
+        # One multi-row INSERT on PostgreSQL (SQLAlchemy's insertmanyvalues).
+        async with self._one_statement(f"queueing {len(rows)} events") as conn:
             await conn.execute(sa.insert(_EVENTS), rows)
 
     async def claim_events(
@@ -85,11 +88,12 @@ class QueueMethods:
             _C.target == target,
             sa.or_(_C.lease_expires_at.is_(None), _C.lease_expires_at < now),
         )
-        # An idle target is looked at without a write (SQLite: without the writer's lock).
-        async with self._read(f"looking for queued events of {target}") as conn:
-            found = (await conn.execute(sa.select(_C.id).where(claimable).limit(1))).first()
-        if found is None:
-            return []
+        if self.backend == "sqlite":
+            # An idle target is looked at without the writer's lock.
+            async with self._read(f"looking for queued events of {target}") as conn:
+                found = (await conn.execute(sa.select(_C.id).where(claimable).limit(1))).first()
+            if found is None:
+                return []
         free = sa.select(_C.id).where(claimable)
         free = free.order_by(_C.enqueued_at).limit(limit)
         if self.backend == "postgresql":
@@ -100,7 +104,7 @@ class QueueMethods:
             .values(lease_owner=owner, lease_expires_at=expires, deliveries=_C.deliveries + 1)
             .returning(*_EVENTS.c)
         )
-        async with self._write(f"claiming queued events of {target}") as conn:
+        async with self._one_statement(f"claiming queued events of {target}") as conn:
             rows = (await conn.execute(query)).all()
         events = [_queued(r._mapping) for r in rows]
         events.sort(key=lambda e: e.enqueued_at)
@@ -116,7 +120,7 @@ class QueueMethods:
             .values(lease_expires_at=expires)
             .returning(_C.id)
         )
-        async with self._write(f"renewing the leases of {len(ids)} queued events") as conn:
+        async with self._one_statement(f"renewing the leases of {len(ids)} queued events") as conn:
             rows = (await conn.execute(query)).all()
         return {row[0] for row in rows}
 
@@ -128,7 +132,7 @@ class QueueMethods:
             query = query.where(_C.id.in_(list(ids)))
         query = query.values(lease_owner=None, lease_expires_at=None)
         what = "every queued event" if ids is None else f"{len(ids)} queued events"
-        async with self._write(f"releasing {what} of {owner}") as conn:
+        async with self._one_statement(f"releasing {what} of {owner}") as conn:
             result = await conn.execute(query)
         return int(result.rowcount)
 
@@ -136,7 +140,7 @@ class QueueMethods:
         if not ids:
             return
         query = sa.delete(_EVENTS).where(_C.id.in_(list(ids)))
-        async with self._write(f"deleting {len(ids)} delivered events") as conn:
+        async with self._one_statement(f"deleting {len(ids)} delivered events") as conn:
             await conn.execute(query)
 
     async def queue_depths(self) -> list[QueueDepth]:
