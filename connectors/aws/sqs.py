@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from connectors.aws.common import (
     AWS_ERRORS,
@@ -37,6 +37,7 @@ from connectors.aws.common import (
     error_code,
     is_aws_error,
     make_session,
+    parse_arn,
     queue_arn_from_url,
     region_for,
     region_from,
@@ -358,6 +359,35 @@ class SQSSettings(AwsSettings):
     max_in_flight: int | None = Field(default=None, ge=10)
     """Messages received and not yet deleted or released, at most. Default: two rounds of
     batches at the mapping's maximum concurrency (2 x batch size x concurrency)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _queue_from_arn(cls, value: Any) -> Any:
+        """SAM's ``Queue`` / CloudFormation's ``EventSourceArn`` (a queue ARN) -> the queue
+        URL, on ``endpoint_url`` when one is given."""
+        if not isinstance(value, dict):
+            return value
+        given = [k for k in ("Queue", "EventSourceArn", "queue_arn") if k in value]
+        if not given:
+            return value
+        if len(given) > 1 or "queue_url" in value:
+            also = given[1] if len(given) > 1 else "queue_url"
+            raise ValueError(f"give the queue once: {given[0]} or {also}, not both")
+        out = dict(value)
+        arn = out.pop(given[0])
+        try:
+            region, account, name = parse_arn(str(arn), "sqs")
+        except ValueError as e:
+            raise ValueError(f"{given[0]}: {e}") from None
+        endpoint = out.get("endpoint_url")
+        base = (
+            endpoint.rstrip("/")
+            if isinstance(endpoint, str) and endpoint
+            else f"https://sqs.{region}.amazonaws.com"
+        )
+        out["queue_url"] = f"{base}/{account}/{name}"
+        out.setdefault("region", region)
+        return out
 
     @field_validator("queue_url")
     @classmethod

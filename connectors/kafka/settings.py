@@ -141,6 +141,54 @@ class KafkaSourceSettings(KafkaConnection):
     metadata: a broker that cannot be reached then shows as ``PROBLEM`` (the client itself
     keeps retrying quietly)."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_aws_spelling(cls, value: Any) -> Any:
+        """SAM's ``MSK`` / ``SelfManagedKafka`` properties (and the CloudFormation
+        ``EventSourceMapping`` ones) -> the snake_case keys."""
+        if not isinstance(value, dict):
+            return value
+        out = dict(value)
+        # An MSK cluster ARN names no broker address: bootstrap_servers must be given beside.
+        for cluster in ("Stream", "EventSourceArn"):
+            out.pop(cluster, None)
+        renames = {
+            "Topics": "topics",
+            "KafkaBootstrapServers": "bootstrap_servers",
+            "ConsumerGroupId": "consumer_group_id",
+        }
+        endpoints = out.pop("SelfManagedEventSource", None)
+        if endpoints is not None:
+            servers = (
+                endpoints.get("Endpoints", {}).get("KafkaBootstrapServers")
+                if isinstance(endpoints, dict) and isinstance(endpoints.get("Endpoints"), dict)
+                else None
+            )
+            if servers is None:
+                raise ValueError(
+                    "SelfManagedEventSource must be {Endpoints: {KafkaBootstrapServers: "
+                    "[HOST:PORT, ...]}}"
+                )
+            out["KafkaBootstrapServers"] = servers
+        for config in (
+            "SelfManagedKafkaEventSourceConfig",
+            "AmazonManagedKafkaEventSourceConfig",
+            "SelfManagedKafkaConfig",
+        ):
+            block = out.pop(config, None)
+            if block is None:
+                continue
+            if not isinstance(block, dict) or set(block) - {"ConsumerGroupId"}:
+                raise ValueError(f"{config} must be {{ConsumerGroupId: GROUP}}")
+            out["ConsumerGroupId"] = block.get("ConsumerGroupId")
+        for aws, ours in renames.items():
+            if aws not in out:
+                continue
+            if ours in out:
+                raise ValueError(f"give {ours} once: {ours} or {aws}, not both")
+            out[ours] = out.pop(aws)
+        return out
+
     @field_validator("topics", mode="before")
     @classmethod
     def _split_topics(cls, value: Any) -> Any:

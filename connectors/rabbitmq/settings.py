@@ -179,6 +179,12 @@ def _from_aws_spelling(value: Any) -> Any:
         if "queues" in out:
             raise ValueError("give the queue once: queues or Queues, not both")
         out["queues"] = out.pop("Queues")
+    if "Broker" in out:
+        # SAM's MQ event names the broker by ARN: it becomes the events' eventSourceArn (the
+        # broker's address is url, given beside).
+        if "event_source_arn" in out:
+            raise ValueError("give the broker ARN once: Broker or event_source_arn, not both")
+        out["event_source_arn"] = out.pop("Broker")
     if "SourceAccessConfigurations" in out:
         configurations = out.pop("SourceAccessConfigurations")
         if not isinstance(configurations, list):

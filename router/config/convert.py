@@ -17,12 +17,14 @@ from typing import Any
 from router.abc import SourceTraits
 from router.config.plugins import load_plugin, validate_settings
 from router.config.rules import Check, MappingModel, check_settings
+from router.config.sam import NAMING_PROPERTIES, derived_source_type
 from router.config.schema import (
     FUNCTION_KEYS,
     FUNCTION_NAME_PATTERN,
     FunctionModel,
     IngressModel,
     Locate,
+    field_aliases,
     used_key,
     validate_model,
 )
@@ -166,13 +168,32 @@ def build_mapping(
     if not isinstance(raw, dict):
         errors.append(ConfigError("a mapping must be a mapping of keys", locate(prefix, False)))
         return None
-    model = validate_model(MappingModel, raw, prefix, locate, errors)
     source_raw = raw.get("source")
     source_type: str | None = None
     source_cls: Any = None
     source_settings: Any = None
     src_path = (*prefix, "source")
-    if isinstance(source_raw, dict):
+    if source_raw is None and not lenient:
+        before = len(errors)
+        ported = _ported_source(raw, prefix, locate, errors)
+        if len(errors) > before:
+            return None
+        if ported is not None:
+            raw, source_type, source_raw = ported
+            source_cls = load_plugin(
+                "source", source_type, (*prefix, next(iter(source_raw))), locate, errors
+            )
+            if source_cls is not None:
+                source_settings = validate_settings(
+                    source_cls,
+                    source_raw,
+                    prefix,
+                    locate,
+                    errors,
+                    also_known=_MAPPING_SPELLINGS,
+                )
+    model = validate_model(MappingModel, raw, prefix, locate, errors)
+    if isinstance(source_raw, dict) and source_type is None:
         if "type" not in source_raw:
             errors.append(ConfigError("required key is missing", locate((*src_path, "type"), True)))
         elif not isinstance(source_raw["type"], str):
@@ -223,3 +244,35 @@ def build_mapping(
     if len(errors) > start:
         return None
     return mapping
+
+
+_MAPPING_SPELLINGS = tuple(
+    spelling
+    for name, spellings in field_aliases(MappingModel).items()
+    if name != "source"
+    for spelling in spellings
+)
+"""Every spelling of a mapping's own keys and settings (listed as known keys by the source
+settings of a mapping written without ``source:``)."""
+
+
+def _ported_source(
+    raw: dict[str, Any], prefix: KeyPath, locate: Locate, errors: list[ConfigError]
+) -> tuple[dict[str, Any], str, dict[str, Any]] | None:
+    """A mapping without ``source:`` that names its source as SAM / CloudFormation do:
+    ``(the mapping's own keys, source type, the keys for the source's settings)``."""
+    try:
+        found = derived_source_type(raw)
+    except ValueError as e:
+        naming = next(k for k in NAMING_PROPERTIES if k in raw)
+        errors.append(ConfigError(str(e), locate((*prefix, naming), False)))
+        return None
+    if found is None:
+        return None
+    naming, source_type = found
+    own = set(_MAPPING_SPELLINGS)
+    mapping_keys = {k: v for k, v in raw.items() if k in own}
+    source_keys = {naming: raw[naming]}
+    source_keys.update((k, v) for k, v in raw.items() if k not in own and k != naming)
+    mapping_keys["source"] = {"type": source_type}
+    return mapping_keys, source_type, source_keys

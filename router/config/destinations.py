@@ -120,6 +120,36 @@ def _from_target(
     return result
 
 
+SAM_DESTINATION_TYPES = {"SQS": "sqs", "SNS": "sns", "S3": "s3", "Kafka": "kafka"}
+"""SAM's ``DestinationConfig.OnFailure.Type`` (required by SAM beside ``Destination``) and
+the service of the ARN it goes with."""
+
+
+def _sam_type_agrees(
+    raw: Mapping[str, Any], key: str, path: KeyPath, locate: Locate, errors: list[ConfigError]
+) -> bool:
+    """SAM's ``Type`` beside ``Destination`` is accepted when it names the ARN's service."""
+    kind = raw["Type"]
+    where = locate((*path, "Type"), False)
+    if kind not in SAM_DESTINATION_TYPES:
+        errors.append(
+            ConfigError(
+                f"must be one of {', '.join(SAM_DESTINATION_TYPES)} (SAM's destination type), "
+                f"or write type: <destination type> without {key}",
+                where,
+            )
+        )
+        return False
+    target = raw[key]
+    service = (
+        target.split(":", 3)[2] if isinstance(target, str) and target.startswith("arn:") else ""
+    )
+    if service and service != SAM_DESTINATION_TYPES[kind]:
+        errors.append(ConfigError(f"Type {kind} does not match the {service} ARN of {key}", where))
+        return False
+    return True
+
+
 def build_destination(
     raw: Mapping[str, Any],
     path: KeyPath,
@@ -132,7 +162,9 @@ def build_destination(
     given = [k for k in DESTINATION_KEYS if k in raw]
     if given:
         key = given[0]
-        others = [k for k in raw if k != key]
+        if "Type" in raw and not _sam_type_agrees(raw, key, path, locate, errors):
+            return None
+        others = [k for k in raw if k not in (key, "Type")]
         if others:
             errors.append(
                 ConfigError(

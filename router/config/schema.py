@@ -393,7 +393,7 @@ def _unknown_key(
             given = [s for s in names if isinstance(here, Mapping) and s in here and s != key]
             other = given[0] if given else name
             return f"{key!r} is the same key as {other!r}; give it once"
-    known = sorted({*spellings, *also_known})
+    known = sorted({*(s for names in spellings.values() for s in names), *also_known})
     close = difflib.get_close_matches(
         str(key), [*(s for names in spellings.values() for s in names), *also_known], n=1
     )

@@ -1,0 +1,71 @@
+"""A SAM SQS event's Properties pasted unchanged into a mapping, run against moto."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from router.store import SQLStore
+from tests.aws import e2e_handlers
+from tests.aws.util import make_queue, queue_counts
+from tests.fixtures.aws import ACCOUNT, unique
+from tests.helpers import eventually, run_router
+
+pytestmark = pytest.mark.aws
+
+
+@pytest.fixture(autouse=True)
+def events() -> Iterator[list[dict[str, Any]]]:
+    e2e_handlers.EVENTS.clear()
+    yield e2e_handlers.EVENTS
+    e2e_handlers.EVENTS.clear()
+
+
+async def test_sam_sqs_properties_run_as_written(
+    aws: Any, sqlite_store: SQLStore, events: list[dict[str, Any]]
+) -> None:
+    async with aws.client("sqs") as sqs:
+        name = unique("orders")
+        url = await make_queue(sqs, name)
+        for state in ("PAID", "OPEN", "PAID"):
+            await sqs.send_message(
+                QueueUrl=url, MessageBody=orjson.dumps({"state": state}).decode()
+            )
+        config = f"""
+functions:
+  f:
+    invoker: python
+    handler: tests.aws.e2e_handlers:record
+mappings:
+  - name: orders
+    function: f
+    Queue: arn:aws:sqs:us-east-1:{ACCOUNT}:{name}
+    BatchSize: 10
+    MaximumBatchingWindowInSeconds: 1
+    FunctionResponseTypes: [ReportBatchItemFailures]
+    ScalingConfig: {{MaximumConcurrency: 5}}
+    FilterCriteria:
+      Filters:
+        - Pattern: '{{"body": {{"state": ["PAID"]}}}}'
+    endpoint_url: {aws.endpoint}
+    region: us-east-1
+"""
+        async with run_router(config, sqlite_store):
+            await eventually(lambda: _two_paid(events), timeout=30, what="two PAID messages")
+            await eventually(
+                lambda: _drained(sqs, url), timeout=30, what="the filtered message deleted"
+            )
+    records = [r for e in events for r in e["Records"]]
+    assert sorted(r["body"] for r in records) == ['{"state":"PAID"}', '{"state":"PAID"}']
+    assert records[0]["eventSourceARN"] == f"arn:aws:sqs:us-east-1:{ACCOUNT}:{name}"
+
+
+def _two_paid(events: list[dict[str, Any]]) -> bool:
+    return sum(len(e["Records"]) for e in events) >= 2
+
+
+async def _drained(sqs: Any, url: str) -> bool:
+    return await queue_counts(sqs, url) == (0, 0)
