@@ -64,6 +64,7 @@ async def replica(
     on_failure: RecordingDestination | None = None,
     on_success: RecordingDestination | None = None,
     lease_timeout: float = 30.0,
+    capacity: int | None = None,
 ) -> AsyncIterator[AsyncQueue]:
     """One router replica's queue, with the mapping's pipeline running on it."""
     config = config or mapping()
@@ -89,6 +90,7 @@ async def replica(
             on_success=on_success,
             backoff=FAST,
             restart_backoff=FAST,
+            capacity=capacity,
         )
         pipeline.start()
         try:
@@ -207,9 +209,18 @@ async def test_two_replicas_share_the_queue_without_double_delivery(store: SQLSt
         return ok()
 
     first, second = ScriptedInvoker(handler), ScriptedInvoker(handler)
-    async with replica(store, first, name="r1") as q1, replica(store, second, name="r2") as q2:
+    for invoker in (first, second):
+        invoker.gate.clear()  # held until both replicas hold events
+    async with (
+        replica(store, first, name="r1", capacity=20) as q1,
+        replica(store, second, name="r2", capacity=20) as q2,
+    ):
         queues = (q1, q2)
         await asyncio.gather(*(queues[n % 2].enqueue(mapping(), {"n": n}) for n in range(200)))
+        # Each replica holds at most 20: the other one claims what is left.
+        await until(lambda: q1.held > 0 and q2.held > 0, timeout=10, what="both claiming")
+        first.gate.set()
+        second.gate.set()
         await until(lambda: len(delivered) >= 200, timeout=30, what="200 deliveries")
         await until(lambda: q1.held + q2.held == 0, what="acks")
     assert sorted(delivered) == list(range(200))
