@@ -452,13 +452,19 @@ class QueueDepth:
     oldest: datetime | None
 
 
+ACCOUNT_ID = "123456789012"
+"""The account of the ARNs the router makes up (function ARNs, and the events' ARNs a source
+has no real account for): the one AWS's documented sample events and moto use, so that an
+event's ARNs and the function's ARN name the same account."""
+
+
 def function_arn(name: str, arn: str = "") -> str:
     """The ARN a function is invoked as: the configured one, or a local look-alike.
 
-    A local ARN uses ``AWS_REGION`` (default ``us-east-1``) and the account ``000000000000``
-    that AWS emulators use, so handlers that split the ARN keep working.
+    A local ARN uses ``AWS_REGION`` (default ``us-east-1``) and :data:`ACCOUNT_ID`, so
+    handlers that split the ARN keep working.
     """
     if arn:
         return arn
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    return f"arn:aws:lambda:{region}:000000000000:function:{name}"
+    return f"arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{name}"

@@ -29,6 +29,8 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from router.models import ACCOUNT_ID
+
 ROUTE_KEY = "$default"
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _TEXT_TYPES = (
@@ -65,7 +67,7 @@ class HttpRequestView:
     request_id: str
     received: float
     """Epoch seconds."""
-    account_id: str = "123456789012"
+    account_id: str = ACCOUNT_ID
     api_id: str = "router"
     path_parameters: Mapping[str, str] = field(default_factory=dict)
 

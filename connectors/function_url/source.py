@@ -40,7 +40,7 @@ from router.ingress import Ingress, IngressRequest
 from router.ingress.errors import AwsError
 from router.ingress.listener import check_path
 from router.ingress.source import PushedSource
-from router.models import Invocation, Outcome, PluginSettings, SourceKind
+from router.models import ACCOUNT_ID, Invocation, Outcome, PluginSettings, SourceKind
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class FunctionUrlSettings(PluginSettings):
         default="NONE", validation_alias=_alias("auth_type", "AuthType")
     )
     cors: CorsSettings | None = Field(default=None, validation_alias=_alias("cors", "Cors"))
-    account: str = Field(default="123456789012", pattern=r"^\d{12}$")
+    account: str = Field(default=ACCOUNT_ID, pattern=r"^\d{12}$")
     """``requestContext.accountId``."""
 
     @field_validator("path")

@@ -250,7 +250,7 @@ class RabbitSourceSettings(RabbitConnection):
     to the on-failure destination, then acknowledges it."""
     event_source_arn: str | None = None
     """The event's ``eventSourceArn``. Default: an Amazon MQ broker ARN made of the host,
-    ``arn:aws:mq:us-east-1:000000000000:broker:HOST:b-HOST``."""
+    ``arn:aws:mq:us-east-1:123456789012:broker:HOST:b-HOST``."""
 
     @model_validator(mode="before")
     @classmethod

@@ -42,7 +42,7 @@ from router import logs
 from router.abc import MetricFamily, Sink, Source, SourceContext, SourceTraits
 from router.backoff import Backoff
 from router.errors import SourceError
-from router.models import Record, SourceKind
+from router.models import ACCOUNT_ID, Record, SourceKind
 
 logger = logging.getLogger(__name__)
 warnings = logs.LimitedLogger(logger)
@@ -85,7 +85,7 @@ RETRY_TRAITS = SourceTraits(
 
 
 def broker_arn(host: str) -> str:
-    return f"arn:aws:mq:us-east-1:000000000000:broker:{host}:b-{host}"
+    return f"arn:aws:mq:us-east-1:{ACCOUNT_ID}:broker:{host}:b-{host}"
 
 
 class RabbitSource(Source):
