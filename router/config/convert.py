@@ -17,7 +17,7 @@ from typing import Any
 from router.abc import SourceTraits
 from router.config.plugins import load_plugin, validate_settings
 from router.config.rules import Check, MappingModel, check_settings
-from router.config.sam import NAMING_PROPERTIES, derived_source_type
+from router.config.sam import NAMING_PROPERTIES, NOT_SUPPORTED, derived_source_type
 from router.config.schema import (
     FUNCTION_KEYS,
     FUNCTION_NAME_PATTERN,
@@ -168,6 +168,10 @@ def build_mapping(
     if not isinstance(raw, dict):
         errors.append(ConfigError("a mapping must be a mapping of keys", locate(prefix, False)))
         return None
+    refused = [k for k in raw if k in NOT_SUPPORTED]
+    errors.extend(ConfigError(NOT_SUPPORTED[k], locate((*prefix, k), False)) for k in refused)
+    if refused:
+        raw = {k: v for k, v in raw.items() if k not in NOT_SUPPORTED}
     source_raw = raw.get("source")
     source_type: str | None = None
     source_cls: Any = None

@@ -205,3 +205,14 @@ def test_a_queue_given_twice() -> None:
         "  queue_url: http://h/123456789012/q\n"
     )
     assert "give the queue once: Queue or queue_url" in line
+
+
+@pytest.mark.parametrize("key", ["TumblingWindowInSeconds", "tumbling_window"])
+def test_a_tumbling_window_is_refused_saying_why(key: str) -> None:
+    (line,) = _errors(
+        "- name: m\n  function: f\n"
+        "  Stream: arn:aws:kinesis:us-east-1:123456789012:stream/s\n"
+        f"  StartingPosition: LATEST\n  {key}: 60\n"
+    )
+    assert line.startswith(f"t.yaml:8: mappings[0].{key}: tumbling windows ")
+    assert "not supported; remove the key" in line
