@@ -18,7 +18,8 @@ Delivery is at-least-once:
   in-flight fires re-delivered by another one; the event ``id`` is stable per scheduled time
   so a function can recognise the duplicate.
 
-Catch-up: at start, scheduled times after the last claimed fire that already passed are
+Catch-up: at start, scheduled times after the last claimed fire (for a schedule that never
+fired: after the first time it ran, the ``since`` checkpoint) that already passed are
 delivered at once, oldest first, if they are within ``catch_up`` seconds; older ones are
 skipped and counted in the log. Waiting for the next fire is one sleep until its due time
 (re-checked against the wall clock, at most a minute at a time, so a clock step is noticed).
@@ -62,6 +63,8 @@ MAX_SLEEP = 60.0
 """Longest single sleep: a wall-clock step is noticed within AWS's 60 s precision."""
 PENDING_PREFIX = "fire:"
 DELIVERED_KEY = "delivered"
+SINCE_KEY = "since"
+"""When a schedule that never fired first ran: where its catch-up starts."""
 CATCH_UP_COUNT_LIMIT = 100_000
 
 
@@ -264,7 +267,9 @@ class ScheduleSource(Source):
             self._delivered = latest
         try:
             await store.put_checkpoints(self._key, {DELIVERED_KEY: _iso(self._delivered)})
-            await store.delete_checkpoints(self._key, [PENDING_PREFIX + _iso(t) for t in times])
+            # Once a fire is claimed, catch-up starts from it: ``since`` is no longer needed.
+            done = [PENDING_PREFIX + _iso(t) for t in times]
+            await store.delete_checkpoints(self._key, [*done, SINCE_KEY])
         except StoreError as e:
             fires = ", ".join(map(_iso, times))
             raise SourceError(describe(e, f"recording the fire of {fires} as delivered")) from e
@@ -328,7 +333,15 @@ class ScheduleSource(Source):
             f"reading the last fire of schedule {self._lane}", lambda: store.last_fire(self._key)
         )
         if last is None:
-            return now
+            # Never fired: catch up from the first time the schedule ran, so that a router
+            # stopped before the first fire still delivers it when it comes back.
+            if SINCE_KEY not in checkpoints:
+                await retry(
+                    f"recording the start of schedule {self._lane}",
+                    lambda: store.put_checkpoints(self._key, {SINCE_KEY: _iso(now)}),
+                )
+                return now
+            last = _parse_iso(checkpoints[SINCE_KEY])
         horizon = now - timedelta(seconds=self.settings.catch_up)
         skipped = 0
         cursor = last

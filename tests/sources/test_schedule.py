@@ -233,6 +233,33 @@ async def test_catch_up_after_downtime(
         assert "skipped" not in caplog.text
 
 
+async def test_a_schedule_stopped_before_its_first_fire_catches_it_up(
+    store: SQLStore, mapping_uuid: str
+) -> None:
+    # The first run starts at 00:00:30 and stops before 00:10; the router is back at 00:25.
+    first_clock = FakeClock(T0 + timedelta(seconds=30), T0 + timedelta(minutes=1))
+    first = make_source(
+        store, first_clock, mapping_uuid=mapping_uuid, schedule="cron(0/10 * * * ? *)"
+    )
+    sink = RecordingSink()
+    async with running(first, sink):
+        await first_clock.parked.wait()
+    assert sink.records == []
+    clock = FakeClock(T0 + timedelta(minutes=25), T0 + timedelta(minutes=35))
+    again = make_source(store, clock, mapping_uuid=mapping_uuid, schedule="cron(0/10 * * * ? *)")
+    async with running(again, sink):
+        await clock.parked.wait()
+        await sink.wait_for(3)
+        await again.ack(sink.records)
+    assert times(sink.records) == [
+        "2024-01-01T00:10:00Z",
+        "2024-01-01T00:20:00Z",
+        "2024-01-01T00:30:00Z",
+    ]
+    # Once fires are delivered, catch-up starts from them: the start mark is gone.
+    assert await store.get_checkpoints(mapping_uuid) == {"delivered": "2024-01-01T00:30:00Z"}
+
+
 async def test_at_fires_once(sqlite_store: SQLStore, mapping_uuid: str) -> None:
     clock = FakeClock(T0, T0 + timedelta(days=2))
     source = make_source(
