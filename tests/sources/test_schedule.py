@@ -44,6 +44,44 @@ class FakeClock:
         await asyncio.sleep(0)
 
 
+class LockstepClock(FakeClock):
+    """One wall clock for several replicas: time moves only when every replica sleeps, to the
+    earliest time one of them waits for, and those due wake in turn order (rotated each
+    step), so that each replica is sometimes the first to claim a fire."""
+
+    def __init__(self, start: datetime, stop: datetime, replicas: int) -> None:
+        super().__init__(start, stop)
+        self.replicas = replicas
+        self.sleeping: list[tuple[datetime, asyncio.Future[None]]] = []
+        self.parked_count = 0
+        self.turn = 0
+
+    async def sleep(self, seconds: float) -> None:
+        target = self.now + timedelta(seconds=seconds)
+        if target > self.stop:
+            self.parked_count += 1
+            if self.parked_count == self.replicas:
+                self.now = self.stop
+                self.parked.set()
+            self._advance()
+            await asyncio.Event().wait()
+        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.sleeping.append((target, woken))
+        self._advance()
+        await woken
+
+    def _advance(self) -> None:
+        if not self.sleeping or len(self.sleeping) + self.parked_count < self.replicas:
+            return
+        self.now = min(t for t, _ in self.sleeping)
+        due = [f for t, f in self.sleeping if t <= self.now]
+        self.sleeping = [(t, f) for t, f in self.sleeping if t > self.now]
+        self.turn += 1
+        k = self.turn % len(due)
+        for woken in due[k:] + due[:k]:
+            woken.set_result(None)
+
+
 def make_source(
     store: Store,
     clock: FakeClock,
@@ -284,8 +322,10 @@ async def test_two_replicas_fire_each_time_once(pg_store: SQLStore, pg_upgraded_
     stop = T0 + timedelta(minutes=40, seconds=30)
     try:
         replicas = []
+        # One clock that waits for both replicas, so that neither runs through all 40 fires
+        # while the other is still starting.
+        clock = LockstepClock(T0, stop, replicas=2)
         for replica, store in (("a", pg_store), ("b", second_store)):
-            clock = FakeClock(T0, stop)
             source = make_source(
                 store, clock, mapping_uuid=mapping, replica=replica, schedule="rate(1 minute)"
             )
