@@ -68,7 +68,7 @@ async def test_partial_batch_failures_are_retried_alone(
     aws: Any, sqlite_store: SQLStore, events: list[dict[str, Any]]
 ) -> None:
     async with aws.client("sqs") as sqs:
-        url = await make_queue(sqs, unique("partial"), visibility=1)
+        url = await make_queue(sqs, unique("partial"), visibility=3)
         bodies = [f"good{i}" for i in range(6)] + [f"bad{i}" for i in range(3)]
         await sqs.send_message_batch(
             QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies)]

@@ -333,6 +333,34 @@ async def test_the_emulator_returns_a_timed_out_fifo_group_in_order(aws: Any) ->
     assert seen == ["m1", "m2", "m3", "m4"]
 
 
+async def test_the_emulator_keeps_a_group_locked_until_its_last_in_flight_message_times_out(
+    aws: Any,
+) -> None:
+    # In-flight messages of one group whose visibility ends at different times (extended in
+    # separate calls before their consumer died): the group stays locked until the last one
+    # is visible again, then comes back first message first, also within one long poll.
+    # moto on its own hands out the last one first (tests/fixtures/moto_fifo.py).
+    async with aws.client("sqs") as sqs:
+        url = await make_queue(sqs, unique("stagger"), visibility=1, fifo=True)
+        for body in ("m1", "m2", "m3", "m4"):
+            await sqs.send_message(QueueUrl=url, MessageBody=body, MessageGroupId="g")
+        first = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=3)
+        assert [m["Body"] for m in first["Messages"]] == ["m1", "m2", "m3"]
+        await sqs.change_message_visibility(
+            QueueUrl=url, ReceiptHandle=first["Messages"][2]["ReceiptHandle"], VisibilityTimeout=3
+        )
+        await asyncio.sleep(1.5)  # m1, m2 visible again; m3 still in flight
+        early = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)
+        assert early.get("Messages", []) == []
+        seen: list[str] = []
+        while len(seen) < 4:
+            got = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=3)
+            for m in got.get("Messages") or []:
+                seen.append(m["Body"])
+                await sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    assert seen == ["m1", "m2", "m3", "m4"]
+
+
 async def test_failed_visibility_extensions_are_rate_limited(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
