@@ -11,6 +11,7 @@ string                             type            settings given to the destina
 ``arn:aws:sqs:REGION:ACCOUNT:Q``   ``sqs``         ``arn``
 ``arn:aws:sns:REGION:ACCOUNT:T``   ``sns``         ``arn``
 ``arn:aws:s3:::BUCKET``            ``s3``          ``arn``
+``arn:aws:kinesis:R:A:stream/S``   ``kinesis``     ``arn``
 ``http://...``, ``https://...``    ``http``        ``url``
 ``file:///PATH``, ``directory:P``  ``directory``   ``path``
 ``kafka://HOST:PORT/TOPIC``        ``kafka``       ``bootstrap_servers``, ``topic``
@@ -51,11 +52,11 @@ def parse_target(target: str) -> tuple[str, dict[str, Any]]:
                 f"malformed ARN {target!r}; expected arn:aws:SERVICE:REGION:ACCOUNT:NAME"
             )
         service = parts[2]
-        if service in {"sqs", "sns", "s3"}:
+        if service in {"sqs", "sns", "s3", "kinesis"}:
             return service, {"arn": target}
         raise ValueError(
             f"ARNs of service {service!r} are not supported as destinations; "
-            "use an sqs, sns or s3 ARN"
+            "use an sqs, sns, s3 or kinesis ARN"
         )
     if target.startswith("directory:") and not target.startswith("directory://"):
         path = target.removeprefix("directory:")

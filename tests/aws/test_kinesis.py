@@ -367,21 +367,24 @@ mappings:
     assert any("maximum_concurrency: not supported" in line for line in lines), lines
 
 
+@pytest.mark.parametrize("form", ["typed", "arn"])
 async def test_the_kinesis_destination_receives_the_on_failure_record(
-    aws: Any, sqlite_store: SQLStore
+    aws: Any, sqlite_store: SQLStore, form: str
 ) -> None:
     async with aws.client("kinesis") as kinesis:
         arn = await make_stream(kinesis)
         dlq = await make_stream(kinesis, prefix="dlq")
         answers = await put(kinesis, arn, [("k", "ok-0"), ("k", "poison-1"), ("k", "ok-2")])
+        if form == "typed":
+            target = f"type: kinesis\n        arn: {dlq}\n        endpoint_url: {aws.endpoint}"
+        else:  # the string AWS's DestinationConfig takes; the endpoint is the source's
+            target = f"destination: {dlq}"
         mapping = f"""    starting_position: TRIM_HORIZON
     batch_size: 1
     maximum_retry_attempts: 0
     destination_config:
       on_failure:
-        type: kinesis
-        arn: {dlq}
-        endpoint_url: {aws.endpoint}"""
+        {target}"""
         config = kinesis_config(arn, aws.endpoint, handler="poison", mapping=mapping)
         async with run_router(config, sqlite_store):
             uuid = await _mapping_uuid(sqlite_store)

@@ -140,6 +140,11 @@ def test_a_replica_takes_free_shards_up_to_its_fair_share() -> None:
         ("r2", {"r1": 3, "r2": 3, "r3": 2, "r4": 0}, 1, False),  # r4 takes the free one
         ("r1", {"r1": 8}, 0, False),  # alone
         ("r1", {"r1": 2, "r2": 2, "r3": 2, "r4": 2}, 0, False),
+        # Nobody below the floor (2), but r1 holds more than the ceiling (3): a free shard
+        # went to r3 instead of r2 while r1 gave shards up. r1 keeps yielding until 3, 3, 2.
+        ("r1", {"r1": 4, "r2": 2, "r3": 2}, 0, True),
+        ("r2", {"r1": 4, "r2": 2, "r3": 2}, 0, False),
+        ("r1", {"r1": 3, "r2": 2, "r3": 2}, 0, False),
     ],
 )
 def test_the_busiest_replica_gives_one_shard_up_to_a_starving_one(

@@ -7,10 +7,13 @@ so every replica sees who is alive and how much each holds:
 
 * a replica takes free shards (no lease, or an expired one) while it holds fewer than its
   fair share, ``ceil(shards / live replicas)``;
-* when no shard is free and a live replica holds fewer than ``floor(shards / live
-  replicas)`` (one that just started), the busiest replica gives one shard up (it waits for
-  the shard's in-flight batches, writes its checkpoint and releases the lease), and the
-  starving replica takes it;
+* when no shard is free and the busiest live replica holds two or more shards more than
+  the least busy one (one that just started, or one that lost a race for a free shard), the
+  busiest gives one shard up (it waits for the shard's in-flight batches, writes its
+  checkpoint and releases the lease), and a replica below the ceiling takes it. Balancing
+  ends when no two replicas differ by more than one shard: 3, 3, 2 for 8 shards on 3
+  replicas. (Yielding only to a replica below the floor of the fair share could stop at 4,
+  2, 2: nobody below the floor, one replica above the ceiling for good.)
 * a replica that dies stops renewing: its leases expire after the lease duration and its
   member row ages out, and the others take its shards within the lease duration (plus one
   renewal interval).
@@ -56,13 +59,10 @@ def to_take(held: int, shards: int, members: int) -> int:
 
 
 def should_yield(me: str, held: Mapping[str, int], shards: int, free: int) -> bool:
-    """Whether replica ``me`` gives a shard up for a starving replica: no shard is free, some
-    live replica holds fewer than the floor of the fair share, and ``me`` is the busiest
-    (most shards; the highest id among equals, so that exactly one yields)."""
-    if free > 0 or len(held) < 2:
-        return False
-    least, _ = fair_share(shards, len(held))
-    if not any(n < least for n in held.values()):
+    """Whether replica ``me`` gives a shard up: no shard is free, ``me`` is the busiest live
+    replica (most shards; the highest id among equals, so that exactly one yields) and holds
+    at least two more than the least busy one."""
+    if free > 0 or len(held) < 2 or me not in held:
         return False
     busiest = max(held.items(), key=lambda item: (item[1], item[0]))[0]
-    return busiest == me and held[me] > least
+    return busiest == me and held[me] - min(held.values()) >= 2
