@@ -45,7 +45,7 @@ import orjson
 from pydantic import ConfigDict, Field
 
 from connectors.s3_events import encode_key, format_time, normalise
-from router.abc import Sink, Source, SourceContext, SourceTraits
+from router.abc import MetricFamily, Sink, Source, SourceContext, SourceTraits
 from router.errors import LeaseLost, SourceError, StoreError
 from router.models import PluginSettings, Record, SourceKind
 from router.supervisor import describe
@@ -207,6 +207,8 @@ class DirectorySource(Source):
         self._unreadable: dict[str, tuple[int, int]] = {}
         """Key -> (mtime_ns, size) that could not be read: rejected once per version."""
         self._tasks: asyncio.TaskGroup | None = None
+        self._pending: set[str] = set()
+        """Keys handed to the pipeline and not acknowledged yet."""
 
     # ------------------------------------------------------------------ contract
 
@@ -215,6 +217,7 @@ class DirectorySource(Source):
         await self._wait_for_lease(sink)
         stop = asyncio.Event()
         self._settling.clear()
+        self._pending.clear()
         try:
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
@@ -246,6 +249,24 @@ class DirectorySource(Source):
         except StoreError as e:
             names = ", ".join(f"{self.bucket}/{printable(r.position.key)}" for r in records)
             raise SourceError(describe(e, f"writing the checkpoint of {names}")) from e
+        self._pending.difference_update(
+            r.position.key for r in records if isinstance(r.position, FileVersion)
+        )
+
+    def metrics(self) -> list[MetricFamily]:
+        """``router_directory_files_waiting``: files found and not delivered yet (settling,
+        waiting for room in the pipeline, or being delivered): the folder's lag."""
+        waiting = len(self._pending.union(self._settling))
+        name = self.context.mapping.name
+        return [
+            MetricFamily(
+                name="router_directory_files_waiting",
+                type="gauge",
+                help="Files of the folder found and not delivered yet (settling, waiting for "
+                "room, or being delivered)",
+                samples=[("router_directory_files_waiting", {"mapping": name}, float(waiting))],
+            )
+        ]
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):
@@ -426,9 +447,11 @@ class DirectorySource(Source):
         self._seen[key] = before
         self._unreadable.pop(key, None)
         version = FileVersion(key, mtime_ns, size, etag)
+        self._pending.add(key)
         try:
             await sink.put([self.record(version)])
         except BaseException:
+            self._pending.discard(key)
             # Not handed over (cancelled while waiting for room, or run() is failing): the
             # next run's scan must announce this version again.
             if self._seen.get(key) == before:

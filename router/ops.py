@@ -1,5 +1,6 @@
 """The operations listener: ``/healthz`` (liveness), ``/readyz`` (readiness: every enabled
-mapping runs and none has been failing for long) and Prometheus ``/metrics``. What each
+mapping runs and none has been failing for long), Prometheus ``/metrics`` and the web console
+under ``/console`` (:mod:`router.console`). What each
 metric means is in docs/operations.md."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from router.app import Router
+from router.console import add_console
 from router.errors import RouterError, SetupError
 from router.metrics import registry_for, render_metrics
 from router.secrets import redact
@@ -55,6 +57,7 @@ def make_app(router: Router, registry: CollectorRegistry | None = None) -> web.A
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    add_console(app, router)
     return app
 
 

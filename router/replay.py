@@ -42,11 +42,17 @@ class Replayed:
 
 
 async def replay(
-    config: RouterConfig, store: Store, events: Sequence[FailedEvent], *, dry_run: bool = False
+    config: RouterConfig,
+    store: Store,
+    events: Sequence[FailedEvent],
+    *,
+    dry_run: bool = False,
+    running: Functions | None = None,
 ) -> AsyncIterator[Replayed]:
     """Invoke each of ``events`` again with the request it failed with, one after the other;
-    yields what became of each. An invoker is started the first time its function is needed,
-    and every one is closed at the end."""
+    yields what became of each. The invoker of a function in ``running`` (a running router's
+    own) is used as it is; any other is started the first time its function is needed, and
+    closed at the end."""
     functions = Functions({}, store)
     functions.on_init_error = _init_error
     try:
@@ -63,7 +69,9 @@ async def replay(
             if dry_run:
                 yield Replayed(event, Replay.WOULD_REPLAY)
                 continue
-            invoker = await functions.start_one(function)
+            invoker = running.get(function.name) if running is not None else None
+            if invoker is None:
+                invoker = await functions.start_one(function)
             result = await invoker.invoke(
                 Invocation(
                     function=function.name,

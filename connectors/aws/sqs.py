@@ -43,8 +43,9 @@ from connectors.aws.common import (
     region_from,
     run_all,
 )
+from connectors.aws.sqs_depth import QueueDepth
 from router import logs
-from router.abc import MappingProblem, Sink, Source, SourceContext, SourceTraits
+from router.abc import MappingProblem, MetricFamily, Sink, Source, SourceContext, SourceTraits
 from router.aio import wait_event
 from router.errors import SourceError
 from router.filters.view import decode_text, with_decoded
@@ -438,6 +439,7 @@ class SQSSource(Source):
         self._reserved = 0
         self._room = asyncio.Event()
         mapping = context.mapping
+        self.depth = QueueDepth(self.queue, mapping.name)
         # Enough for every concurrent batch and the next round of them: receiving further
         # ahead would only keep messages invisible (and their visibility extended) while
         # they wait, away from other consumers of the queue.
@@ -474,7 +476,11 @@ class SQSSource(Source):
         # while earlier ones are in flight, but emulators check that without a lock, and
         # two racing receives could reorder a group.
         receivers = 1 if self.queue.fifo else self.settings.receivers
-        await run_all([self._receive_loop(sink) for _ in range(receivers)])
+        await run_all([self.depth.run(), *(self._receive_loop(sink) for _ in range(receivers))])
+
+    def metrics(self) -> list[MetricFamily]:
+        """The queue's approximate depth (``router_sqs_approximate_messages``: its lag)."""
+        return self.depth.metrics()
 
     async def _claim(self, sink: Sink) -> int:
         """Reserve room for one receive: up to 10 messages, never more than the pipeline can

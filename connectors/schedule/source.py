@@ -49,7 +49,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from connectors.schedule.cron import RateSchedule, Schedule, parse_schedule
 from router import logs
-from router.abc import Sink, Source, SourceContext, SourceTraits
+from router.abc import MetricFamily, Sink, Source, SourceContext, SourceTraits
 from router.errors import SourceError, StoreError
 from router.models import ACCOUNT_ID, PluginSettings, Record, SourceKind
 from router.supervisor import describe
@@ -231,6 +231,8 @@ class ScheduleSource(Source):
         )
         self._lease_key = self._lease_for(context.replica_id)
         self._inflight: set[datetime] = set()
+        self.fire_delay: float | None = None
+        """Seconds from the last delivered fire's due time until its ack."""
         self._delivered: datetime | None = None
         self._input = self._decode_input(settings.input)
 
@@ -274,7 +276,25 @@ class ScheduleSource(Source):
             fires = ", ".join(map(_iso, times))
             raise SourceError(describe(e, f"recording the fire of {fires} as delivered")) from e
         self._inflight.difference_update(times)
+        latest_record = max(records, key=lambda r: r.position)
+        self.fire_delay = max(0.0, self._clock().timestamp() - latest_record.arrival)
         logger.debug("schedule %s: delivered %s", self._lane, ", ".join(map(_iso, times)))
+
+    def metrics(self) -> list[MetricFamily]:
+        """``router_schedule_fire_delay_seconds``: how late the last fire was delivered."""
+        if self.fire_delay is None:
+            return []
+        labels = {"mapping": self.context.mapping.name}
+        return [
+            MetricFamily(
+                name="router_schedule_fire_delay_seconds",
+                type="gauge",
+                help="Seconds from the due time of the schedule's last delivered fire until "
+                "the function took it (a fire caught up after an outage counts from its "
+                "scheduled time)",
+                samples=[("router_schedule_fire_delay_seconds", labels, self.fire_delay)],
+            )
+        ]
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):

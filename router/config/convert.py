@@ -73,6 +73,14 @@ class IngressSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ConsoleSettings:
+    """``router.console`` (see docs/console.md)."""
+
+    allow_changes: bool = False
+    """The console shows and accepts enable / disable and replay; otherwise it only shows."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RouterSettings:
     """The optional top-level ``router:`` block, defaults applied."""
 
@@ -91,6 +99,7 @@ class RouterSettings:
     shutdown_timeout: float = 30.0
     readiness_failure_grace: float = 300.0
     """Seconds a running mapping may fail (PROBLEM) before /readyz answers 503."""
+    console: ConsoleSettings = ConsoleSettings()
     ingress: IngressSettings | None = None
     """The ingress listener and the asynchronous-invocation queue; None: not run."""
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from router.config.convert import (
+    ConsoleSettings,
     IngressSettings,
     RouterSettings,
     build_function,
@@ -168,6 +169,7 @@ def _build_checked(
         model = validate_model(RouterSettingsModel, merged, ("router",), locate_router, errors)
         if model is not None:
             values = model.model_dump()
+            values["console"] = ConsoleSettings(**values["console"])
             values["ingress"] = (
                 None if model.ingress is None else IngressSettings.from_model(model.ingress)
             )

@@ -103,6 +103,16 @@ class IngressModel(StrictModel):
         return _check_host_port(value)
 
 
+class ConsoleModel(StrictModel):
+    """``router.console``: the web console at /console on the operations listener."""
+
+    allow_changes: bool = Field(
+        False,
+        description="Show and accept the console's enable / disable and replay buttons "
+        "(false: the console only shows)",
+    )
+
+
 class RouterSettingsModel(StrictModel):
     """The optional top-level ``router:`` block."""
 
@@ -143,6 +153,10 @@ class RouterSettingsModel(StrictModel):
         ge=0,
         le=86400,
         description="Seconds a mapping may fail (PROBLEM) before /readyz answers 503",
+    )
+    console: ConsoleModel = Field(
+        default_factory=lambda: ConsoleModel.model_validate({}),
+        description="The web console at /console on the operations listener",
     )
     ingress: IngressModel | None = Field(
         None,
