@@ -21,6 +21,7 @@ reference.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -412,3 +413,22 @@ def redact(text: str) -> str:
     if "=" in text:
         text = _QUERY_SECRET.sub(lambda m: f"{m['key']}***", text)
     return text
+
+
+def basic_auth(secret: Secret, where: str) -> tuple[str, str]:
+    """``(username, password)`` of a secret holding the JSON object Secrets Manager holds
+    for an event source mapping's ``BASIC_AUTH`` / ``SASL_SCRAM_*_AUTH`` access
+    configuration; ConfigError naming ``where`` when it holds something else."""
+    try:
+        value = json.loads(secret.reveal())
+    except ValueError:
+        value = None
+    if (
+        not isinstance(value, dict)
+        or not isinstance(value.get("username"), str)
+        or not isinstance(value.get("password"), str)
+    ):
+        raise ConfigError(
+            f'{where}: the secret must be the JSON object {{"username": "...", "password": "..."}}'
+        )
+    return value["username"], value["password"]

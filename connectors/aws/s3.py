@@ -12,13 +12,16 @@ Two modes, chosen by the settings:
   produce ``ObjectCreated:Put`` records. Only the replica holding the lease
   ``s3poll:<mapping uuid>`` polls.
 
-``prefix`` / ``suffix`` filter on the decoded object key in both modes.
+``prefix`` / ``suffix`` filter on the decoded object key in both modes; ``events`` on the
+event type, and ``bucket`` beside ``queue_url`` on the bucket, of notifications (SAM's
+``Bucket`` / ``Events`` / ``Filter`` properties).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import hashlib
 import logging
 import time
@@ -30,7 +33,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 import orjson
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from connectors.aws.common import (
     AWS_ERRORS,
@@ -77,8 +80,14 @@ class S3Settings(AwsSettings):
 
     queue_url: str | None = None
     """SQS queue receiving the bucket's notifications (directly or through SNS)."""
-    bucket: str | None = None
-    """Bucket to poll when it sends no notifications."""
+    bucket: str | None = Field(default=None, validation_alias=AliasChoices("bucket", "Bucket"))
+    """Bucket to poll when it sends no notifications; beside ``queue_url``, only that
+    bucket's notifications are delivered (SAM's ``Bucket``)."""
+    events: tuple[str, ...] = Field(
+        default=("s3:*",), validation_alias=AliasChoices("events", "Events")
+    )
+    """Event types delivered, as S3 notification configurations name them
+    (``s3:ObjectCreated:*``, ``s3:ObjectRemoved:Delete``...); default every type."""
     prefix: str = ""
     suffix: str = ""
     wait_time_seconds: int = Field(default=20, ge=0, le=20)
@@ -89,13 +98,60 @@ class S3Settings(AwsSettings):
     """How long a replica's polling lease lasts without renewal; default 3 poll intervals
     (at least 30 s)."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _sam_filter(cls, value: Any) -> Any:
+        """SAM's ``Filter: {S3Key: {Rules: [{Name: prefix | suffix, Value: ...}]}}``."""
+        if not isinstance(value, dict) or "Filter" not in value:
+            return value
+        out = dict(value)
+        shape = "Filter must be {S3Key: {Rules: [{Name: prefix | suffix, Value: TEXT}]}}"
+        block = out.pop("Filter")
+        key = block.get("S3Key") if isinstance(block, dict) and set(block) == {"S3Key"} else None
+        rules = key.get("Rules") if isinstance(key, dict) and set(key) == {"Rules"} else None
+        if not isinstance(rules, list):
+            raise ValueError(shape)  # noqa: TRY004 - pydantic reports ValueError
+        for rule in rules:
+            if not isinstance(rule, dict) or set(rule) != {"Name", "Value"}:
+                raise ValueError(shape)
+            name = str(rule["Name"]).lower()
+            if name not in ("prefix", "suffix") or not isinstance(rule["Value"], str):
+                raise ValueError(shape)
+            if name in out:
+                raise ValueError(f"give the {name} once: {name} or Filter, not both")
+            out[name] = rule["Value"]
+        return out
+
+    @field_validator("events", mode="before")
+    @classmethod
+    def _event_types(cls, value: Any) -> Any:
+        value = [value] if isinstance(value, str) else value
+        if isinstance(value, list):
+            for item in value:
+                if not isinstance(item, str) or not item.startswith("s3:"):
+                    raise ValueError(
+                        "events must be S3 event types such as s3:ObjectCreated:* (one, or a list)"
+                    )
+            return tuple(value)
+        return value
+
     @model_validator(mode="after")
     def _one_mode(self) -> S3Settings:
-        if (self.queue_url is None) == (self.bucket is None):
+        if self.queue_url is None and self.bucket is None:
             raise ValueError(
-                "set either queue_url (notifications through SQS) or bucket (polling), not both"
+                "set queue_url (notifications through SQS) or bucket (polling; with "
+                "queue_url: only that bucket's notifications)"
+            )
+        if self.queue_url is None and not self.wants_event("ObjectCreated:Put"):
+            raise ValueError(
+                "polling a bucket (no queue_url) sees new objects only: events must include "
+                "s3:ObjectCreated:*; give queue_url for the other event types"
             )
         return self
+
+    def wants_event(self, name: str) -> bool:
+        """Whether an event named ``name`` (``ObjectCreated:Put``) is one of ``events``."""
+        return any(fnmatch.fnmatchcase(f"s3:{name}", pattern) for pattern in self.events)
 
 
 @dataclass(slots=True)
@@ -226,7 +282,10 @@ class S3Source(Source):
             for index, raw in enumerate(s3_records):
                 data = normalise(raw, f"{message_id}:{index}")
                 key = unquote_plus(data["s3"]["object"]["key"])
-                if not self._wanted(key):
+                bucket = self.settings.bucket
+                if not self._wanted(key) or (bucket and data["s3"]["bucket"]["name"] != bucket):
+                    continue
+                if not self.settings.wants_event(str(data.get("eventName", ""))):
                     continue
                 identifier = f"{message_id}:{index}"
                 entry.waiting.add(identifier)
@@ -252,7 +311,8 @@ class S3Source(Source):
                 unknown,
             )
         if done:
-            # Test events and notifications whose records are all outside prefix/suffix.
+            # Test events and notifications whose records are all outside prefix/suffix,
+            # the bucket or the event types.
             await queue.delete(done)
         return records
 

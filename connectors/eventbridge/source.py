@@ -80,7 +80,7 @@ class EventBridgeSettings(PluginSettings):
         default=DEFAULT_BUS, min_length=1, validation_alias=_alias("event_bus", "EventBusName")
     )
     event_pattern: str | dict[str, Any] | None = Field(
-        default=None, validation_alias=_alias("event_pattern", "EventPattern")
+        default=None, validation_alias=_alias("event_pattern", "EventPattern", "Pattern")
     )
     """The rule's pattern, as JSON text or YAML; the mapping's ``filter_criteria`` also
     applies."""

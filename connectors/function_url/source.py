@@ -57,10 +57,14 @@ class FunctionUrlSettings(PluginSettings):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    path: str
+    path: str = Field(validation_alias=_alias("path", "Path"))
     """``/hello`` or a pattern: ``/users/{id}`` (one segment), ``/files/{proxy+}`` (the
     rest); pattern values reach the function as ``pathParameters``."""
-    methods: tuple[str, ...] = ("*",)
+    methods: tuple[str, ...] = Field(default=("*",), validation_alias=_alias("methods", "Method"))
+    payload_format_version: Literal["2.0"] = Field(
+        default="2.0", validation_alias=_alias("payload_format_version", "PayloadFormatVersion")
+    )
+    """The event's format: 2.0 (function URLs and HTTP APIs); 1.0 is not produced."""
     auth_type: Literal["NONE", "AWS_IAM"] = Field(
         default="NONE", validation_alias=_alias("auth_type", "AuthType")
     )
@@ -73,6 +77,16 @@ class FunctionUrlSettings(PluginSettings):
     def _path(cls, value: str) -> str:
         check_path(value)
         return value
+
+    @field_validator("payload_format_version", mode="before")
+    @classmethod
+    def _version_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, float | int) else value
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _one_method(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
 
     @field_validator("methods")
     @classmethod

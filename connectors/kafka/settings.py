@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from router.models import PluginSettings
-from router.secrets import Secret
+from router.secrets import Secret, basic_auth
 
 StartingPosition = Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"]
 
@@ -28,6 +28,49 @@ def _as_list(value: Any) -> Any:
     return value
 
 
+SASL_ACCESS = {
+    "BASIC_AUTH": "PLAIN",
+    "SASL_SCRAM_256_AUTH": "SCRAM-SHA-256",
+    "SASL_SCRAM_512_AUTH": "SCRAM-SHA-512",
+}
+"""SourceAccessConfigurations types that carry SASL credentials, and their mechanism."""
+NETWORK_ACCESS = ("VPC_SUBNET", "VPC_SECURITY_GROUP")
+"""Where AWS's pollers run: the router connects from where it runs, so these are dropped."""
+TLS_ACCESS = ("CLIENT_CERTIFICATE_TLS_AUTH", "SERVER_ROOT_CA_CERTIFICATE")
+
+
+def _access_configurations(out: dict[str, Any], items: Any) -> None:
+    """Kafka's ``SourceAccessConfigurations`` -> ``sasl_mechanism`` + ``sasl_credentials``
+    (``security_protocol`` SASL_SSL unless given, as AWS connects)."""
+    if not isinstance(items, list):
+        raise ValueError("SourceAccessConfigurations must be a list of {Type: ..., URI: ...}")  # noqa: TRY004
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or set(item) != {"Type", "URI"}:
+            raise ValueError(f"SourceAccessConfigurations[{i}] must be {{Type: ..., URI: ...}}")
+        kind = item["Type"]
+        if kind in NETWORK_ACCESS:
+            continue
+        if kind in TLS_ACCESS:
+            raise ValueError(
+                f"SourceAccessConfigurations[{i}]: {kind} is not read from a secret here; "
+                "give ssl_cafile / ssl_certfile / ssl_keyfile (PEM files) and "
+                "security_protocol: SSL instead"
+            )
+        mechanism = SASL_ACCESS.get(kind)
+        if mechanism is None:
+            known = ", ".join([*SASL_ACCESS, *NETWORK_ACCESS])
+            raise ValueError(f"SourceAccessConfigurations[{i}]: unknown Type {kind!r} ({known})")
+        for key in ("sasl_mechanism", "sasl_credentials"):
+            if key in out:
+                raise ValueError(
+                    f"SourceAccessConfigurations[{i}]: {kind} gives {key}, which is given "
+                    "already; give the credentials once"
+                )
+        out["sasl_mechanism"] = mechanism
+        out["sasl_credentials"] = item["URI"]
+        out.setdefault("security_protocol", "SASL_SSL")
+
+
 class KafkaConnection(PluginSettings):
     """Broker address and security, shared by the source and the destination."""
 
@@ -39,6 +82,10 @@ class KafkaConnection(PluginSettings):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_plain_username: str | None = None
     sasl_plain_password: Secret | None = None
+    sasl_credentials: Secret | None = None
+    """Instead of ``sasl_plain_username`` / ``sasl_plain_password``: a secret holding
+    ``{"username": ..., "password": ...}`` (SourceAccessConfigurations' ``BASIC_AUTH`` /
+    ``SASL_SCRAM_*_AUTH`` URI)."""
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
@@ -59,10 +106,18 @@ class KafkaConnection(PluginSettings):
                     f"security_protocol {self.security_protocol} needs sasl_mechanism "
                     "(PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"
                 )
-            if self.sasl_plain_username is None or self.sasl_plain_password is None:
+            plain = self.sasl_plain_username is not None or self.sasl_plain_password is not None
+            if plain and self.sasl_credentials is not None:
+                raise ValueError(
+                    "give the credentials once: sasl_plain_username / sasl_plain_password "
+                    "or sasl_credentials (SourceAccessConfigurations), not both"
+                )
+            if self.sasl_credentials is None and (
+                self.sasl_plain_username is None or self.sasl_plain_password is None
+            ):
                 raise ValueError(
                     f"security_protocol {self.security_protocol} needs sasl_plain_username "
-                    "and sasl_plain_password"
+                    "and sasl_plain_password (or sasl_credentials)"
                 )
         return self
 
@@ -84,6 +139,11 @@ class KafkaConnection(PluginSettings):
             kwargs["sasl_plain_username"] = self.sasl_plain_username
             if self.sasl_plain_password is not None:
                 kwargs["sasl_plain_password"] = self.sasl_plain_password.reveal()
+            if self.sasl_credentials is not None:
+                where = f"sasl_credentials {self.sasl_credentials.describe()}"
+                user, password = basic_auth(self.sasl_credentials, where)
+                kwargs["sasl_plain_username"] = user
+                kwargs["sasl_plain_password"] = password
         if self.security_protocol in ("SSL", "SASL_SSL"):
             from aiokafka.helpers import create_ssl_context
 
@@ -181,6 +241,8 @@ class KafkaSourceSettings(KafkaConnection):
             if not isinstance(block, dict) or set(block) - {"ConsumerGroupId"}:
                 raise ValueError(f"{config} must be {{ConsumerGroupId: GROUP}}")
             out["ConsumerGroupId"] = block.get("ConsumerGroupId")
+        if "SourceAccessConfigurations" in out:
+            _access_configurations(out, out.pop("SourceAccessConfigurations"))
         for aws, ours in renames.items():
             if aws not in out:
                 continue

@@ -8,7 +8,6 @@ value is the JSON ``{"username": ..., "password": ...}`` that Secrets Manager wo
 
 from __future__ import annotations
 
-import json
 import ssl as tls
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -17,7 +16,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from router.errors import ConfigError
 from router.models import PluginSettings
-from router.secrets import Secret, SecretUrl
+from router.secrets import Secret, SecretUrl, basic_auth
 
 SCHEMES = ("amqp", "amqps")
 DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671}
@@ -122,21 +121,7 @@ class RabbitConnection(PluginSettings):
         if self.username is not None:
             return self.username, self.password.reveal() if self.password else ""
         if self.basic_auth is not None:
-            where = f"basic_auth {self.basic_auth.describe()}"
-            try:
-                value = json.loads(self.basic_auth.reveal())
-            except ValueError:
-                value = None
-            if (
-                not isinstance(value, dict)
-                or not isinstance(value.get("username"), str)
-                or not isinstance(value.get("password"), str)
-            ):
-                raise ConfigError(
-                    f"{where}: the secret must be the JSON object "
-                    '{"username": "...", "password": "..."}'
-                )
-            return value["username"], value["password"]
+            return basic_auth(self.basic_auth, f"basic_auth {self.basic_auth.describe()}")
         parts = urlsplit(self.url.reveal())
         if parts.username is not None:
             return unquote(parts.username), unquote(parts.password or "")

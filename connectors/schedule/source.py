@@ -103,7 +103,7 @@ class ScheduleSettings(PluginSettings):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    schedule: str = Field(validation_alias=_alias("schedule", "ScheduleExpression"))
+    schedule: str = Field(validation_alias=_alias("schedule", "ScheduleExpression", "Schedule"))
     """``cron(...)``, ``rate(...)``, ``at(...)`` or a 5-field crontab."""
     timezone: str = Field(
         default="UTC", validation_alias=_alias("timezone", "ScheduleExpressionTimezone")

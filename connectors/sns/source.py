@@ -70,7 +70,7 @@ class SnsSettings(PluginSettings):
 
     topic_arn: str = Field(
         pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_.-]{1,256}$",
-        validation_alias=_alias("topic_arn", "TopicArn"),
+        validation_alias=_alias("topic_arn", "TopicArn", "Topic"),
     )
     path: str
     """Where SNS posts: subscribe ``http://HOST:PORT`` + ``path`` to the topic."""

@@ -17,7 +17,13 @@ from typing import Any
 from router.abc import SourceTraits
 from router.config.plugins import load_plugin, validate_settings
 from router.config.rules import Check, MappingModel, check_settings
-from router.config.sam import NAMING_PROPERTIES, NOT_SUPPORTED, derived_source_type
+from router.config.sam import (
+    NAMING_PROPERTIES,
+    NOT_SUPPORTED,
+    PortError,
+    derived_source_type,
+    mapping_settings,
+)
 from router.config.schema import (
     FUNCTION_KEYS,
     FUNCTION_NAME_PATTERN,
@@ -283,6 +289,11 @@ def _ported_source(
     if found is None:
         return None
     naming, source_type = found
+    try:
+        raw = mapping_settings(raw)
+    except PortError as e:
+        errors.append(ConfigError(str(e), locate((*prefix, e.key), False)))
+        return None
     own = set(_MAPPING_SPELLINGS)
     mapping_keys = {k: v for k, v in raw.items() if k in own}
     source_keys = {naming: raw[naming]}

@@ -21,8 +21,22 @@ NOT_SUPPORTED = {
 }
 """AWS mapping properties this router knows and does not do, with what to do instead."""
 
-NAMING_PROPERTIES = ("Queue", "Stream", "EventSourceArn", "Topics", "Queues")
-"""The properties that name an event source, in the order they are looked at."""
+NAMING_PROPERTIES = (
+    "Queue",
+    "Stream",
+    "EventSourceArn",
+    "Topics",
+    "Queues",
+    "Topic",
+    "Bucket",
+    "ScheduleExpression",
+    "Schedule",
+    "Pattern",
+    "Path",
+)
+"""The properties that name an event source, in the order they are looked at: SQS,
+Kinesis / DynamoDB / MSK, CloudFormation's ARN, SelfManagedKafka, MQ, SNS, S3, ScheduleV2,
+Schedule, EventBridgeRule, HttpApi."""
 
 ARN_SERVICES = {
     "sqs": "sqs",
@@ -30,10 +44,19 @@ ARN_SERVICES = {
     "dynamodb": "dynamodb",
     "kafka": "kafka",
     "mq": "rabbitmq",
+    "sns": "sns",
 }
 """The source type of an event source ARN, by the ARN's service."""
 
-PROPERTY_TYPES = {"Topics": "kafka", "Queues": "rabbitmq"}
+PROPERTY_TYPES = {
+    "Topics": "kafka",
+    "Queues": "rabbitmq",
+    "Bucket": "s3",
+    "ScheduleExpression": "schedule",
+    "Schedule": "schedule",
+    "Pattern": "eventbridge",
+    "Path": "http",
+}
 """The source type of a naming property that is not an ARN."""
 
 
@@ -62,3 +85,89 @@ def derived_source_type(raw: Mapping[str, Any]) -> tuple[str, str] | None:
             )
         return key, source_type
     return None
+
+
+INFORMATIONAL = frozenset({"Name", "Description", "RuleName", "Target", "OmitName"})
+"""Properties of the Schedule, ScheduleV2 and EventBridgeRule event types that name or
+describe the rule / schedule AWS creates: there is none here, so they are dropped."""
+
+
+class PortError(ValueError):
+    """A pasted property that cannot become a mapping setting; ``key`` is where it is."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def _once(out: dict[str, Any], key: str, value: Any, given: str, *spellings: str) -> None:
+    """Set ``out[key]``, refusing when the setting is also given as one of ``spellings``."""
+    for other in (key, *spellings):
+        if other in out:
+            raise PortError(given, f"{given} and {other} give the same setting; give it once")
+    out[key] = value
+
+
+def mapping_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The pasted properties of the pushed event types (Schedule, ScheduleV2, SNS,
+    EventBridgeRule) that are mapping settings here, written as mapping keys:
+
+    * ``State: ENABLED | DISABLED`` -> ``Enabled``;
+    * ``RetryPolicy: {MaximumRetryAttempts, MaximumEventAgeInSeconds}`` -> the mapping's
+      ``MaximumRetryAttempts`` / ``MaximumEventAgeInSeconds``;
+    * ``DeadLetterConfig: {Arn, Type}`` -> ``DestinationConfig: {OnFailure: {Destination}}``;
+    * SNS's ``FilterPolicy`` -> ``FilterCriteria: {Filters: [{Pattern: ...}]}``;
+    * :data:`INFORMATIONAL` keys are dropped.
+
+    Raises :class:`PortError` (key, how to fix) for a value of the wrong shape.
+    """
+    out = {k: v for k, v in raw.items() if k not in INFORMATIONAL}
+    if "State" in out:
+        state = out.pop("State")
+        if state not in ("ENABLED", "DISABLED"):
+            raise PortError("State", "State must be ENABLED or DISABLED")
+        _once(out, "Enabled", state == "ENABLED", "State", "enabled")
+    if "RetryPolicy" in out:
+        policy = out.pop("RetryPolicy")
+        known = {"MaximumRetryAttempts", "MaximumEventAgeInSeconds"}
+        if not isinstance(policy, dict) or set(policy) - known:
+            raise PortError(
+                "RetryPolicy",
+                "RetryPolicy must be {MaximumRetryAttempts: N, MaximumEventAgeInSeconds: N}",
+            )
+        if "MaximumRetryAttempts" in policy:
+            _once(
+                out,
+                "MaximumRetryAttempts",
+                policy["MaximumRetryAttempts"],
+                "RetryPolicy",
+                "maximum_retry_attempts",
+            )
+        if "MaximumEventAgeInSeconds" in policy:
+            _once(
+                out,
+                "MaximumEventAgeInSeconds",
+                policy["MaximumEventAgeInSeconds"],
+                "RetryPolicy",
+                "maximum_record_age",
+                "MaximumRecordAgeInSeconds",
+            )
+    if "DeadLetterConfig" in out:
+        dead = out.pop("DeadLetterConfig")
+        if not isinstance(dead, dict) or not isinstance(dead.get("Arn"), str):
+            raise PortError(
+                "DeadLetterConfig",
+                "DeadLetterConfig must be {Arn: arn:aws:sqs:REGION:ACCOUNT:QUEUE} (a queue "
+                "SAM would create, QueueLogicalId, does not exist here: give its ARN)",
+            )
+        if set(dead) - {"Arn", "Type"} or dead.get("Type", "SQS") != "SQS":
+            raise PortError("DeadLetterConfig", "DeadLetterConfig must be {Type: SQS, Arn: ...}")
+        on_failure = {"OnFailure": {"Destination": dead["Arn"]}}
+        _once(out, "DestinationConfig", on_failure, "DeadLetterConfig", "destination_config")
+    if "FilterPolicy" in out:
+        policy = out.pop("FilterPolicy")
+        if not isinstance(policy, dict | str):
+            raise PortError("FilterPolicy", "FilterPolicy must be a mapping (or its JSON text)")
+        criteria = {"Filters": [{"Pattern": policy}]}
+        _once(out, "FilterCriteria", criteria, "FilterPolicy", "filter_criteria")
+    return out

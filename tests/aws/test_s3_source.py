@@ -36,10 +36,12 @@ async def _empty(sqs: Any, url: str) -> bool:
 def test_settings_and_traits() -> None:
     assert TRAITS.kind is SourceKind.ASYNC and TRAITS.batch_size_max == 1
     assert TRAITS.retry_default == 2 and TRAITS.record_age_max == 21_600
-    with pytest.raises(ValueError, match="either queue_url"):
+    with pytest.raises(ValueError, match="set queue_url"):
         S3Settings()
-    with pytest.raises(ValueError, match="either queue_url"):
-        S3Settings(queue_url="http://h/1/q", bucket="b")
+    # Beside queue_url, bucket keeps that bucket's notifications (SAM's Bucket property).
+    assert S3Settings(queue_url="http://h/1/q", bucket="b").bucket == "b"
+    with pytest.raises(ValueError, match="sees new objects only"):
+        S3Settings(bucket="b", events=["s3:ObjectRemoved:*"])
     assert notification_records('{"Event": "s3:TestEvent", "Bucket": "b"}') == []
     assert notification_records("not json") is None
     assert notification_records('{"Type": "Notification", "Message": "{\\"x\\": 1}"}') is None
@@ -102,6 +104,41 @@ async def test_notifications_through_sqs(aws: Any) -> None:
             assert obj["sequencer"]
             assert source.build_event([record]) == {"Records": [data]}
             assert record.lane == f"{bucket}/in/Happy Face (1).txt"
+            await source.ack([record])
+            await sink.done(1)
+            await eventually(lambda: _empty(sqs, url))
+            assert sink.pending() == 0
+
+
+async def test_notifications_of_one_bucket_and_event_type(aws: Any) -> None:
+    async with aws.client("sqs") as sqs, aws.client("s3") as s3:
+        url = await make_queue(sqs, unique("s3two"))
+        arn = await _queue_arn(sqs, url)
+        buckets = [unique("wanted"), unique("other")]
+        for bucket in buckets:
+            await s3.create_bucket(Bucket=bucket)
+            await s3.put_bucket_notification_configuration(
+                Bucket=bucket,
+                NotificationConfiguration={
+                    "QueueConfigurations": [
+                        {"QueueArn": arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}
+                    ]
+                },
+            )
+            await s3.put_object(Bucket=bucket, Key="k.txt", Body=b"x")
+            await s3.delete_object(Bucket=bucket, Key="k.txt")
+        source = make_source(
+            aws,
+            queue_url=url,
+            Bucket=buckets[0],
+            Events=["s3:ObjectRemoved:*"],
+            wait_time_seconds=1,
+        )
+        sink = RecordingSink()
+        async with running(source, sink):
+            [record] = await sink.get(1)
+            assert record.data["eventName"].startswith("ObjectRemoved:")
+            assert record.data["s3"]["bucket"]["name"] == buckets[0]
             await source.ack([record])
             await sink.done(1)
             await eventually(lambda: _empty(sqs, url))
