@@ -19,7 +19,10 @@ CASES: list[tuple[str, dict[str, Any], str, dict[str, Any], dict[str, Any]]] = [
             "Events": "s3:ObjectCreated:*",
             "Filter": {
                 "S3Key": {
-                    "Rules": [{"Name": "prefix", "Value": "in/"}, {"Name": "suffix", "Value": ".jpg"}]
+                    "Rules": [
+                        {"Name": "prefix", "Value": "in/"},
+                        {"Name": "suffix", "Value": ".jpg"},
+                    ]
                 }
             },
             "queue_url": "http://127.0.0.1:4566/123456789012/photos-events",
