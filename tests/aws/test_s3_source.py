@@ -41,7 +41,7 @@ def test_settings_and_traits() -> None:
     # Beside queue_url, bucket keeps that bucket's notifications (SAM's Bucket property).
     assert S3Settings(queue_url="http://h/1/q", bucket="b").bucket == "b"
     with pytest.raises(ValueError, match="sees new objects only"):
-        S3Settings(bucket="b", events=["s3:ObjectRemoved:*"])
+        S3Settings(bucket="b", events=("s3:ObjectRemoved:*",))
     assert notification_records('{"Event": "s3:TestEvent", "Bucket": "b"}') == []
     assert notification_records("not json") is None
     assert notification_records('{"Type": "Notification", "Message": "{\\"x\\": 1}"}') is None
