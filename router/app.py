@@ -27,6 +27,7 @@ from router.config import RouterConfig, mapping_from_row
 from router.errors import ConfigError, RouterError, StoreError
 from router.functions import Functions
 from router.ingress import Ingress
+from router.lag import LagWriter
 from router.models import (
     DestinationSpec,
     FunctionConfig,
@@ -127,6 +128,7 @@ class Router:
         """Monotonic time each running mapping's result turned PROBLEM (until a success)."""
         self.enabled: dict[str, str] = {}
         """Names of the mappings enabled in the store, by uuid, as last read from it."""
+        self._lags = LagWriter(store, self.replica_id)
         self._tasks: list[asyncio.Task[None]] = []
         self._reconcile_lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -447,6 +449,7 @@ class Router:
                 self._status.setdefault(uid, result)
         for uid, running in list(self.running.items()):
             await self._flush_one(uid, running)
+        await self._lags.write({u: r.pipeline.source for u, r in self.running.items()})
         for uid, running in list(self._unflushed.items()):
             await self._flush_one(uid, running)
             del self._unflushed[uid]

@@ -6,10 +6,14 @@ console and the store's ``mapping_overview``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from router.abc import MetricFamily
+from router.abc import MetricFamily, Source, Store
+
+LAG_WRITE_INTERVAL = 5.0
+"""Seconds between two writes of a mapping's lag to the store."""
 
 LAG_METRICS: dict[str, tuple[str, Callable[[Iterable[float]], float]]] = {
     "router_lane_lag": ("records behind", sum),
@@ -47,4 +51,34 @@ def lag_of(families: Sequence[MetricFamily]) -> Lag | None:
     return None
 
 
-__all__ = ["LAG_METRICS", "Lag", "lag_of"]
+class LagWriter:
+    """Writes this replica's lag of each mapping it runs to the store (``mapping_lag``, shown
+    by ``mapping_overview``): what changed, at most every :data:`LAG_WRITE_INTERVAL`
+    seconds; a mapping no longer running here has its row removed."""
+
+    def __init__(self, store: Store, replica_id: str) -> None:
+        self.store = store
+        self.replica_id = replica_id
+        self.written: dict[str, Lag] = {}
+        self._last = 0.0
+
+    async def write(self, sources: Mapping[str, Source]) -> None:
+        """``sources``: the running mappings' sources by mapping uuid."""
+        now = time.monotonic()
+        if now - self._last < LAG_WRITE_INTERVAL:
+            return
+        self._last = now
+        current = {uid: lag_of(source.metrics()) for uid, source in sources.items()}
+        for uid in sorted(set(self.written) | set(current)):
+            lag = current.get(uid)
+            if self.written.get(uid) == lag:
+                continue
+            if lag is None:
+                await self.store.put_lag(uid, self.replica_id, None)
+                del self.written[uid]
+            else:
+                await self.store.put_lag(uid, self.replica_id, lag.value, lag.unit)
+                self.written[uid] = lag
+
+
+__all__ = ["LAG_METRICS", "LAG_WRITE_INTERVAL", "Lag", "LagWriter", "lag_of"]

@@ -36,6 +36,7 @@ from router.store.engine import (
     normalize_url,
     store_errors,
 )
+from router.store.lag import LagMethods
 from router.store.notify import ChangeFeed, PgChangeFeed, PollingChangeFeed
 from router.store.queue import QueueMethods
 
@@ -64,7 +65,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class SQLStore(QueueMethods):
+class SQLStore(QueueMethods, LagMethods):
     """The :class:`router.abc.Store` on SQLite or PostgreSQL.
 
     ``url`` is the store's URL with any password replaced by ``***`` (safe to log); the
@@ -344,6 +345,7 @@ class SQLStore(QueueMethods):
     async def _delete_kept(conn: AsyncConnection, uuid: str) -> None:
         await conn.execute(sa.delete(t.checkpoints).where(t.checkpoints.c.mapping_uuid == uuid))
         await conn.execute(sa.delete(t.mapping_stats).where(t.mapping_stats.c.mapping_uuid == uuid))
+        await conn.execute(sa.delete(t.mapping_lag).where(t.mapping_lag.c.mapping_uuid == uuid))
 
     async def delete_mapping(self, uuid: str) -> None:
         """Delete the mapping with its checkpoints and stats (failed events stay for
@@ -353,6 +355,7 @@ class SQLStore(QueueMethods):
             await conn.execute(
                 sa.delete(t.mapping_stats).where(t.mapping_stats.c.mapping_uuid == uuid)
             )
+            await conn.execute(sa.delete(t.mapping_lag).where(t.mapping_lag.c.mapping_uuid == uuid))
             await conn.execute(
                 sa.delete(t.event_source_mappings).where(t.event_source_mappings.c.uuid == uuid)
             )

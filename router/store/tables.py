@@ -141,6 +141,16 @@ mapping_stats = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
 )
 
+mapping_lag = sa.Table(
+    "mapping_lag",
+    metadata,
+    sa.Column("mapping_uuid", sa.String(36), primary_key=True),
+    sa.Column("replica_id", sa.String(255), primary_key=True),
+    sa.Column("lag", sa.Float, nullable=False),
+    sa.Column("unit", sa.String(40), nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
 failed_events = sa.Table(
     "failed_events",
     metadata,

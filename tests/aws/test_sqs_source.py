@@ -12,6 +12,7 @@ import pytest
 
 from connectors.aws.sqs import FIFO_TRAITS, STANDARD_TRAITS, SQSSettings, SQSSource
 from router.errors import SourceError
+from router.lag import Lag, lag_of
 from tests.aws.sink import RecordingSink
 from tests.aws.util import context, eventually, make_queue, queue_counts, running
 from tests.fixtures.aws import ACCOUNT, unique
@@ -384,3 +385,39 @@ async def test_failed_visibility_extensions_are_rate_limited(
             await queue._extend_chunk([("m", entry)], time.monotonic())
     lines = [r for r in caplog.records if "extending visibility failed" in r.getMessage()]
     assert len(lines) == logs.LINES
+
+
+async def test_approximate_depth_is_the_lag(aws: Any) -> None:
+    """``router_sqs_approximate_messages`` (visible) and ``..._not_visible`` (received, not
+    deleted) from GetQueueAttributes, per mapping and queue."""
+    async with aws.client("sqs") as sqs:
+        url = await make_queue(sqs, unique("depth"))
+        for i in range(5):
+            await sqs.send_message(QueueUrl=url, MessageBody=str(i))
+        idle = make_source(url, aws.endpoint)
+        try:
+            assert idle.metrics() == []  # nothing read yet
+            await idle.queue.open()
+            await idle.depth.read()
+            depth = {f.name: f.samples for f in idle.metrics()}
+            labels = {"mapping": "test-mapping", "queue": url}
+            assert depth == {
+                "router_sqs_approximate_messages": [
+                    ("router_sqs_approximate_messages", labels, 5.0)
+                ],
+                "router_sqs_approximate_messages_not_visible": [
+                    ("router_sqs_approximate_messages_not_visible", labels, 0.0)
+                ],
+            }
+            assert lag_of(idle.metrics()) == Lag(5.0, "messages waiting")
+        finally:
+            await idle.aclose()
+        source = make_source(url, aws.endpoint)
+        sink = RecordingSink()
+        async with running(source, sink):
+            records = await sink.get(5)
+            await source.depth.read()  # what the source's own loop reads every 15 s
+            assert lag_of(source.metrics()) == Lag(0.0, "messages waiting")
+            in_flight = {f.name: f.samples[0][2] for f in source.metrics()}
+            assert in_flight["router_sqs_approximate_messages_not_visible"] == 5.0
+            await source.ack(records)

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from connectors.directory import DirectorySettings, DirectorySource, FileVersion
 from connectors.s3_events import encode_key
 from router.abc import SourceContext, Store
+from router.lag import Lag, lag_of
 from router.models import MappingConfig, Record, SourceKind, SourceSpec
 from router.store import SQLStore
 from tests.sources.fakes import RecordingSink
@@ -456,3 +457,29 @@ async def _any(results: list[str], text: str) -> bool:
 
 async def _has_checkpoints(store: Store, mapping_uuid: str, wanted: set[str]) -> bool:
     return wanted <= set(await store.get_checkpoints(mapping_uuid))
+
+
+async def test_files_waiting_is_the_lag(
+    sqlite_store: SQLStore, inbox: Path, mapping_uuid: str
+) -> None:
+    """``router_directory_files_waiting``: files found and not acknowledged yet."""
+    source = make_source(sqlite_store, mapping_uuid, path=str(inbox))
+    sink = RecordingSink()
+
+    def waiting() -> float:
+        (family,) = source.metrics()
+        assert family.name == "router_directory_files_waiting"
+        ((_, labels, value),) = family.samples
+        assert labels == {"mapping": "uploads"}
+        return value
+
+    async with running(source, sink):
+        assert waiting() == 0
+        for name in ("a.csv", "b.csv", "c.csv"):
+            (inbox / name).write_text(name)
+        records = await sink.wait_for(3)
+        assert waiting() == 3
+        await source.ack(records[:2])
+        assert lag_of(source.metrics()) == Lag(1.0, "files waiting")
+        await source.ack(records[2:])
+        assert waiting() == 0

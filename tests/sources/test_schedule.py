@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from connectors.schedule.source import EVENT_NAMESPACE, ScheduleSettings, ScheduleSource
 from router.abc import SourceContext, Store
+from router.lag import Lag, lag_of
 from router.models import MappingConfig, Record, SourceKind, SourceSpec
 from router.store import SQLStore
 from tests.sources.fakes import RecordingSink
@@ -467,3 +468,23 @@ def test_pascal_case_aliases() -> None:
     assert settings.schedule == "cron(0 9 ? * MON-FRI *)"
     assert settings.timezone == "Europe/Berlin"
     assert settings.aware_start() == T0
+
+
+async def test_fire_delay_is_the_lag(store: SQLStore, mapping_uuid: str) -> None:
+    """``router_schedule_fire_delay_seconds``: from the last acknowledged fire's due time to
+    its ack, on the source's clock; nothing before the first ack."""
+    clock = FakeClock(T0 + timedelta(seconds=30), T0 + timedelta(minutes=3, seconds=10))
+    source = make_source(store, clock, mapping_uuid=mapping_uuid, schedule="rate(1 minute)")
+    sink = RecordingSink()
+    async with running(source, sink):
+        records = await sink.wait_for(3)
+        await clock.parked.wait()
+        assert source.metrics() == []
+        await source.ack(records[:1])  # the 00:01 fire, acked at 00:03:10
+        (family,) = source.metrics()
+        assert family.name == "router_schedule_fire_delay_seconds"
+        assert family.samples == [
+            ("router_schedule_fire_delay_seconds", {"mapping": "nightly-report"}, 130.0)
+        ]
+        await source.ack(records[1:])  # the newest acked is 00:03
+        assert lag_of(source.metrics()) == Lag(10.0, "s fire delay")

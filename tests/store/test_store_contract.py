@@ -191,6 +191,35 @@ async def test_mapping_overview_view(store: SQLStore) -> None:
         assert result.all() == [("m", 5, 2, 1)]
 
 
+async def test_mapping_overview_lag(store: SQLStore) -> None:
+    """``lag`` / ``lag_unit``: each replica's figure, counts summed, ages the oldest; a
+    replica that no longer runs the mapping takes its row away; deleting the mapping too."""
+    counted, aged = make_row("counted"), make_row("aged")
+    for row in (counted, aged):
+        await store.create_mapping(row)
+
+    async def overview() -> list[Any]:
+        async with store.engine.connect() as conn:
+            result = await conn.execute(
+                sa.text("SELECT name, lag, lag_unit FROM mapping_overview ORDER BY name")
+            )
+            return [tuple(r) for r in result.all()]
+
+    assert await overview() == [("aged", None, None), ("counted", None, None)]
+    await store.put_lag(counted.uuid, "replica-a", 3, "records behind")
+    await store.put_lag(counted.uuid, "replica-b", 4, "records behind")
+    await store.put_lag(aged.uuid, "replica-a", 250, "ms behind")
+    await store.put_lag(aged.uuid, "replica-b", 900, "ms behind")
+    assert await overview() == [("aged", 900, "ms behind"), ("counted", 7, "records behind")]
+    await store.put_lag(counted.uuid, "replica-b", 10, "records behind")  # replaced
+    await store.put_lag(aged.uuid, "replica-b", None)
+    assert await overview() == [("aged", 250, "ms behind"), ("counted", 13, "records behind")]
+    await store.delete_mapping(counted.uuid)
+    async with store.engine.connect() as conn:
+        left = await conn.execute(sa.text("SELECT mapping_uuid FROM mapping_lag"))
+        assert [r[0] for r in left.all()] == [aged.uuid]
+
+
 # checkpoints
 
 
