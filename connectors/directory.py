@@ -56,6 +56,10 @@ PARTIAL_SUFFIXES = (".tmp", ".part", "~")
 CHECKPOINT_KEY_MAX = 512
 """Length of the store's checkpoint key column: longer object keys are stored hashed."""
 S3_KEY_MAX_BYTES = 1024
+WATCH_DEBOUNCE_MS = 1600
+"""watchfiles' ``debounce``: while changes keep coming, they are handed over this often."""
+WATCH_STEP_MS = 50
+"""watchfiles' ``step``: changes are handed over once none came for this long."""
 REJECTED_ETAG = "rejected"
 """The etag part of the checkpoint of a file that was rejected rather than delivered."""
 PRINCIPAL_ID = "ROUTER"
@@ -359,8 +363,8 @@ class DirectorySource(Source):
             watch_filter=None,
             stop_event=stop,
             recursive=self.settings.recursive,
-            debounce=1600,
-            step=50,
+            debounce=WATCH_DEBOUNCE_MS,
+            step=WATCH_STEP_MS,
         ):
             gone: list[str] = []
             for change, raw in sorted(changes, key=lambda c: c[1]):
