@@ -177,6 +177,13 @@ class Source(ABC):
         """Queue sources: leave these records for redelivery (failed, not handed off).
         Streams and asynchronous sources never get this call."""
 
+    async def attempted(self, record: Record, retry_at: float | None) -> None:  # noqa: B027 - optional hook
+        """Asynchronous sources: an invocation of ``record`` ended in a function error;
+        ``record.attempts`` counts them now, ``retry_at`` (epoch seconds) is when it is
+        tried again (None: not again). A source that keeps records durably remembers both,
+        so that a restart neither resets the retries nor skips the backoff. Must not raise
+        (a failure to remember is logged)."""
+
     def invocation_fields(self, records: Sequence[Record]) -> Mapping[str, str]:
         """Fields of the :class:`~router.models.Invocation` of ``records`` besides the
         event: ``request_id`` (kept across retries; default: a fresh one per attempt),
@@ -450,9 +457,10 @@ class Store(Protocol):
         self, target: str, owner: str, limit: int, lease: float
     ) -> list[QueuedEvent]:
         """Lease up to ``limit`` events of ``target`` that no replica holds (never claimed,
-        released, or lease expired) to ``owner`` for ``lease`` seconds, oldest first; each
-        claim adds one to ``deliveries``. Replicas claiming at once never get the same event
-        (PostgreSQL: ``FOR UPDATE SKIP LOCKED``)."""
+        released, or lease expired) and whose ``retry_at`` has come to ``owner`` for
+        ``lease`` seconds, oldest first; each claim adds one to ``deliveries``. Replicas
+        claiming at once never get the same event (PostgreSQL: ``FOR UPDATE SKIP
+        LOCKED``)."""
 
     async def renew_events(self, ids: Collection[str], owner: str, lease: float) -> set[str]:
         """Extend ``owner``'s leases on ``ids`` to now + ``lease``; returns the ids it still
@@ -464,6 +472,13 @@ class Store(Protocol):
 
     async def delete_events(self, ids: Collection[str]) -> None:
         """Forget delivered events (whoever holds them)."""
+
+    async def record_attempt(
+        self, event_id: str, owner: str, attempts: int, retry_at: datetime | None
+    ) -> bool:
+        """``owner``'s event ``event_id`` met a function error: set its ``attempts`` and the
+        earliest time it may be claimed again (``retry_at``). False if ``owner`` does not
+        hold it (deleted, or taken over)."""
 
     async def queue_depths(self) -> list[QueueDepth]:
         """Per target with events waiting: how many, and the oldest ``enqueued_at``."""

@@ -56,6 +56,33 @@ def tune_gc() -> None:
     gc.freeze()
 
 
+def open_destination(
+    store: Store,
+    config: MappingConfig,
+    spec: DestinationSpec | None,
+    opened: list[Destination],
+    *,
+    name: str = "",
+) -> Destination | None:
+    """The destination ``spec`` names for the mapping ``config`` (None for none), added to
+    ``opened`` (close each when the mapping stops). ``name`` is the name the destination
+    knows the mapping by (default: the mapping's)."""
+    if spec is None:
+        return None
+    cls = registry.load_destination(spec.type)
+    destination: Destination = cls(
+        spec.settings,
+        DestinationContext(
+            store=store,
+            mapping_uuid=config.uuid,
+            mapping_name=name or config.name,
+            function_name=config.function,
+        ),
+    )
+    opened.append(destination)
+    return destination
+
+
 def default_backoff() -> Backoff:
     """Retry backoff for function errors; ROUTER_RETRY_BASE_DELAY / ROUTER_RETRY_MAX_DELAY
     (seconds) tune it."""
@@ -365,20 +392,7 @@ class Router:
     def _destination(
         self, config: MappingConfig, spec: DestinationSpec | None, opened: list[Destination]
     ) -> Destination | None:
-        if spec is None:
-            return None
-        cls = registry.load_destination(spec.type)
-        destination: Destination = cls(
-            spec.settings,
-            DestinationContext(
-                store=self.store,
-                mapping_uuid=config.uuid,
-                mapping_name=config.name,
-                function_name=config.function,
-            ),
-        )
-        opened.append(destination)
-        return destination
+        return open_destination(self.store, config, spec, opened)
 
     async def _stop_mapping(self, uid: str) -> None:
         running = self.running.pop(uid, None)

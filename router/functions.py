@@ -34,6 +34,8 @@ class Functions:
         self.init_errors: dict[str, str] = {}
         self.on_init_error: Callable[[str, str], None] | None = None
         """Told ``(function, message)`` when an invoker reports an init error."""
+        self.on_replaced: Callable[[Collection[str]], None] | None = None
+        """Told the names :meth:`replace` was asked to redefine, once they run."""
 
     def get(self, name: str) -> Invoker | None:
         return self.invokers.get(name)
@@ -94,6 +96,8 @@ class Functions:
                 if previous is not None:
                     self.invokers[name] = await self._build(previous)
                     self.config[name] = previous
+        if self.on_replaced is not None:
+            self.on_replaced(names)
         return problems
 
     async def _build(self, function: FunctionConfig) -> Invoker:

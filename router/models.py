@@ -139,17 +139,6 @@ class PluginSettings(BaseModel):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class FunctionConfig:
-    """A function the router can invoke, as declared under ``functions:``."""
-
-    name: str
-    invoker: str
-    timeout: float = 3.0
-    settings: PluginSettings
-    arn: str = ""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class SourceSpec:
     type: str
     settings: PluginSettings
@@ -162,6 +151,40 @@ class DestinationSpec:
     target: str = field(default="", repr=False)
     """What the user wrote (an ARN, a URL, ``table``), for messages and diffs; kept out of
     ``repr`` (a URL in it may hold a password where plaintext secrets are allowed)."""
+
+
+ASYNC_RETRIES_DEFAULT = 2
+ASYNC_RETRIES_MAX = 2
+ASYNC_EVENT_AGE_DEFAULT = 21600
+ASYNC_EVENT_AGE_MIN = 60
+ASYNC_EVENT_AGE_MAX = 21600
+"""Lambda's asynchronous invocation: 0-2 retries (2), maximum event age 60 s-6 h (6 h)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventInvokeConfig:
+    """How a function's asynchronous Invoke calls (``InvocationType=Event``) are delivered:
+    Lambda's ``PutFunctionEventInvokeConfig``, declared as ``event_invoke_config`` under the
+    function."""
+
+    maximum_retry_attempts: int = ASYNC_RETRIES_DEFAULT
+    maximum_event_age: int = ASYNC_EVENT_AGE_DEFAULT
+    """Seconds."""
+    on_success: DestinationSpec | None = None
+    on_failure: DestinationSpec | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FunctionConfig:
+    """A function the router can invoke, as declared under ``functions:``."""
+
+    name: str
+    invoker: str
+    timeout: float = 3.0
+    settings: PluginSettings
+    arn: str = ""
+    event_invoke: EventInvokeConfig = EventInvokeConfig()
+    """Its asynchronous invocation settings (Lambda's defaults unless configured)."""
 
 
 class Column(enum.StrEnum):
@@ -441,6 +464,10 @@ class QueuedEvent:
     or a stop, counts too)."""
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
+    attempts: int = 0
+    """Invocations that ended in a function error (the retries it used, plus one)."""
+    retry_at: datetime | None = None
+    """Not claimed before this time: the backoff before its next retry."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from router.abc import SourceTraits
+from router.config.destinations import build_destination
 from router.config.plugins import load_plugin, validate_settings
 from router.config.rules import Check, MappingModel, check_settings
 from router.config.sam import (
@@ -27,6 +28,8 @@ from router.config.sam import (
 from router.config.schema import (
     FUNCTION_KEYS,
     FUNCTION_NAME_PATTERN,
+    DestinationConfigModel,
+    EventInvokeConfigModel,
     FunctionModel,
     IngressModel,
     Locate,
@@ -36,7 +39,19 @@ from router.config.schema import (
 )
 from router.config.yaml_lines import KeyPath
 from router.errors import ConfigError
-from router.models import FunctionConfig, MappingConfig, SourceKind, SourceSpec
+from router.models import (
+    ASYNC_EVENT_AGE_DEFAULT,
+    ASYNC_EVENT_AGE_MAX,
+    ASYNC_EVENT_AGE_MIN,
+    ASYNC_RETRIES_DEFAULT,
+    ASYNC_RETRIES_MAX,
+    DestinationSpec,
+    EventInvokeConfig,
+    FunctionConfig,
+    MappingConfig,
+    SourceKind,
+    SourceSpec,
+)
 from router.secrets import Secret, SecretUrl
 
 
@@ -139,10 +154,60 @@ def build_function(
         return None
     rest = {k: v for k, v in raw.items() if k not in FUNCTION_KEYS}
     settings = validate_settings(cls, rest, path, locate, errors, also_known=tuple(FUNCTION_KEYS))
+    event_invoke = EventInvokeConfig()
+    if model.event_invoke_config is not None:
+        key = used_key(raw, FunctionModel, "event_invoke_config")
+        event_invoke = _event_invoke(
+            model.event_invoke_config, raw[key], (*path, key), locate, errors
+        )
     if settings is None or len(errors) > start:
         return None
     return FunctionConfig(
-        name=name, invoker=model.invoker, timeout=model.timeout, settings=settings, arn=model.arn
+        name=name,
+        invoker=model.invoker,
+        timeout=model.timeout,
+        settings=settings,
+        arn=model.arn,
+        event_invoke=event_invoke,
+    )
+
+
+def _event_invoke(
+    model: EventInvokeConfigModel,
+    raw: dict[str, Any],
+    path: KeyPath,
+    locate: Locate,
+    errors: list[ConfigError],
+) -> EventInvokeConfig:
+    """A function's ``event_invoke_config``: Lambda's ranges, and its destinations."""
+    retries, age = model.maximum_retry_attempts, model.maximum_event_age
+    for value, field, low, high, unit in (
+        (retries, "maximum_retry_attempts", 0, ASYNC_RETRIES_MAX, ""),
+        (age, "maximum_event_age", ASYNC_EVENT_AGE_MIN, ASYNC_EVENT_AGE_MAX, " seconds"),
+    ):
+        if value is not None and not low <= value <= high:
+            key = used_key(raw, EventInvokeConfigModel, field)
+            errors.append(
+                ConfigError(
+                    f"must be between {low} and {high}{unit} (Lambda's limits for "
+                    f"asynchronous invocation), got {value}",
+                    locate((*path, key), False),
+                )
+            )
+    specs: dict[str, DestinationSpec | None] = {"on_failure": None, "on_success": None}
+    if model.destination_config is not None:
+        dc_key = used_key(raw, EventInvokeConfigModel, "destination_config")
+        raw_dc = raw[dc_key]
+        for attr in specs:
+            block = getattr(model.destination_config, attr)
+            if block is not None:
+                key = used_key(raw_dc, DestinationConfigModel, attr)
+                specs[attr] = build_destination(block, (*path, dc_key, key), locate, errors)
+    return EventInvokeConfig(
+        maximum_retry_attempts=ASYNC_RETRIES_DEFAULT if retries is None else retries,
+        maximum_event_age=ASYNC_EVENT_AGE_DEFAULT if age is None else age,
+        on_failure=specs["on_failure"],
+        on_success=specs["on_success"],
     )
 
 

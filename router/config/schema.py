@@ -170,15 +170,48 @@ class RouterSettingsModel(StrictModel):
         return _check_host_port(value)
 
 
+class DestinationConfigModel(StrictModel):
+    on_failure: dict[str, Any] | None = aka("on_failure", "OnFailure", default=None)
+    on_success: dict[str, Any] | None = aka("on_success", "OnSuccess", default=None)
+
+
+class EventInvokeConfigModel(StrictModel):
+    """A function's asynchronous invocation settings (Lambda's
+    ``PutFunctionEventInvokeConfig``); the ranges are checked with the function."""
+
+    maximum_retry_attempts: int | None = aka(
+        "maximum_retry_attempts",
+        "MaximumRetryAttempts",
+        default=None,
+        description="Retries after a function error, 0-2 (default 2)",
+    )
+    maximum_event_age: int | None = aka(
+        "maximum_event_age",
+        "MaximumEventAgeInSeconds",
+        default=None,
+        description="Seconds an event is kept for delivery, 60-21600 (default 21600)",
+    )
+    destination_config: DestinationConfigModel | None = aka(
+        "destination_config",
+        "DestinationConfig",
+        default=None,
+        description="on_success / on_failure: {destination: ARN} or a typed destination",
+    )
+
+
 class FunctionModel(StrictModel):
     """Keys common to every function; the other keys of the block go to the invoker."""
 
     invoker: str = Field(description="python | http | runtime-api | lambda")
     timeout: float = Field(3.0, ge=1, le=900, description="Seconds, as Lambda's Timeout")
     arn: str = Field("", description="ARN the function reports as invokedFunctionArn")
-
-
-FUNCTION_KEYS = frozenset(FunctionModel.model_fields)
+    event_invoke_config: EventInvokeConfigModel | None = aka(
+        "event_invoke_config",
+        "EventInvokeConfig",
+        default=None,
+        description="How asynchronous Invoke calls (InvocationType=Event) are retried, aged "
+        "out and recorded (Lambda's PutFunctionEventInvokeConfig)",
+    )
 
 
 class FilterModel(StrictModel):
@@ -193,11 +226,6 @@ class FilterCriteriaModel(StrictModel):
 
 class ScalingConfigModel(StrictModel):
     maximum_concurrency: int | None = aka("maximum_concurrency", "MaximumConcurrency", default=None)
-
-
-class DestinationConfigModel(StrictModel):
-    on_failure: dict[str, Any] | None = aka("on_failure", "OnFailure", default=None)
-    on_success: dict[str, Any] | None = aka("on_success", "OnSuccess", default=None)
 
 
 class MappingKeys(StrictModel):
@@ -224,6 +252,12 @@ def field_aliases(model: type[BaseModel]) -> dict[str, tuple[str, ...]]:
             spellings.append(info.alias)
         out[name] = tuple(spellings)
     return out
+
+
+FUNCTION_KEYS = frozenset(
+    spelling for spellings in field_aliases(FunctionModel).values() for spelling in spellings
+)
+"""Every spelling of the keys common to every function (the rest go to the invoker)."""
 
 
 def used_key(raw: Mapping[str, Any], model: type[BaseModel], field: str) -> str:

@@ -14,20 +14,23 @@ Refusals are Lambda's REST-JSON errors (:func:`router.ingress.errors.rest_json_e
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
 import re
 import time
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
 
-from router.abc import Invoker, InvokerContext, SourceContext, SourceTraits
+from router.abc import Destination, Invoker, InvokerContext, SourceContext, SourceTraits
 from router.aio import close_logged
+from router.app import open_destination
 from router.backoff import Backoff
 from router.errors import StoreError
 from router.ingress.errors import AwsError
@@ -35,7 +38,13 @@ from router.ingress.listener import IngressRequest, Registration
 from router.ingress.queue import function_target
 from router.ingress.source import PushedSource
 from router.models import (
+    ASYNC_EVENT_AGE_DEFAULT,
+    ASYNC_EVENT_AGE_MAX,
+    ASYNC_EVENT_AGE_MIN,
+    ASYNC_RETRIES_DEFAULT,
+    ASYNC_RETRIES_MAX,
     MAX_PAYLOAD_BYTES,
+    EventInvokeConfig,
     FunctionConfig,
     Invocation,
     InvokeResult,
@@ -69,12 +78,12 @@ ASYNC_TRAITS = SourceTraits(
     kind=SourceKind.ASYNC,
     batch_size_default=1,
     batch_size_max=1,
-    retry_default=2,
+    retry_default=ASYNC_RETRIES_DEFAULT,
     retry_min=0,
-    retry_max=2,
-    record_age_default=21600,
-    record_age_min=60,
-    record_age_max=21600,
+    retry_max=ASYNC_RETRIES_MAX,
+    record_age_default=ASYNC_EVENT_AGE_DEFAULT,
+    record_age_min=ASYNC_EVENT_AGE_MIN,
+    record_age_max=ASYNC_EVENT_AGE_MAX,
     supports=frozenset({"maximum_retry_attempts", "maximum_record_age", "destination_config"}),
 )
 """Lambda's asynchronous invocation: 0-2 retries (2), maximum event age 60 s-6 h (6 h)."""
@@ -131,26 +140,31 @@ class _CurrentInvoker(Invoker):
 
 
 def implicit_mapping(function: FunctionConfig) -> MappingConfig:
-    """The mapping an asynchronous Invoke of ``function`` is delivered as: Lambda's
-    defaults (2 retries, 6 hours, no destinations), 10 invocations at once."""
+    """The mapping an asynchronous Invoke of ``function`` is delivered as: its
+    ``event_invoke_config`` (Lambda's defaults: 2 retries, 6 hours, no destinations), 10
+    invocations at once."""
+    settings = function.event_invoke
     return MappingConfig(
         name=f"{function.name} (asynchronous Invoke)",
-        uuid=f"function:{function.name}",
+        uuid=str(uuid.uuid5(uuid.NAMESPACE_URL, f"router:function:{function.name}")),
         function=function.name,
         source=SourceSpec(type="invoke", settings=InvokeSettings()),
         batch_size=1,
-        maximum_retry_attempts=ASYNC_TRAITS.retry_default,
-        maximum_record_age=ASYNC_TRAITS.record_age_default,
+        maximum_retry_attempts=settings.maximum_retry_attempts,
+        maximum_record_age=float(settings.maximum_event_age),
+        on_failure=settings.on_failure,
+        on_success=settings.on_success,
     )
 
 
 class FunctionTargets:
     """Runs the implicit asynchronous target of each function: a pipeline (the asynchronous
-    delivery policy) fed by the queue's ``function:NAME`` events. Started for every function
-    declared when it starts (events left from before a restart are delivered) and for a
-    function added later when its first event is queued (:meth:`ensure`). ``async with``
-    for the life of the service; leaving drains in-flight deliveries up to
-    ``shutdown_timeout``."""
+    delivery policy, the function's ``event_invoke_config``) fed by the queue's
+    ``function:NAME`` events. Started for every function declared when it starts (events
+    left from before a restart are delivered) and for a function added later when its first
+    event is queued (:meth:`ensure`); restarted when the function's ``event_invoke_config``
+    changes. ``async with`` for the life of the service; leaving drains in-flight deliveries
+    up to ``shutdown_timeout``."""
 
     def __init__(
         self,
@@ -166,23 +180,54 @@ class FunctionTargets:
         self.backoff = backoff
         self.shutdown_timeout = shutdown_timeout
         self.pipelines: dict[str, Pipeline] = {}
+        self._settings: dict[str, EventInvokeConfig] = {}
+        self._destinations: dict[str, list[Destination]] = {}
+        self._restarts: set[asyncio.Task[None]] = set()
         self._open = False
 
     async def __aenter__(self) -> FunctionTargets:
         self._open = True
+        self.functions.on_replaced = self._replaced
         for name in list(self.functions.config):
             self.ensure(name)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self._open = False
-        pipelines, self.pipelines = self.pipelines, {}
-        for name, pipeline in pipelines.items():
+        self.functions.on_replaced = None
+        if self._restarts:
+            await asyncio.wait(list(self._restarts))
+        for name in list(self.pipelines):
+            await self._stop(name)
+
+    async def _stop(self, name: str) -> None:
+        pipeline = self.pipelines.pop(name, None)
+        self._settings.pop(name, None)
+        if pipeline is not None:
             await close_logged(
-                lambda p=pipeline: p.stop(self.shutdown_timeout),  # type: ignore[misc]
+                lambda: pipeline.stop(self.shutdown_timeout),
                 f"the asynchronous Invoke target of {name}",
                 logger,
             )
+        for destination in self._destinations.pop(name, []):
+            what = f"the asynchronous Invoke target of {name}: its {type(destination).__name__}"
+            await close_logged(destination.aclose, what, logger)
+
+    def _replaced(self, names: Collection[str]) -> None:
+        """Functions were redefined: restart the targets whose settings changed."""
+        for name in names:
+            function = self.functions.config.get(name)
+            running = self._settings.get(name)
+            if running is None or function is None or function.event_invoke == running:
+                continue
+            task = asyncio.create_task(self._restart(name), name=f"restart-target:{name}")
+            self._restarts.add(task)
+            task.add_done_callback(self._restarts.discard)
+
+    async def _restart(self, name: str) -> None:
+        await self._stop(name)
+        self.ensure(name)
+        logger.info("the asynchronous Invoke target of %s runs its new event_invoke_config", name)
 
     def ensure(self, name: str) -> bool:
         """The target of function ``name`` runs (started now if needed); False if no such
@@ -193,24 +238,30 @@ class FunctionTargets:
         if function is None or not self._open:
             return False
         mapping = implicit_mapping(function)
+        store = self.functions.store
         source = InvokeSource(
             InvokeSettings(),
             SourceContext(
                 mapping=mapping,
-                store=self.functions.store,
+                store=store,
                 replica_id=self.replica_id,
                 function_arn=function_arn(function.name, function.arn),
                 ingress=self.ingress,
             ),
         )
+        opened: list[Destination] = []
         pipeline = Pipeline(
             mapping=mapping,
             function=function,
             source=source,
             invoker=_CurrentInvoker(self.functions, function),
+            on_failure=open_destination(store, mapping, mapping.on_failure, opened, name=name),
+            on_success=open_destination(store, mapping, mapping.on_success, opened, name=name),
             backoff=self.backoff,
         )
         self.pipelines[name] = pipeline
+        self._settings[name] = function.event_invoke
+        self._destinations[name] = opened
         pipeline.start()
         return True
 

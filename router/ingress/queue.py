@@ -295,6 +295,29 @@ class AsyncQueue:
                 redact(str(e)),
             )
 
+    async def note_attempt(self, event: QueuedEvent, attempts: int, retry_at: float | None) -> None:
+        """Remember that ``event`` (held here) met its ``attempts``-th function error and
+        may be tried again at ``retry_at`` (epoch seconds; None: not again), so that a
+        restart keeps its retry budget and its backoff. A store error is logged: this
+        replica counts on in memory, and only a crash before the next write forgets it."""
+        when = None if retry_at is None else datetime.fromtimestamp(retry_at, UTC)
+        try:
+            held = await self.store.record_attempt(event.id, self.replica_id, attempts, when)
+        except (RouterError, OSError) as e:
+            logger.warning(
+                "queued event %s: its attempt %d is not recorded in the store (%s); a restart "
+                "before the next write would try it more often",
+                event.id,
+                attempts,
+                redact(str(e)),
+            )
+            return
+        if not held:
+            logger.info(
+                "queued event %s: not held by this replica any more (taken over or deleted)",
+                event.id,
+            )
+
     @property
     def held(self) -> int:
         """Events this replica holds (claimed, not yet acknowledged or released)."""
@@ -391,7 +414,8 @@ class AsyncQueue:
 
 def to_record(event: QueuedEvent) -> Record:
     """A queued event as the pipeline's record: its own lane (events are independent), the
-    decoded payload as ``data``, the event itself as ``position``."""
+    decoded payload as ``data``, the event itself as ``position``, the function errors it
+    met so far as ``attempts``."""
     return Record(
         lane=event.id,
         position=event,
@@ -399,6 +423,7 @@ def to_record(event: QueuedEvent) -> Record:
         identifier=event.id,
         size=len(event.payload),
         arrival=event.enqueued_at.timestamp(),
+        attempts=event.attempts,
     )
 
 

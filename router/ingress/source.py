@@ -8,6 +8,8 @@ disabled, changed or deleted. What it does while it runs:
 - :meth:`PushedSource.serving` is entered for as long as the mapping runs: register what the
   front-end serves there (``ingress.listener.add_route(...)`` / ``add_target(...)``, each a
   context manager) so that a mapping that stops stops being served;
+- the retries an event used, and when its next one is due, are kept with it in the queue
+  (:meth:`PushedSource.attempted`): a restart does not give it its retries again;
 - events the front-end accepts asynchronously are committed to the durable queue with the
   mapping as their target (``await ingress.queue.enqueue(self.context.mapping, event)``
   before answering), and reach the mapping's pipeline from there: :meth:`PushedSource.run`
@@ -83,6 +85,11 @@ class PushedSource(Source):
         assert self._queue is not None  # records come from run()
         await self._queue.ack(records)
         self._claimed.difference_update(r.identifier for r in records)
+
+    async def attempted(self, record: Record, retry_at: float | None) -> None:
+        """Remember the retries the event used, and when it is due, in the queue."""
+        assert self._queue is not None  # records come from run()
+        await self._queue.note_attempt(record.position, record.attempts, retry_at)
 
     async def aclose(self) -> None:
         """The mapping stopped: what it claimed and did not deliver may be claimed again at

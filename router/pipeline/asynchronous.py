@@ -51,6 +51,10 @@ class AsyncDelivery(Delivery):
     async def _deliver_async(self, record: Record) -> None:
         result: InvokeResult | None = None
         request_id = ""
+        if 0 <= self.max_retries < record.attempts:
+            # Its last attempt failed before a restart, which came before the destination.
+            await self._async_failed(record, "RetriesExhausted", result, request_id)
+            return
         while True:
             if self._expired(record, time.time()):
                 await self._async_failed(record, "EventAgeExceeded", result, request_id)
@@ -65,10 +69,13 @@ class AsyncDelivery(Delivery):
             record.attempts += 1
             self.counters.failed += 1
             if 0 <= self.max_retries < record.attempts:
+                await self.source.attempted(record, None)
                 await self._async_failed(record, "RetriesExhausted", result, request_id)
                 return
             self.counters.retries += 1
-            await self.sleep(self.backoff.delay(record.attempts))
+            delay = self.backoff.delay(record.attempts)
+            await self.source.attempted(record, time.time() + delay)
+            await self.sleep(delay)
 
     async def _async_failed(
         self, record: Record, condition: str, result: InvokeResult | None, request_id: str

@@ -71,6 +71,8 @@ class QueueMethods:
                 "deliveries": 0,
                 "lease_owner": None,
                 "lease_expires_at": None,
+                "attempts": e.attempts,
+                "retry_at": e.retry_at,
             }
             for e in events
         ]
@@ -87,6 +89,7 @@ class QueueMethods:
         claimable = sa.and_(
             _C.target == target,
             sa.or_(_C.lease_expires_at.is_(None), _C.lease_expires_at < now),
+            sa.or_(_C.retry_at.is_(None), _C.retry_at <= now),
         )
         if self.backend == "sqlite":
             # An idle target is looked at without the writer's lock.
@@ -142,6 +145,18 @@ class QueueMethods:
         query = sa.delete(_EVENTS).where(_C.id.in_(list(ids)))
         async with self._one_statement(f"deleting {len(ids)} delivered events") as conn:
             await conn.execute(query)
+
+    async def record_attempt(
+        self, event_id: str, owner: str, attempts: int, retry_at: datetime | None
+    ) -> bool:
+        query = (
+            sa.update(_EVENTS)
+            .where(_C.id == event_id, _C.lease_owner == owner)
+            .values(attempts=attempts, retry_at=retry_at)
+        )
+        async with self._one_statement(f"counting an attempt of queued event {event_id}") as conn:
+            result = await conn.execute(query)
+        return bool(result.rowcount)
 
     async def queue_depths(self) -> list[QueueDepth]:
         query = (

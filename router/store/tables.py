@@ -186,11 +186,15 @@ async_events = sa.Table(
     sa.Column("deliveries", sa.Integer, nullable=False),
     sa.Column("lease_owner", sa.String(255)),
     sa.Column("lease_expires_at", UTCDateTime),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("retry_at", UTCDateTime),
     sa.Index("ix_async_events_target", "target", "enqueued_at"),
 )
 """The durable asynchronous-invocation queue: events accepted (committed before the caller
 got its 202) and not yet delivered. A replica claims an event by writing its lease; the row
-is deleted once the event was delivered (or handed to a destination)."""
+is deleted once the event was delivered (or handed to a destination). ``attempts`` counts the
+function errors the event met (its retries used); ``retry_at``, when set, is the earliest
+time it may be claimed again (the backoff before its next retry)."""
 
 mapping_versions = sa.Table(
     "mapping_versions",

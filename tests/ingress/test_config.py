@@ -72,3 +72,72 @@ def test_bad_settings_are_located(block: str, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config_text(text, "r.yaml")
     assert message in str(caught.value)
+
+
+EVENT_INVOKE = """
+functions:
+  orders:
+    invoker: python
+    handler: router.examples.hello:handler
+    event_invoke_config:
+      {block}
+"""
+
+
+def test_event_invoke_config_defaults_are_lambdas() -> None:
+    function = load_config_text(FUNCTIONS, "r.yaml").functions["orders"]
+    settings = function.event_invoke
+    assert (settings.maximum_retry_attempts, settings.maximum_event_age) == (2, 21600)
+    assert settings.on_failure is settings.on_success is None
+
+
+def test_event_invoke_config_in_either_spelling() -> None:
+    ours = load_config_text(
+        EVENT_INVOKE.format(
+            block="{maximum_retry_attempts: 0, maximum_event_age: 60, destination_config: "
+            '{on_failure: {destination: "arn:aws:sqs:us-east-1:123456789012:dlq"}, '
+            "on_success: {destination: table}}}"
+        ),
+        "r.yaml",
+    ).functions["orders"]
+    aws = load_config_text(
+        EVENT_INVOKE.replace("event_invoke_config", "EventInvokeConfig").format(
+            block="{MaximumRetryAttempts: 0, MaximumEventAgeInSeconds: 60, DestinationConfig: "
+            '{OnFailure: {Type: SQS, Destination: "arn:aws:sqs:us-east-1:123456789012:dlq"}, '
+            "OnSuccess: {Destination: table}}}"
+        ),
+        "r.yaml",
+    ).functions["orders"]
+    assert ours.event_invoke == aws.event_invoke
+    settings = ours.event_invoke
+    assert (settings.maximum_retry_attempts, settings.maximum_event_age) == (0, 60)
+    assert settings.on_failure is not None and settings.on_failure.type == "sqs"
+    assert settings.on_success is not None and settings.on_success.type == "table"
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        (
+            "{maximum_retry_attempts: 3}",
+            "r.yaml:7: functions.orders.event_invoke_config.maximum_retry_attempts: must be "
+            "between 0 and 2 (Lambda's limits for asynchronous invocation), got 3",
+        ),
+        (
+            "{MaximumEventAgeInSeconds: 30}",
+            "r.yaml:7: functions.orders.event_invoke_config.MaximumEventAgeInSeconds: must be "
+            "between 60 and 21600 seconds (Lambda's limits for asynchronous invocation), got 30",
+        ),
+        ("{maximum_event_age: 22000}", "between 60 and 21600 seconds"),
+        ("{maximum_retry_attempts: '1'}", "maximum_retry_attempts"),
+        ("{maximum_retries: 1}", "unknown key 'maximum_retries'"),
+        (
+            "{destination_config: {on_failure: {destination: 'nowhere'}}}",
+            "functions.orders.event_invoke_config.destination_config.on_failure.destination",
+        ),
+    ],
+)
+def test_bad_event_invoke_config_is_located(block: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(EVENT_INVOKE.format(block=block), "r.yaml")
+    assert message in str(caught.value)

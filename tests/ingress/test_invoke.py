@@ -66,6 +66,22 @@ functions:
   fail: {invoker: python, handler: app:fail}
   record: {invoker: python, handler: app:record}
   big: {invoker: python, handler: app:big}
+  once:
+    invoker: python
+    handler: app:record
+    event_invoke_config:
+      maximum_retry_attempts: 0
+      maximum_event_age: 60
+      destination_config:
+        on_failure: {destination: "directory:./destinations"}
+        on_success: {destination: "directory:./destinations"}
+  twice:
+    invoker: python
+    handler: app:record
+    EventInvokeConfig:
+      MaximumRetryAttempts: 1
+      DestinationConfig:
+        OnFailure: {Destination: "directory:./destinations"}
 mappings: []
 """.replace("KEY_ID", KEY_ID).replace("SECRET", SECRET)
 
@@ -240,6 +256,61 @@ def test_a_failing_asynchronous_invoke_is_tried_three_times(router: Router) -> N
     tries = [r for r in router.recorded() if r["event"] == {"fail": "f-1"}]
     # Three attempts (two retries), under the one request id, as Lambda does.
     assert [r["request_id"] for r in tries] == [request_id] * 3
+
+
+def destination_records(router: Router, function: str) -> list[dict[str, Any]]:
+    folder = router.out.parent / "destinations" / function
+    if not folder.exists():
+        return []
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+
+def test_the_functions_event_invoke_config_sets_retries_and_destinations(router: Router) -> None:
+    client = router.client()
+    failed = client.invoke(
+        FunctionName="once", InvocationType="Event", Payload=json.dumps({"fail": "once-1"})
+    )
+    done = client.invoke(
+        FunctionName="once", InvocationType="Event", Payload=json.dumps({"id": "once-2"})
+    )
+    assert failed["StatusCode"] == done["StatusCode"] == 202
+    records = wait_for(
+        lambda: (
+            len(destination_records(router, "once")) == 2 and destination_records(router, "once")
+        )
+    )
+    by_condition = {r["requestContext"]["condition"]: r for r in records}
+    failure, success = by_condition["RetriesExhausted"], by_condition["Success"]
+    # maximum_retry_attempts 0: one attempt, then the on-failure record, as Lambda writes it.
+    assert [r["event"] for r in router.recorded()].count({"fail": "once-1"}) == 1
+    assert failure["requestContext"] == {
+        "requestId": failed["ResponseMetadata"]["RequestId"],
+        "functionArn": "arn:aws:lambda:us-east-1:123456789012:function:once",
+        "condition": "RetriesExhausted",
+        "approximateInvokeCount": 1,
+    }
+    assert failure["requestPayload"] == {"fail": "once-1"}
+    assert failure["responseContext"]["functionError"] == "Unhandled"
+    assert failure["responsePayload"]["errorMessage"] == "asked to fail"
+    assert failure["version"] == "1.0"
+    assert success["requestContext"]["requestId"] == done["ResponseMetadata"]["RequestId"]
+    assert success["requestContext"]["approximateInvokeCount"] == 1
+    assert success["requestPayload"] == {"id": "once-2"}
+    assert success["responseContext"] == {"statusCode": 200, "executedVersion": "$LATEST"}
+    assert success["responsePayload"] is None
+
+
+def test_event_invoke_config_in_aws_spelling(router: Router) -> None:
+    answer = router.client().invoke(
+        FunctionName="twice", InvocationType="Event", Payload=json.dumps({"fail": "twice-1"})
+    )
+    (record,) = wait_for(lambda: destination_records(router, "twice"))
+    # MaximumRetryAttempts 1: two attempts under the Invoke's request id.
+    assert [r["request_id"] for r in router.recorded() if r["event"] == {"fail": "twice-1"}] == [
+        answer["ResponseMetadata"]["RequestId"]
+    ] * 2
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert record["requestContext"]["approximateInvokeCount"] == 2
 
 
 def test_unsigned_and_badly_signed_requests_are_refused(router: Router) -> None:

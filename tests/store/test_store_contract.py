@@ -545,6 +545,28 @@ async def test_a_released_or_expired_claim_is_claimed_again(store: SQLStore) -> 
     assert len(await store.claim_events("function:f", "c", 10, 30)) == 2
 
 
+async def test_an_events_attempts_and_retry_time_outlive_its_claim(store: SQLStore) -> None:
+    event = _event("function:f", 0)
+    await store.enqueue_events([event])
+    (claimed,) = await store.claim_events("function:f", "a", 10, 30)
+    assert (claimed.attempts, claimed.retry_at) == (0, None)
+    later = datetime.now(UTC) + timedelta(hours=1)
+    assert await store.record_attempt(event.id, "a", 1, later)
+    assert not await store.record_attempt(event.id, "b", 5, None)  # b does not hold it
+    # Released (a restart): not claimable before its retry time.
+    assert await store.release_events(None, "a") == 1
+    assert await store.claim_events("function:f", "b", 10, 30) == []
+    (waiting,) = await store.list_events(target="function:f")
+    assert waiting.attempts == 1
+    assert waiting.retry_at is not None and abs((waiting.retry_at - later).total_seconds()) < 1
+    # Due (an operator's SQL moves the retry time back): claimed with the attempts it used.
+    await external_execute(
+        store, f"UPDATE async_events SET retry_at = NULL WHERE id = '{event.id}'"
+    )
+    (due,) = await store.claim_events("function:f", "b", 10, 30)
+    assert (due.id, due.attempts, due.deliveries) == (event.id, 1, 2)
+
+
 async def test_concurrent_claims_never_share_an_event(store: SQLStore) -> None:
     await store.enqueue_events([_event("function:f", n) for n in range(60)])
 
