@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import yaml
 
 from router import __version__, logs
 from router.config import (
@@ -393,6 +394,26 @@ async def _replay(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if failures else EXIT_OK
 
 
+def _import_sam(args: argparse.Namespace) -> int:
+    from router.sam import import_template
+
+    try:
+        with open(args.template, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        return _fail(f"{args.template}: {e.strerror}", EXIT_BAD_INPUT)
+    try:
+        imported = import_template(
+            text, args.template, endpoint_url=args.endpoint_url, region=args.region
+        )
+    except ValueError as e:
+        return _fail(f"{args.template}: {e}", EXIT_BAD_INPUT)
+    sys.stdout.write(yaml.safe_dump(imported.config, sort_keys=False, allow_unicode=True))
+    for note in imported.notes:
+        print(f"{args.template}: {note}", file=sys.stderr)
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------------- parser
 
 
@@ -491,6 +512,18 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("schema", help="print the JSON Schema of the YAML configuration")
 
+    p = sub.add_parser(
+        "import-sam",
+        help="print a SAM template's functions and events as router YAML (what could not "
+        "be carried over goes to standard error)",
+    )
+    p.add_argument("template", metavar="TEMPLATE", help="the SAM template (template.yaml)")
+    p.add_argument(
+        "--endpoint-url",
+        help="written beside the SQS, Kinesis, DynamoDB and S3 events (an emulator's URL)",
+    )
+    p.add_argument("--region", default="us-east-1", help="AWS::Region (default us-east-1)")
+
     p = sub.add_parser("replay", help="re-invoke failed events kept by the table destination")
     common(p)
     p.add_argument("--mapping", help="only this mapping's failed events")
@@ -528,6 +561,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "replay":
             return asyncio.run(_replay(args))
+        if args.command == "import-sam":
+            return _import_sam(args)
     except ConfigError as e:
         print(str(e), file=sys.stderr)
         return EXIT_BAD_INPUT

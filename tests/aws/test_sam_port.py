@@ -7,7 +7,9 @@ from typing import Any
 
 import orjson
 import pytest
+import yaml
 
+from router.sam import import_template
 from router.store import SQLStore
 from tests.aws import e2e_handlers
 from tests.aws.util import make_queue, queue_counts
@@ -30,10 +32,7 @@ async def test_sam_sqs_properties_run_as_written(
     async with aws.client("sqs") as sqs:
         name = unique("orders")
         url = await make_queue(sqs, name)
-        for state in ("PAID", "OPEN", "PAID"):
-            await sqs.send_message(
-                QueueUrl=url, MessageBody=orjson.dumps({"state": state}).decode()
-            )
+        await _send_states(sqs, url)
         config = f"""
 functions:
   f:
@@ -53,11 +52,64 @@ mappings:
     endpoint_url: {aws.endpoint}
     region: us-east-1
 """
-        async with run_router(config, sqlite_store):
-            await eventually(lambda: _two_paid(events), timeout=30, what="two PAID messages")
-            await eventually(
-                lambda: _drained(sqs, url), timeout=30, what="the filtered message deleted"
-            )
+        await _run_and_check(config, sqlite_store, sqs, url, name, events)
+
+
+async def test_an_imported_sam_template_runs(
+    aws: Any, sqlite_store: SQLStore, events: list[dict[str, Any]]
+) -> None:
+    """``router import-sam``'s output for a template's SQS event, run as printed."""
+    async with aws.client("sqs") as sqs:
+        name = unique("imported")
+        url = await make_queue(sqs, name)
+        await _send_states(sqs, url)
+        template = f"""
+Transform: AWS::Serverless-2016-10-31
+Resources:
+  Orders:
+    Type: AWS::SQS::Queue
+    Properties: {{QueueName: {name}}}
+  f:
+    Type: AWS::Serverless::Function
+    Properties:
+      Runtime: python3.12
+      Handler: tests.aws.e2e_handlers.record
+      Events:
+        Orders:
+          Type: SQS
+          Properties:
+            Queue: !GetAtt Orders.Arn
+            BatchSize: 10
+            FunctionResponseTypes: [ReportBatchItemFailures]
+            FilterCriteria:
+              Filters:
+                - Pattern: '{{"body": {{"state": ["PAID"]}}}}'
+"""
+        imported = import_template(template, "template.yaml", endpoint_url=aws.endpoint)
+        assert imported.notes == []
+        config = yaml.safe_dump(imported.config)
+        await _run_and_check(config, sqlite_store, sqs, url, name, events)
+
+
+async def _send_states(sqs: Any, url: str) -> None:
+    for state in ("PAID", "OPEN", "PAID"):
+        await sqs.send_message(QueueUrl=url, MessageBody=orjson.dumps({"state": state}).decode())
+
+
+async def _run_and_check(
+    config: str,
+    store: SQLStore,
+    sqs: Any,
+    url: str,
+    name: str,
+    events: list[dict[str, Any]],
+) -> None:
+    """Run ``config`` until both PAID messages were delivered and the queue is empty."""
+    async with run_router(config, store):
+        await eventually(lambda: _two_paid(events), timeout=30, what="two PAID messages")
+        await eventually(
+            lambda: _drained(sqs, url), timeout=30, what="the filtered message deleted"
+        )
     records = [r for e in events for r in e["Records"]]
     assert sorted(r["body"] for r in records) == ['{"state":"PAID"}', '{"state":"PAID"}']
     assert records[0]["eventSourceARN"] == f"arn:aws:sqs:us-east-1:{ACCOUNT}:{name}"

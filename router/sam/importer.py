@@ -1,0 +1,297 @@
+"""``router import-sam``: a SAM template's functions and their events as router YAML.
+
+Functions (``AWS::Serverless::Function``, with ``Globals: Function:`` applied) become
+``functions:``: Python runtimes the ``python`` invoker (``runtime-api`` with ``awslambdaric``
+when the function has environment variables, which need a process of their own), Node.js
+and ``provided`` runtimes managed ``runtime-api`` environments, other runtimes a
+``runtime-api`` listener their AWS base image connects to. Each ``Events:`` entry becomes a
+mapping written with the event's own ``Properties`` (see "Porting from SAM" in
+docs/configuration.md), and so do ``AWS::Lambda::EventSourceMapping``,
+``AWS::Scheduler::Schedule``, ``AWS::Events::Rule`` and ``AWS::SNS::Topic`` subscriptions
+aimed at a function. Everything that could not be carried over is listed in the notes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from router.sam.template import Template, load_template
+
+EVENT_TYPES = frozenset(
+    {
+        "SQS",
+        "Kinesis",
+        "DynamoDB",
+        "MSK",
+        "SelfManagedKafka",
+        "MQ",
+        "S3",
+        "SNS",
+        "Schedule",
+        "ScheduleV2",
+        "EventBridgeRule",
+        "CloudWatchEvent",
+        "HttpApi",
+    }
+)
+"""SAM event types a mapping is made of."""
+
+AWS_SOURCES = frozenset({"SQS", "Kinesis", "DynamoDB", "S3"})
+"""Event types read through an AWS API (``--endpoint-url`` is written beside them)."""
+
+DROPPED = {
+    "SNS": ("SqsSubscription", "Region"),
+    "ScheduleV2": ("GroupName", "KmsKeyArn", "RoleArn", "PermissionsBoundary"),
+    "HttpApi": ("ApiId", "Auth", "RouteSettings", "TimeoutInMillis"),
+    "EventBridgeRule": ("DeadLetterConfig",),
+    "CloudWatchEvent": ("DeadLetterConfig",),
+}
+"""Event properties with no counterpart here, left out and reported."""
+
+FUNCTION_KEYS_USED = frozenset(
+    {
+        "Handler",
+        "Runtime",
+        "CodeUri",
+        "Timeout",
+        "MemorySize",
+        "Environment",
+        "Events",
+        "FunctionName",
+        "Description",
+        "Tags",
+        "ReservedConcurrentExecutions",
+    }
+)
+"""Function properties that are carried over (or, like Description and Tags, mean nothing
+to the router); every other one is reported."""
+
+RESERVED_ENV = re.compile(r"^(AWS_REGION|AWS_DEFAULT_REGION|_HANDLER|LAMBDA_\w+|AWS_LAMBDA_\w+)$")
+CREDENTIAL_ENV = re.compile(r"PASSWORD|SECRET|TOKEN|KEY|CREDENTIAL|AUTH")
+
+
+@dataclass
+class Imported:
+    """The router configuration made of a template, and what could not be carried over."""
+
+    config: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+
+def _merge(defaults: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """SAM's Globals: a function's own value wins; Environment Variables merge."""
+    out = {**defaults, **own}
+    env = {
+        **((defaults.get("Environment") or {}).get("Variables") or {}),
+        **((own.get("Environment") or {}).get("Variables") or {}),
+    }
+    if env:
+        out["Environment"] = {"Variables": env}
+    return out
+
+
+def _mapping_name(*parts: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", ".".join(parts))[:64]
+
+
+def _env_name(*parts: str) -> str:
+    return re.sub(r"[^A-Z0-9]", "_", "_".join(parts).upper())
+
+
+class Importer:
+    def __init__(
+        self, template: Template, base: str, endpoint_url: str | None, notes: list[str]
+    ) -> None:
+        self.t = template
+        self.base = base
+        self.endpoint_url = endpoint_url
+        self.notes = notes
+        self.functions: dict[str, dict[str, Any]] = {}
+        self.names: dict[str, str] = {}
+        self.mappings: list[dict[str, Any]] = []
+        self._listen_port = 9001
+
+    # -- functions --------------------------------------------------------------------------
+
+    def function(self, logical: str, props: dict[str, Any]) -> None:
+        where = f"{logical}"
+        resolved = {
+            k: self.t.resolve(v, where)
+            for k, v in props.items()
+            if k in FUNCTION_KEYS_USED and k != "Events"
+        }
+        others = sorted(k for k in props if k not in FUNCTION_KEYS_USED)
+        if others:
+            self.notes.append(f"{where}: not carried over: {', '.join(others)}")
+        runtime = str(resolved.get("Runtime") or "")
+        handler = str(resolved.get("Handler") or "")
+        code = resolved.get("CodeUri")
+        cwd = os.path.normpath(os.path.join(self.base, code)) if isinstance(code, str) else None
+        if code is not None and cwd is None:
+            self.notes.append(f"{where}: CodeUri {code!r} is not a local folder: give path / cwd")
+        env = {
+            str(k): v
+            for k, v in ((resolved.get("Environment") or {}).get("Variables") or {}).items()
+        }
+        out: dict[str, Any] = {}
+        if "Timeout" in resolved:
+            out["timeout"] = resolved["Timeout"]
+        memory = resolved.get("MemorySize")
+        if runtime.startswith("python") and not env:
+            out.update(invoker="python", handler=handler)
+            if cwd:
+                out["path"] = cwd
+        elif runtime.startswith(("python", "nodejs", "provided", "go")):
+            command = {
+                "python": ["python", "-m", "awslambdaric", handler],
+                "nodejs": ["node_modules/.bin/aws-lambda-ric", handler],
+            }.get(re.sub(r"[\d.x]+$", "", runtime), ["./bootstrap"])
+            out.update(invoker="runtime-api", runtime={"command": command})
+            if cwd:
+                out["runtime"]["cwd"] = cwd
+            if command[0] != "python":
+                self.notes.append(
+                    f"{where}: runtime {runtime}: {command[0]} must exist in "
+                    f"{cwd or 'the working directory'} (aws-lambda-ric installed, or the "
+                    "built bootstrap)"
+                )
+            runtime_env = self._environment(where, env)
+            if runtime_env:
+                out["runtime"]["env"] = runtime_env
+            if "ReservedConcurrentExecutions" in resolved:
+                out["reserved_concurrency"] = resolved["ReservedConcurrentExecutions"]
+        else:
+            listen = f"127.0.0.1:{self._listen_port}"
+            self._listen_port += 1
+            out.update(invoker="runtime-api", listen=listen)
+            self.notes.append(
+                f"{where}: runtime {runtime or 'image'} is not started by the router: run the "
+                f"function's AWS base image with AWS_LAMBDA_RUNTIME_API={listen}"
+                + (" and its Environment" if env else "")
+            )
+        if memory is not None and "listen" in out:
+            self.notes.append(f"{where}: MemorySize is the base image's to set (listen:)")
+        elif memory is not None:
+            out["memory_size"] = memory
+        self.functions[logical] = out
+        self.names[logical] = str(self.t.ref(logical))
+
+    def _environment(self, where: str, env: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, value in env.items():
+            if RESERVED_ENV.match(name):
+                self.notes.append(f"{where}: Environment {name} is set by the router; left out")
+            elif CREDENTIAL_ENV.search(name.upper()):
+                out[name] = "${" + name + "}"
+                self.notes.append(
+                    f"{where}: Environment {name} holds a credential: set {name} in the "
+                    "router's environment"
+                )
+            else:
+                out[name] = value if isinstance(value, str) else str(value)
+        return out
+
+    # -- events -----------------------------------------------------------------------------
+
+    def event(self, function: str, event: str, entry: Any) -> None:
+        where = f"{function}.Events.{event}"
+        if not isinstance(entry, dict):
+            self.notes.append(f"{where}: not a mapping; skipped")
+            return
+        kind = str(entry.get("Type", ""))
+        if kind not in EVENT_TYPES:
+            self.notes.append(f"{where}: event type {kind or '(none)'} is not mapped; skipped")
+            return
+        props = self.t.resolve(entry.get("Properties") or {}, where)
+        self.add(_mapping_name(function, event), function, kind, props, where)
+
+    def add(self, name: str, function: str, kind: str, props: dict[str, Any], where: str) -> None:
+        props = dict(props)
+        for key in DROPPED.get(kind, ()):
+            if key in props:
+                props.pop(key)
+                self.notes.append(f"{where}: {key} has no counterpart here; left out")
+        if kind == "HttpApi" and "Path" not in props:
+            props.update(Path="/{proxy+}", Method="ANY")
+            self.notes.append(
+                f"{where}: no Path (the API's default route): /{{proxy+}}, any method"
+            )
+        if kind == "SNS":
+            props["path"] = f"/sns/{name}"
+            self.notes.append(
+                f"{where}: subscribe http://HOST:PORT/sns/{name} (the ingress listener) to the "
+                "topic"
+            )
+        if kind == "S3" and "queue_url" not in props:
+            self.notes.append(
+                f"{where}: the bucket is polled (new objects only); give queue_url for its "
+                "notifications"
+            )
+        if kind == "MSK":
+            props.setdefault("bootstrap_servers", ["127.0.0.1:9092"])
+            self.notes.append(
+                f"{where}: the MSK cluster's bootstrap_servers: 127.0.0.1:9092, adjust"
+            )
+        if kind == "MQ":
+            props.setdefault("url", "amqp://127.0.0.1:5672/")
+            self.notes.append(f"{where}: the broker's url: amqp://127.0.0.1:5672/, adjust")
+        if isinstance(props.get("SourceAccessConfigurations"), list):
+            self._access(name, where, props)
+        if kind in AWS_SOURCES and self.endpoint_url:
+            props.setdefault("endpoint_url", self.endpoint_url)
+            props.setdefault("region", self.t.region)
+        self.mappings.append({"name": name, "function": self.names[function], **props})
+
+    def _access(self, name: str, where: str, props: dict[str, Any]) -> None:
+        items = []
+        for item in props["SourceAccessConfigurations"]:
+            kind = item.get("Type") if isinstance(item, dict) else None
+            if kind in ("BASIC_AUTH", "SASL_SCRAM_256_AUTH", "SASL_SCRAM_512_AUTH"):
+                env = _env_name(name, "credentials")
+                self.notes.append(
+                    f"{where}: {kind}: set {env} to the secret's JSON "
+                    '{"username": ..., "password": ...}'
+                )
+                items.append({"Type": kind, "URI": "${" + env + "}"})
+            else:
+                items.append(item)
+        props["SourceAccessConfigurations"] = items
+
+
+def import_template(
+    text: str,
+    path: str,
+    *,
+    endpoint_url: str | None = None,
+    region: str = "us-east-1",
+    account: str = "123456789012",
+) -> Imported:
+    """The router configuration of the SAM template ``text`` read from ``path``."""
+    from router.sam.resources import other_resources
+
+    doc = load_template(text)
+    stack = os.path.splitext(os.path.basename(path))[0] or "stack"
+    template = Template(doc, region=region, account=account, stack=stack)
+    notes: list[str] = []
+    importer = Importer(template, os.path.dirname(path), endpoint_url, notes)
+    defaults = ((doc.get("Globals") or {}).get("Function")) or {}
+    for logical, resource in template.resources.items():
+        if resource.get("Type") == "AWS::Serverless::Function":
+            importer.function(logical, _merge(defaults, resource.get("Properties") or {}))
+    if not importer.functions:
+        notes.append("no AWS::Serverless::Function in the template")
+    for logical, resource in template.resources.items():
+        if resource.get("Type") != "AWS::Serverless::Function":
+            continue
+        events = (resource.get("Properties") or {}).get("Events") or {}
+        for event, entry in events.items():
+            importer.event(logical, str(event), entry)
+    other_resources(importer)
+    config: dict[str, Any] = {
+        "functions": {importer.names[k]: v for k, v in importer.functions.items()}
+    }
+    config["mappings"] = importer.mappings
+    return Imported(config, [*template.notes, *notes])
