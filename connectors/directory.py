@@ -56,7 +56,7 @@ PARTIAL_SUFFIXES = (".tmp", ".part", "~")
 CHECKPOINT_KEY_MAX = 512
 """Length of the store's checkpoint key column: longer object keys are stored hashed."""
 S3_KEY_MAX_BYTES = 1024
-WATCH_DEBOUNCE_MS = 1600
+WATCH_DEBOUNCE_MS = 100
 """watchfiles' ``debounce``: while changes keep coming, they are handed over this often."""
 WATCH_STEP_MS = 50
 """watchfiles' ``step``: changes are handed over once none came for this long."""
