@@ -362,6 +362,35 @@ async def test_the_emulator_keeps_a_group_locked_until_its_last_in_flight_messag
     assert seen == ["m1", "m2", "m3", "m4"]
 
 
+async def test_the_emulator_keeps_a_group_locked_by_a_late_visibility_extension(aws: Any) -> None:
+    # A consumer extends a message's visibility just after it turned visible (a paused or
+    # loaded router): the message is in flight again and its group stays locked; the message
+    # behind it must not go out first.
+    async with aws.client("sqs") as sqs:
+        url = await make_queue(sqs, unique("late"), visibility=1, fifo=True)
+        for body in ("m1", "m2"):
+            await sqs.send_message(QueueUrl=url, MessageBody=body, MessageGroupId="g")
+        first = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=2)
+        m1, m2 = first["Messages"]
+        await sqs.change_message_visibility(
+            QueueUrl=url, ReceiptHandle=m2["ReceiptHandle"], VisibilityTimeout=2
+        )
+        await asyncio.sleep(1.3)  # m1 visible again, m2 in flight
+        assert (await sqs.receive_message(QueueUrl=url)).get("Messages", []) == []
+        await sqs.change_message_visibility(
+            QueueUrl=url, ReceiptHandle=m1["ReceiptHandle"], VisibilityTimeout=3
+        )
+        await asyncio.sleep(1.2)  # m2 visible again, m1 in flight until ~2.5 s from here
+        assert (await sqs.receive_message(QueueUrl=url)).get("Messages", []) == []
+        seen: list[str] = []
+        while len(seen) < 2:
+            got = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=5)
+            for m in got.get("Messages") or []:
+                seen.append(m["Body"])
+                await sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    assert seen == ["m1", "m2"]
+
+
 async def test_failed_visibility_extensions_are_rate_limited(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
