@@ -36,7 +36,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from types import TracebackType
 from typing import TypeVar
 
-from router import __version__
+from router import __version__, tracing
 from router.app import Router, default_backoff, default_replica_id, tune_gc
 from router.config import RouterConfig, apply_config
 from router.errors import ConfigError
@@ -88,6 +88,9 @@ class Service:
     async def __aenter__(self) -> Service:
         config = self.config
         async with AsyncExitStack() as stack:
+            provider = tracing.configure()
+            if provider is not None:
+                stack.callback(provider.shutdown)  # the last spans are exported at the end
             self.store: SQLStore = await self._start(stack, "the store", _connected(self.store_url))
             try:
                 functions = Functions(config.functions, self.store)

@@ -50,6 +50,7 @@ from router.aio import wait_event
 from router.errors import SourceError
 from router.filters.view import decode_text, with_decoded
 from router.models import MappingConfig, Record, SourceKind
+from router.tracing import from_traceparent
 
 logger = logging.getLogger(__name__)
 warnings = logs.LimitedLogger(logger)
@@ -585,6 +586,18 @@ class SQSSource(Source):
 
     def build_event(self, records: Sequence[Record]) -> dict[str, Any]:
         return {"Records": [r.data for r in records]}
+
+    def invocation_fields(self, records: Sequence[Record]) -> Mapping[str, str]:
+        """``trace_id``: the first message's ``AWSTraceHeader`` (as Lambda passes it on), else
+        its ``traceparent`` message attribute in X-Ray form."""
+        if not records:
+            return {}
+        data = records[0].data
+        found = data["attributes"].get("AWSTraceHeader", "")
+        if not found:
+            parent = data["messageAttributes"].get("traceparent", {}).get("stringValue", "")
+            found = from_traceparent(parent)
+        return {"trace_id": found} if found else {}
 
     async def ack(self, records: Sequence[Record]) -> None:
         if not records:

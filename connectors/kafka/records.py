@@ -7,6 +7,7 @@ needed).
 
 from __future__ import annotations
 
+import contextlib
 import time
 import zlib
 from array import array
@@ -19,6 +20,7 @@ import orjson
 
 from router.filters.view import decode_base64, decode_text, with_decoded
 from router.models import Record
+from router.tracing import upstream_header
 
 EVENT_SOURCE = "SelfManagedKafka"
 
@@ -212,3 +214,16 @@ def batch_info(bootstrap: str, records: Sequence[Record]) -> dict[str, Any]:
             "recordsInfo": infos,
         }
     }
+
+
+def trace_fields(records: Sequence[Record]) -> dict[str, str]:
+    """``trace_id`` of the first record's ``X-Amzn-Trace-Id`` or ``traceparent`` header, in
+    X-Ray form (see :mod:`router.tracing`); none when it has neither."""
+    if not records:
+        return {}
+    headers = {}
+    for name, raw in records[0].data.headers or ():
+        with contextlib.suppress(UnicodeDecodeError, AttributeError):
+            headers[name] = raw.decode()
+    found = upstream_header(headers)
+    return {"trace_id": found} if found else {}

@@ -39,6 +39,7 @@ from connectors.kafka.records import (
     identifiers,
     kafka_view,
     record_converter,
+    trace_fields,
 )
 from connectors.kafka.settings import KafkaSourceSettings, describe
 from router import logs
@@ -293,6 +294,9 @@ class KafkaSource(Source):
 
     def build_event(self, records: Sequence[Record]) -> dict[str, Any]:
         return build_event(self._bootstrap, records)
+
+    def invocation_fields(self, records: Sequence[Record]) -> Mapping[str, str]:
+        return trace_fields(records)
 
     async def ack(self, records: Sequence[Record]) -> None:
         # Records come in runs of one lane (a batch is one lane): one tracker call per run.

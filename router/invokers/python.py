@@ -20,6 +20,7 @@ import asyncio
 import concurrent.futures
 import inspect
 import logging
+import os
 import time
 import uuid
 from datetime import UTC, datetime
@@ -56,6 +57,7 @@ from router.models import (
     PluginSettings,
     function_arn,
 )
+from router.tracing import TRACE_ENV
 
 if TYPE_CHECKING:
     from router.invokers.isolation import ProcessIsolation
@@ -234,6 +236,13 @@ class PythonInvoker(Invoker):
                 invocation.cognito_identity_id or None, invocation.cognito_identity_pool_id or None
             ),
         )
+        # As Lambda's runtime does: the trace header of the invocation in the environment
+        # (the X-Ray SDK and Powertools' Tracer read it). One process-wide variable: with
+        # invocations running concurrently in this interpreter a handler may read another's.
+        if invocation.trace_id:
+            os.environ[TRACE_ENV] = invocation.trace_id
+        else:
+            os.environ.pop(TRACE_ENV, None)
         timer = asyncio.timeout(remaining)
         try:
             async with timer:

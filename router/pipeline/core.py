@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from typing import Any, Protocol
 
+from router import tracing
 from router.abc import Destination, Invoker, Sink, Source
 from router.aio import cancel_and_wait, close_logged, wait_event
 from router.backoff import Backoff
@@ -297,6 +298,8 @@ class Pipeline(Sink):
                         lane.wake.clear()
                         await wait_event(lane.wake, wait)
                         continue
+                # When the batch's first record was read (its span starts there).
+                read_at = time.time() - (time.monotonic() - lane.oldest)
                 batch = lane.take(self.policy)
                 if not batch:
                     continue
@@ -304,11 +307,11 @@ class Pipeline(Sink):
                     break
                 if ordered:
                     try:
-                        await self._run_batch(lane, batch)
+                        await self._run_batch(lane, batch, read_at)
                     finally:
                         self._slots.release()
                 else:
-                    task = asyncio.create_task(self._run_unordered(lane, batch))
+                    task = asyncio.create_task(self._run_unordered(lane, batch, read_at))
                     self._batch_tasks.add(task)
                     task.add_done_callback(self._batch_tasks.discard)
         finally:
@@ -336,15 +339,26 @@ class Pipeline(Sink):
         if batch:
             await self.delivery.give_back([r for r, _ in batch])
 
-    async def _run_unordered(self, lane: Lane, batch: list[Entry]) -> None:
+    async def _run_unordered(self, lane: Lane, batch: list[Entry], read_at: float) -> None:
         try:
-            await self._run_batch(lane, batch)
+            await self._run_batch(lane, batch, read_at)
         finally:
             self._slots.release()
 
-    async def _run_batch(self, lane: Lane, batch: list[Entry]) -> None:
-        try:
+    async def _deliver(self, lane: Lane, batch: list[Entry], read_at: float) -> None:
+        """Deliver ``batch`` in its span (see :mod:`router.tracing`)."""
+        if not tracing.enabled():
             await self.delivery.deliver(lane, batch)
+            return
+        first = next(([r] for r, filtered in batch if not filtered), [])
+        upstream = self.source.invocation_fields(first).get("trace_id", "") if first else ""
+        mapping = self.mapping
+        with tracing.batch_span(mapping.name, mapping.source.type, len(batch), upstream, read_at):
+            await self.delivery.deliver(lane, batch)
+
+    async def _run_batch(self, lane: Lane, batch: list[Entry], read_at: float) -> None:
+        try:
+            await self._deliver(lane, batch, read_at)
         except Abandoned:
             # Stopping: the batch is not acknowledged and will be delivered again.
             await self._abandon(batch)

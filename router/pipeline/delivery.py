@@ -37,7 +37,7 @@ from typing import Any
 
 import orjson
 
-from router import logs
+from router import logs, tracing
 from router.abc import Destination, Invoker, Source
 from router.aio import wait_event
 from router.backoff import Backoff
@@ -345,7 +345,7 @@ class Delivery(ABC):
             deadline=time.time() + self.function.timeout,
             invoked_function_arn=self.arn,
             client_context=fields.get("client_context", ""),
-            trace_id=fields.get("trace_id", ""),
+            trace_id=tracing.invocation_header(fields.get("trace_id", "")),
         )
         try:
             return await self.invoker.invoke(invocation)
