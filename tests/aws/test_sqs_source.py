@@ -314,6 +314,17 @@ async def test_receives_no_further_ahead_than_max_in_flight(aws: Any) -> None:
             await sink.get(10)
 
 
+async def _receive_and_delete(sqs: Any, url: str, count: int, wait: int) -> list[str]:
+    """Bodies of the next ``count`` messages in the order the queue hands them out."""
+    seen: list[str] = []
+    while len(seen) < count:
+        got = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=wait)
+        for m in got.get("Messages") or []:
+            seen.append(m["Body"])
+            await sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+    return seen
+
+
 async def test_the_emulator_returns_a_timed_out_fifo_group_in_order(aws: Any) -> None:
     # What the fault tests rely on, as SQS does it: a group whose in-flight messages all time
     # out (their consumer died) comes back first message first, the rest behind it. moto on
@@ -325,13 +336,7 @@ async def test_the_emulator_returns_a_timed_out_fifo_group_in_order(aws: Any) ->
         first = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=3)
         assert [m["Body"] for m in first["Messages"]] == ["m1", "m2", "m3"]
         await asyncio.sleep(1.5)
-        seen: list[str] = []
-        while len(seen) < 4:
-            got = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
-            for m in got.get("Messages") or []:
-                seen.append(m["Body"])
-                await sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-    assert seen == ["m1", "m2", "m3", "m4"]
+        assert await _receive_and_delete(sqs, url, 4, wait=1) == ["m1", "m2", "m3", "m4"]
 
 
 async def test_the_emulator_keeps_a_group_locked_until_its_last_in_flight_message_times_out(
@@ -353,13 +358,7 @@ async def test_the_emulator_keeps_a_group_locked_until_its_last_in_flight_messag
         await asyncio.sleep(1.5)  # m1, m2 visible again; m3 still in flight
         early = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)
         assert early.get("Messages", []) == []
-        seen: list[str] = []
-        while len(seen) < 4:
-            got = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=3)
-            for m in got.get("Messages") or []:
-                seen.append(m["Body"])
-                await sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-    assert seen == ["m1", "m2", "m3", "m4"]
+        assert await _receive_and_delete(sqs, url, 4, wait=3) == ["m1", "m2", "m3", "m4"]
 
 
 async def test_the_emulator_keeps_a_group_locked_by_a_late_visibility_extension(aws: Any) -> None:
@@ -382,13 +381,7 @@ async def test_the_emulator_keeps_a_group_locked_by_a_late_visibility_extension(
         )
         await asyncio.sleep(1.2)  # m2 visible again, m1 in flight until ~2.5 s from here
         assert (await sqs.receive_message(QueueUrl=url)).get("Messages", []) == []
-        seen: list[str] = []
-        while len(seen) < 2:
-            got = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=5)
-            for m in got.get("Messages") or []:
-                seen.append(m["Body"])
-                await sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-    assert seen == ["m1", "m2"]
+        assert await _receive_and_delete(sqs, url, 2, wait=5) == ["m1", "m2"]
 
 
 async def test_failed_visibility_extensions_are_rate_limited(
