@@ -191,6 +191,12 @@ class Source(ABC):
         here. Defaults to none."""
         return {}
 
+    def check_response(self, records: Sequence[Record], response: Any) -> str | None:
+        """What is wrong with the answer of an invocation of ``records`` that succeeded (the
+        invocation then counts as a function error), or None. A stream with a tumbling
+        window keeps the ``state`` the function returned here. Defaults to None."""
+        return None
+
     def identifiers(self, records: Sequence[Record]) -> list[str]:
         """The ``itemIdentifier`` of each record, in order. Defaults to ``Record.identifier``;
         a source that builds identifiers only when a function answers with

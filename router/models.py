@@ -83,6 +83,9 @@ class Record:
     """Epoch seconds at which the record entered the source (for maximum record age)."""
     attempts: int = 0
     """Function-error invocations spent on this record so far."""
+    unfiltered: bool = False
+    """Invoked whatever the filter patterns say (the final invocation of a stream's tumbling
+    window, which carries no record)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -285,6 +288,8 @@ class MappingConfig:
         False, "FunctionResponseTypes", key="function_response_types", column=Column.JSON
     )
     parallelization_factor: int = setting(1, "ParallelizationFactor", column=Column.INTEGER)
+    tumbling_window: int = setting(0, "TumblingWindowInSeconds", column=Column.INTEGER)
+    """Seconds; 0 = no window (streams only)."""
     maximum_concurrency: int | None = setting(None, column=Column.INTEGER)
     on_failure: DestinationSpec | None = setting(
         None, "DestinationConfig", key="destination_config", column=Column.JSON

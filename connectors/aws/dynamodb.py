@@ -61,6 +61,7 @@ TABLE_TRAITS = SourceTraits(
             "destination_config",
             "filter_criteria",
             "parallelization_factor",
+            "tumbling_window",
             "starting_position",
         }
     ),

@@ -55,6 +55,7 @@ STREAM_TRAITS = SourceTraits(
             "destination_config",
             "filter_criteria",
             "parallelization_factor",
+            "tumbling_window",
             "starting_position",
             "starting_position_timestamp",
         }

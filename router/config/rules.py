@@ -368,6 +368,13 @@ def _parallelization_factor(value: int | None, check: Check) -> int:
     return 1 if value is None else value
 
 
+@rule("tumbling_window", int)
+def _tumbling_window(value: int | None, check: Check) -> int:
+    if check.supported(value, 0) and value is not None:
+        check.in_range(value, 0, 900)
+    return 0 if value is None else value
+
+
 @rule(
     "maximum_concurrency",
     int,

@@ -13,12 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-NOT_SUPPORTED = {
-    "TumblingWindowInSeconds": "tumbling windows (a state carried from one invocation to the "
-    "next) are not supported; remove the key and keep the window's state in the function",
-    "tumbling_window": "tumbling windows (a state carried from one invocation to the next) are "
-    "not supported; remove the key and keep the window's state in the function",
-}
+NOT_SUPPORTED: dict[str, str] = {}
 """AWS mapping properties this router knows and does not do, with what to do instead."""
 
 NAMING_PROPERTIES = (

@@ -215,7 +215,7 @@ class Pipeline(Sink):
         entries: list[Entry]
         if matcher is not None and view is not None:
             matches = matcher.matches
-            entries = [(r, not matches(view(r))) for r in records]
+            entries = [(r, not r.unfiltered and not matches(view(r))) for r in records]
             filtered = sum([f for _, f in entries])
             counters.filtered += filtered
             if filtered:

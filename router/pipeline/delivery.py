@@ -313,6 +313,17 @@ class Delivery(ABC):
             counters.last_invoke = datetime.now(UTC)
             counters.observe_latency(time.monotonic() - started)
             if result.outcome not in PLATFORM:
+                if result.outcome is Outcome.SUCCESS:
+                    problem = self.source.check_response(records, result.payload)
+                    if problem is not None:
+                        result = InvokeResult(
+                            outcome=Outcome.FUNCTION_ERROR,
+                            payload={"errorType": "InvalidResponse", "errorMessage": problem},
+                            status_code=result.status_code,
+                            function_error="Unhandled",
+                            executed_version=result.executed_version,
+                            detail=problem,
+                        )
                 return result, request_id, event
             attempt += 1
             counters.throttles += 1

@@ -44,3 +44,18 @@ async def item_poison(event: dict[str, Any], context: Any) -> None:
         image = r["dynamodb"].get("NewImage") or {}
         if image.get("v", {}).get("S") == "poison":
             raise ValueError("poison in batch")
+
+
+async def window_sum(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """A tumbling window's sum of the records' integers, carried in ``state``."""
+    EVENTS.append(event)
+    if event["isFinalInvokeForWindow"]:
+        return {}
+    state = dict(event["state"])
+    state["sum"] = state.get("sum", 0) + sum(int(data_of(r)) for r in event["Records"])
+    return {"state": state}
+
+
+async def window_stateless(event: dict[str, Any], context: Any) -> None:
+    """Answers nothing: with a tumbling window every invocation of it fails."""
+    EVENTS.append(event)

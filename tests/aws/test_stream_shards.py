@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from connectors.aws.streams.leases import (
+    dead_members,
     fair_share,
     live_members,
     member_row,
@@ -161,3 +162,6 @@ def test_member_rows_age_out() -> None:
         "shardId-000000000000": "12",
     }
     assert live_members(rows, 105.0, 10.0) == {"a": 3}
+    # Rows of replicas past twice the lease, and rows that mean nothing, are deleted.
+    assert dead_members(rows, 99.0, 10.0) == ["replica:c"]
+    assert dead_members(rows, 115.0, 10.0) == ["replica:b", "replica:c"]

@@ -208,11 +208,31 @@ def test_a_queue_given_twice() -> None:
 
 
 @pytest.mark.parametrize("key", ["TumblingWindowInSeconds", "tumbling_window"])
-def test_a_tumbling_window_is_refused_saying_why(key: str) -> None:
-    (line,) = _errors(
-        "- name: m\n  function: f\n"
-        "  Stream: arn:aws:kinesis:us-east-1:123456789012:stream/s\n"
-        f"  StartingPosition: LATEST\n  {key}: 60\n"
+def test_a_tumbling_window_ports(key: str) -> None:
+    mapping = _load(
+        {
+            "Stream": "arn:aws:kinesis:us-east-1:123456789012:stream/s",
+            "StartingPosition": "LATEST",
+            key: 60,
+        }
     )
-    assert line.startswith(f"t.yaml:8: mappings[0].{key}: tumbling windows ")
-    assert "not supported; remove the key" in line
+    assert mapping.tumbling_window == 60
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            "  Stream: arn:aws:kinesis:us-east-1:123456789012:stream/s\n"
+            "  StartingPosition: LATEST\n  TumblingWindowInSeconds: 901\n",
+            "TumblingWindowInSeconds: must be between 0 and 900",
+        ),
+        (
+            "  Queue: arn:aws:sqs:us-east-1:123456789012:q\n  TumblingWindowInSeconds: 60\n",
+            "TumblingWindowInSeconds: not supported by source type 'sqs'",
+        ),
+    ],
+)
+def test_a_tumbling_window_out_of_limits(body: str, message: str) -> None:
+    (line,) = _errors("- name: m\n  function: f\n" + body)
+    assert message in line

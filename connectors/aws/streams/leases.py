@@ -3,7 +3,8 @@
 Each shard is read under a lease in the store (``Store.acquire_lease``: taken, renewed, and
 expired by the database's clock). Each replica also writes a member row into the mapping's
 checkpoint rows (``replica:<id>`` = ``<epoch seconds> <shards held>``) every time it renews,
-so every replica sees who is alive and how much each holds:
+so every replica sees who is alive and how much each holds (``mapping_overview`` sums them
+as ``stream_shards_held``):
 
 * a replica takes free shards (no lease, or an expired one) while it holds fewer than its
   fair share, ``ceil(shards / live replicas)``;
@@ -17,6 +18,7 @@ so every replica sees who is alive and how much each holds:
 * a replica that dies stops renewing: its leases expire after the lease duration and its
   member row ages out, and the others take its shards within the lease duration (plus one
   renewal interval).
+  Its member row is deleted by the others once it is older than twice the lease duration.
 """
 
 from __future__ import annotations
@@ -37,12 +39,26 @@ def live_members(rows: Mapping[str, str], now: float, lease: float) -> dict[str,
     for key, value in rows.items():
         if not key.startswith(MEMBER_PREFIX):
             continue
-        stamp, _, held = value.partition(" ")
+        parts = value.split(" ")
         try:
-            if now - float(stamp) <= lease:
-                out[key[len(MEMBER_PREFIX) :]] = int(held or 0)
+            if now - float(parts[0]) <= lease:
+                out[key[len(MEMBER_PREFIX) :]] = int(parts[1]) if len(parts) > 1 else 0
         except ValueError:
             continue
+    return out
+
+
+def dead_members(rows: Mapping[str, str], now: float, lease: float) -> list[str]:
+    """Keys of member rows older than twice ``lease`` (their replica is gone) or unreadable."""
+    out: list[str] = []
+    for key, value in rows.items():
+        if not key.startswith(MEMBER_PREFIX):
+            continue
+        try:
+            if now - float(value.split(" ")[0]) > 2 * lease:
+                out.append(key)
+        except ValueError:
+            out.append(key)
     return out
 
 

@@ -44,6 +44,7 @@ from connectors.aws.common import (
 )
 from connectors.aws.streams.leases import (
     MEMBER_PREFIX,
+    dead_members,
     live_members,
     member_row,
     should_yield,
@@ -51,11 +52,19 @@ from connectors.aws.streams.leases import (
 )
 from connectors.aws.streams.progress import FINISHED, SKIPPED, ShardProgress
 from connectors.aws.streams.shards import AT_TIMESTAMP, Shard, ShardPlan, Start
+from connectors.aws.streams.windows import (
+    FINAL_LANE,
+    WINDOW_PREFIX,
+    ShardWindow,
+    check_state,
+    parse_row,
+    window_start,
+)
 from router import logs
-from router.abc import MetricFamily, Sink, Source, SourceContext
+from router.abc import MappingProblem, MetricFamily, Sink, Source, SourceContext
 from router.aio import wait_event
 from router.errors import SourceError
-from router.models import Record
+from router.models import MappingConfig, Record
 
 logger = logging.getLogger(__name__)
 warnings = logs.LimitedLogger(logger)
@@ -106,6 +115,9 @@ class StreamSource(Source):
         super().__init__(settings, context)
         mapping = context.mapping
         self._slots = max(1, mapping.parallelization_factor)
+        self._window = float(mapping.tumbling_window or 0)
+        self._windows: dict[str, ShardWindow] = {}
+        """The open tumbling window of each shard read (with ``tumbling_window``)."""
         self._position = mapping.starting_position or "LATEST"
         stamp = mapping.starting_position_timestamp
         self._timestamp = stamp.timestamp() if stamp is not None else None
@@ -160,6 +172,18 @@ class StreamSource(Source):
 
     # -- the Source contract ------------------------------------------------------------
 
+    @classmethod
+    def validate_mapping(cls, mapping: MappingConfig) -> Sequence[MappingProblem]:
+        if mapping.tumbling_window and mapping.parallelization_factor > 1:
+            return [
+                MappingProblem(
+                    setting="tumbling_window",
+                    message="a tumbling window keeps one state per shard: it needs "
+                    "parallelization_factor 1 (one lane per shard)",
+                )
+            ]
+        return ()
+
     async def run(self, sink: Sink) -> None:
         self._sink = sink
         await self._open()
@@ -203,7 +227,29 @@ class StreamSource(Source):
         return await self.context.store.get_checkpoints(uuid)
 
     def build_event(self, records: Sequence[Record]) -> dict[str, Any]:
+        if self._window and records:
+            lane: Any = records[0].lane
+            window = self._windows.get(lane[0])
+            if window is not None:
+                final = lane[-1] == FINAL_LANE
+                event: dict[str, Any] = {"Records": [] if final else [r.data for r in records]}
+                event.update(window.event_fields(lane[0], self.arn, final))
+                return event
         return {"Records": [r.data for r in records]}
+
+    def check_response(self, records: Sequence[Record], response: Any) -> str | None:
+        """With a tumbling window, the function's answer must carry its ``state``: kept for
+        the next invocation of the window (the final one's is dropped)."""
+        if not self._window or not records:
+            return None
+        lane: Any = records[0].lane
+        window = self._windows.get(lane[0])
+        if window is None or lane[-1] == FINAL_LANE:
+            return None
+        state, problem = check_state(response)
+        if state is not None:
+            window.answered(records[-1].position, state)
+        return problem
 
     async def ack(self, records: Sequence[Record]) -> None:
         lane: Any = None
@@ -215,11 +261,26 @@ class StreamSource(Source):
                     changed = True
                 lane = record.lane
                 run = []
-            run.append(record.position)
+                if lane[-1] == FINAL_LANE:
+                    await self._window_closed(lane[0])
+                    continue
+            if lane[-1] != FINAL_LANE:
+                run.append(record.position)
         if run and self._ack_run(lane, run):
             changed = True
         if changed:
             self._dirty.set()
+
+    async def _window_closed(self, shard_id: str) -> None:
+        """The final invocation of the shard's window was acknowledged: its row goes."""
+        window = self._windows.get(shard_id)
+        if window is None:
+            return
+        window.ending = True  # a checkpoint write meanwhile must not store its row again
+        await self._delete_rows([WINDOW_PREFIX + shard_id])
+        if self._windows.get(shard_id) is window:
+            del self._windows[shard_id]
+        window.closed.set()
 
     def _ack_run(self, lane: tuple[Any, ...], sequences: list[str]) -> bool:
         progress = self._progress.get(lane[0])
@@ -340,6 +401,12 @@ class StreamSource(Source):
                     )
                     await self._drop(shard_id, release=False)
             members = live_members(self._rows, now, self.settings.lease_duration)
+            dead = dead_members(self._rows, now, self.settings.lease_duration)
+            if dead:
+                try:
+                    await self._delete_rows(dead)
+                except Exception as e:  # noqa: BLE001 - tried again next round
+                    logger.warning("%s: deleting member rows of gone replicas: %s", self.where, e)
             members[me] = len(self._leased)
             want = to_take(len(self._leased), len(readable), len(members))
             # Replicas start their tries at different shards, so they seldom race for one.
@@ -443,6 +510,8 @@ class StreamSource(Source):
         shard next)."""
         sink = self._sink
         lanes: list[Hashable] = [lane for s in shard_ids for lane in self._lanes.get(s, ())]
+        if self._window:
+            lanes.extend((s, FINAL_LANE) for s in shard_ids)
         if sink is not None and lanes:
             try:
                 await sink.revoke(lanes, timeout=self.settings.revoke_timeout)
@@ -454,6 +523,7 @@ class StreamSource(Source):
             self._progress.pop(shard_id, None)
             self._lanes.pop(shard_id, None)
             self.behind_ms.pop(shard_id, None)
+            self._windows.pop(shard_id, None)
 
     # -- reading one shard --------------------------------------------------------------
 
@@ -470,6 +540,13 @@ class StreamSource(Source):
                 lambda: self._write_rows({shard_id: start.marker or ""}),
             )
             progress.committed = start.marker
+        if self._window:
+            row = self._rows.get(WINDOW_PREFIX + shard_id)
+            if row is not None:
+                try:
+                    self._windows[shard_id] = parse_row(row, self._window)
+                except ValueError as e:
+                    raise SourceError(f"{self.where}: {shard_id}: {e}") from e
         iterator = await self._iterator(shard_id, start, progress)
         lanes = self._lanes[shard_id]
         settings = self.settings
@@ -504,16 +581,26 @@ class StreamSource(Source):
                 if behind is None:  # the service does not say: the age of the last record
                     behind = max(0, int((time.time() - records[-1].arrival) * 1000))
                 self.behind_ms[shard_id] = behind
-                progress.fetched([r.position for r in records])
-                await sink.put(records)
+                if self._window:
+                    await self._put_windowed(sink, shard_id, progress, records)
+                else:
+                    progress.fetched([r.position for r in records])
+                    await sink.put(records)
             else:
                 self.behind_ms[shard_id] = result.behind_ms or 0
+                window = self._windows.get(shard_id)
+                if window is not None and time.time() >= window.end:
+                    # Nothing more to read and the window's time is over.
+                    await self._close_window(sink, shard_id, progress)
             if self._at_end(shard_id, result, progress):
                 break
             if result.next_iterator is not None:
                 iterator = result.next_iterator
             if not raws:
                 await asyncio.sleep(settings.poll_interval)
+        window = self._windows.get(shard_id)
+        if window is not None:
+            await self._close_window(sink, shard_id, progress, early=time.time() < window.end)
         progress.end()
         await progress.drained.wait()
         await supervisor.retry(f"writing the checkpoint of {shard_id}", self._flush)
@@ -521,6 +608,54 @@ class StreamSource(Source):
         self._progress.pop(shard_id, None)
         self._lanes.pop(shard_id, None)
         self.behind_ms.pop(shard_id, None)
+
+    async def _put_windowed(
+        self, sink: Sink, shard_id: str, progress: ShardProgress, records: list[Record]
+    ) -> None:
+        """Put ``records`` window by window: the records of a later window only once the
+        open window's final invocation was acknowledged (see :mod:`.windows`)."""
+        length = self._window
+        i = 0
+        while i < len(records):
+            start = window_start(records[i].arrival, length)
+            window = self._windows.get(shard_id)
+            if window is not None and start > window.start:
+                await self._close_window(sink, shard_id, progress)
+                window = None
+            if window is None:
+                window = self._windows[shard_id] = ShardWindow(start, length)
+            j = i + 1
+            while j < len(records) and window_start(records[j].arrival, length) <= window.start:
+                j += 1
+            group = records[i:j]
+            progress.fetched([r.position for r in group])
+            await sink.put(group)
+            i = j
+
+    async def _close_window(
+        self, sink: Sink, shard_id: str, progress: ShardProgress, *, early: bool = False
+    ) -> None:
+        """Invoke the window's final invocation once all its records are acknowledged, and
+        wait for its acknowledgement."""
+        window = self._windows[shard_id]
+        await progress.drained.wait()
+        window.early = early
+        sequence = progress.acked or ""
+        final = Record(
+            lane=(shard_id, FINAL_LANE),
+            position=sequence,
+            # What batch_info of an on-failure record reads; the event carries no record.
+            data={
+                "kinesis": {"sequenceNumber": sequence},
+                "dynamodb": {"SequenceNumber": sequence},
+            },
+            identifier=sequence,
+            size=512,
+            arrival=time.time(),
+            unfiltered=True,
+        )
+        await sink.put([final])
+        await window.closed.wait()
 
     def _at_end(self, shard_id: str, result: ReadResult, progress: ShardProgress) -> bool:
         if result.next_iterator is None:
@@ -600,7 +735,13 @@ class StreamSource(Source):
                     pending[shard_id] = (progress, target)
             if not pending:
                 return
-            await self._put_rows({s: target for s, (_, target) in pending.items()})
+            rows = {s: target for s, (_, target) in pending.items()}
+            for shard_id, (progress, target) in pending.items():
+                window = self._windows.get(shard_id)
+                if window is not None and not window.ending and target not in FINISHED:
+                    key = WINDOW_PREFIX + shard_id
+                    rows[key] = window.row(progress.acked, self._rows.get(key))
+            await self._put_rows(rows)
             for progress, target in pending.values():
                 progress.committed = target
             if any(target in FINISHED for _, target in pending.values()):
