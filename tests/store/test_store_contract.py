@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from connectors.aws.streams.leases import member_row
 from router.errors import StoreError
 from router.models import FailedEvent, QueuedEvent, StatsDelta
 from router.store import SQLStore
@@ -218,6 +219,25 @@ async def test_mapping_overview_lag(store: SQLStore) -> None:
     async with store.engine.connect() as conn:
         left = await conn.execute(sa.text("SELECT mapping_uuid FROM mapping_lag"))
         assert [r[0] for r in left.all()] == [aged.uuid]
+
+
+async def test_mapping_overview_stream_shards_held(store: SQLStore) -> None:
+    """``stream_shards_held``: the shards of the member rows a stream source's replicas
+    write (``replica:<id>`` = ``<epoch> <held>``), summed; none without member rows."""
+    row = make_row("m")
+    await store.create_mapping(row)
+
+    async def held() -> Any:
+        async with store.engine.connect() as conn:
+            result = await conn.execute(sa.text("SELECT stream_shards_held FROM mapping_overview"))
+            return result.scalar_one()
+
+    assert await held() is None
+    await store.put_checkpoints(
+        row.uuid,
+        {"replica:a": member_row(100.0, 3), "replica:b": member_row(101.5, 5), "shard-0": "12"},
+    )
+    assert await held() == 8
 
 
 # checkpoints
