@@ -4,8 +4,8 @@ mapping, summed from their member rows in ``checkpoints`` (key ``replica:<id>``,
 ``<epoch seconds> <shards held>``; rows of a replica that died are deleted by the others once
 they are older than twice the lease).
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-02
 """
 
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005"
-down_revision: str | None = "0004"
+revision: str = "0006"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
