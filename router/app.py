@@ -35,7 +35,6 @@ from router.models import (
     MappingRow,
     MappingState,
     StatsDelta,
-    function_arn,
 )
 from router.pipeline import Backoff, Counters, Pipeline
 from router.secrets import redact
@@ -346,7 +345,7 @@ class Router:
         invoker = self.functions.get(config.function)
         if function is None or invoker is None:
             raise ConfigError(f"function {config.function!r} is not declared under functions:")
-        arn = function_arn(function.name, function.arn)
+        arn = function.invoked_arn
         source_cls = registry.load_source(config.source.type)
         source = source_cls(
             config.source.settings,

@@ -10,12 +10,39 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
+
+ACCOUNT_ID = "123456789012"
+"""The default of ``router.account_id``: the account of the ARNs the router makes up
+(function ARNs, and the events' ARNs a source has no real account for), the one AWS's
+documented sample events and moto use, so that an event's ARNs and the function's ARN name
+the same account."""
+
+_ACCOUNT: ContextVar[str] = ContextVar("router_account_id", default=ACCOUNT_ID)
+
+
+def current_account() -> str:
+    """The account the configuration being loaded declares (``router.account_id``); the
+    plug-ins' ``account`` settings default to it."""
+    return _ACCOUNT.get()
+
+
+@contextmanager
+def account_scope(account: str) -> Iterator[None]:
+    """Load functions and mappings with ``account`` as :func:`current_account`."""
+    token = _ACCOUNT.set(account)
+    try:
+        yield
+    finally:
+        _ACCOUNT.reset(token)
+
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 """Lambda's synchronous invocation payload limit; a batch is sent before it grows past this."""
@@ -188,6 +215,13 @@ class FunctionConfig:
     arn: str = ""
     event_invoke: EventInvokeConfig = EventInvokeConfig()
     """Its asynchronous invocation settings (Lambda's defaults unless configured)."""
+    account_id: str = ACCOUNT_ID
+    """``router.account_id``: the account of its ARN when ``arn`` is not given."""
+
+    @property
+    def invoked_arn(self) -> str:
+        """The ARN it is invoked as (``invokedFunctionArn``)."""
+        return function_arn(self.name, self.arn, self.account_id)
 
 
 class Column(enum.StrEnum):
@@ -484,19 +518,14 @@ class QueueDepth:
     oldest: datetime | None
 
 
-ACCOUNT_ID = "123456789012"
-"""The account of the ARNs the router makes up (function ARNs, and the events' ARNs a source
-has no real account for): the one AWS's documented sample events and moto use, so that an
-event's ARNs and the function's ARN name the same account."""
-
-
-def function_arn(name: str, arn: str = "") -> str:
+def function_arn(name: str, arn: str = "", account: str | None = None) -> str:
     """The ARN a function is invoked as: the configured one, or a local look-alike.
 
-    A local ARN uses ``AWS_REGION`` (default ``us-east-1``) and :data:`ACCOUNT_ID`, so
+    A local ARN uses ``AWS_REGION`` (default ``us-east-1``) and ``account`` (the function's
+    ``account_id``, which is ``router.account_id``; default :func:`current_account`), so
     handlers that split the ARN keep working.
     """
     if arn:
         return arn
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    return f"arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{name}"
+    return f"arn:aws:lambda:{region}:{account or current_account()}:function:{name}"

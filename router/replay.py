@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from router.abc import Store
 from router.config import RouterConfig
 from router.functions import Functions
-from router.models import FailedEvent, Invocation, Outcome, function_arn
+from router.models import FailedEvent, Invocation, Outcome
 from router.pipeline.destination_records import REJECTED
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ async def replay(
                     event=payload.get("requestPayload", payload.get("payload")),
                     request_id=str(uuid.uuid4()),
                     deadline=time.time() + function.timeout,
-                    invoked_function_arn=function_arn(function.name, function.arn),
+                    invoked_function_arn=function.invoked_arn,
                 )
             )
             reported = isinstance(result.payload, dict) and result.payload.get("batchItemFailures")

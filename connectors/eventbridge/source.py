@@ -49,7 +49,7 @@ from router.errors import RouterError
 from router.filters import Matcher, compile_patterns
 from router.ingress import Ingress, IngressListener, IngressRequest, Registration
 from router.ingress.source import PushedSource
-from router.models import ACCOUNT_ID, PluginSettings, Record, SourceKind
+from router.models import PluginSettings, Record, SourceKind, current_account
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class EventBridgeSettings(PluginSettings):
     input_transformer: InputTransformerSettings | None = Field(
         default=None, validation_alias=_alias("input_transformer", "InputTransformer")
     )
-    account: str = Field(default=ACCOUNT_ID, pattern=r"^\d{12}$")
+    account: str = Field(default_factory=current_account, pattern=r"^\d{12}$")
     region: str = "us-east-1"
 
     @model_validator(mode="after")

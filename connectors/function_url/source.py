@@ -40,7 +40,7 @@ from router.ingress import Ingress, IngressRequest
 from router.ingress.errors import AwsError
 from router.ingress.listener import check_path
 from router.ingress.source import PushedSource
-from router.models import ACCOUNT_ID, Invocation, Outcome, PluginSettings, SourceKind
+from router.models import Invocation, Outcome, PluginSettings, SourceKind, current_account
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class FunctionUrlSettings(PluginSettings):
         default="NONE", validation_alias=_alias("auth_type", "AuthType")
     )
     cors: CorsSettings | None = Field(default=None, validation_alias=_alias("cors", "Cors"))
-    account: str = Field(default=ACCOUNT_ID, pattern=r"^\d{12}$")
+    account: str = Field(default_factory=current_account, pattern=r"^\d{12}$")
     """``requestContext.accountId``."""
 
     @field_validator("path")

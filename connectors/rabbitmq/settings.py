@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from router.errors import ConfigError
-from router.models import PluginSettings
+from router.models import PluginSettings, current_account
 from router.secrets import Secret, SecretUrl, basic_auth
 
 SCHEMES = ("amqp", "amqps")
@@ -235,7 +235,9 @@ class RabbitSourceSettings(RabbitConnection):
     to the on-failure destination, then acknowledges it."""
     event_source_arn: str | None = None
     """The event's ``eventSourceArn``. Default: an Amazon MQ broker ARN made of the host,
-    ``arn:aws:mq:us-east-1:123456789012:broker:HOST:b-HOST``."""
+    ``arn:aws:mq:us-east-1:ACCOUNT:broker:HOST:b-HOST``."""
+    account: str = Field(default_factory=current_account, pattern=r"^\d{12}$")
+    """The ACCOUNT of the default ``event_source_arn`` (``router.account_id``)."""
 
     @model_validator(mode="before")
     @classmethod

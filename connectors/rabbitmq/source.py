@@ -84,8 +84,8 @@ RETRY_TRAITS = SourceTraits(
 """``on_function_error: retry``: failures are retried by the router as for a stream."""
 
 
-def broker_arn(host: str) -> str:
-    return f"arn:aws:mq:us-east-1:{ACCOUNT_ID}:broker:{host}:b-{host}"
+def broker_arn(host: str, account: str = ACCOUNT_ID) -> str:
+    return f"arn:aws:mq:us-east-1:{account}:broker:{host}:b-{host}"
 
 
 class RabbitSource(Source):
@@ -131,7 +131,7 @@ class RabbitSource(Source):
                 host = self.settings.address()[1]
             except Exception:  # noqa: BLE001 - an unresolvable URL: run() says why
                 host = "rabbitmq"
-            self._arn = broker_arn(host)
+            self._arn = broker_arn(host, self.settings.account)
         return self._arn
 
     # ------------------------------------------------------------------ reading

@@ -51,7 +51,7 @@ from connectors.schedule.cron import RateSchedule, Schedule, parse_schedule
 from router import logs
 from router.abc import MetricFamily, Sink, Source, SourceContext, SourceTraits
 from router.errors import SourceError, StoreError
-from router.models import ACCOUNT_ID, PluginSettings, Record, SourceKind
+from router.models import PluginSettings, Record, SourceKind, current_account
 from router.supervisor import describe
 
 logger = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ class ScheduleSettings(PluginSettings):
         default=None, validation_alias=_alias("start_date", "StartDate")
     )
     end_date: datetime | None = Field(default=None, validation_alias=_alias("end_date", "EndDate"))
-    account: str = Field(default=ACCOUNT_ID, pattern=r"^\d{12}$")
+    account: str = Field(default_factory=current_account, pattern=r"^\d{12}$")
     region: str = "us-east-1"
     lease_ttl: float = Field(default=30.0, ge=1, le=3600)
     """Seconds a silent replica keeps its pending fires before another one re-delivers them."""

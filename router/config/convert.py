@@ -40,6 +40,7 @@ from router.config.schema import (
 from router.config.yaml_lines import KeyPath
 from router.errors import ConfigError
 from router.models import (
+    ACCOUNT_ID,
     ASYNC_EVENT_AGE_DEFAULT,
     ASYNC_EVENT_AGE_MAX,
     ASYNC_EVENT_AGE_MIN,
@@ -51,6 +52,7 @@ from router.models import (
     MappingConfig,
     SourceKind,
     SourceSpec,
+    current_account,
 )
 from router.secrets import Secret, SecretUrl
 
@@ -113,6 +115,8 @@ class RouterSettings:
     """Seconds a mapping the YAML deleted keeps its checkpoints for a mapping of the same
     name declared again; 0 drops them at once."""
     http_listen: str = "127.0.0.1:9090"
+    account_id: str = ACCOUNT_ID
+    """The account of the ARNs the router makes up (functions' and events')."""
     log_format: str = "console"
     log_level: str = "INFO"
     max_filter_patterns: int = 5
@@ -169,6 +173,7 @@ def build_function(
         settings=settings,
         arn=model.arn,
         event_invoke=event_invoke,
+        account_id=current_account(),
     )
 
 

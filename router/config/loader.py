@@ -19,7 +19,7 @@ from router.config.convert import (
 from router.config.schema import RouterSettingsModel, validate_model
 from router.config.yaml_lines import KeyPath, YamlDocument, format_path, load_yaml
 from router.errors import ConfigError, ConfigErrors, Location
-from router.models import FunctionConfig, MappingConfig
+from router.models import FunctionConfig, MappingConfig, account_scope
 from router.secrets import secret_policy
 
 TOP_LEVEL_KEYS = ("router", "functions", "mappings")
@@ -174,7 +174,17 @@ def _build_checked(
                 None if model.ingress is None else IngressSettings.from_model(model.ingress)
             )
             settings = RouterSettings(**values)
+    with account_scope(settings.account_id):
+        return _build_declared(docs, tops, errors, settings)
 
+
+def _build_declared(
+    docs: Sequence[YamlDocument],
+    tops: list[tuple[YamlDocument, dict[str, Any]]],
+    errors: list[ConfigError],
+    settings: RouterSettings,
+) -> RouterConfig:
+    """The functions and mappings, with ``router:`` settings read."""
     functions: dict[str, FunctionConfig] = {}
     function_at: dict[str, Location] = {}
     function_files: dict[str, str] = {}

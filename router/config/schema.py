@@ -19,6 +19,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from router.config.yaml_lines import KeyPath
 from router.errors import ConfigError, Location
+from router.models import ACCOUNT_ID
 from router.secrets import Secret, SecretUrl
 
 M = TypeVar("M", bound=BaseModel)
@@ -136,6 +137,13 @@ class RouterSettingsModel(StrictModel):
     )
     http_listen: str = Field(
         "127.0.0.1:9090", description="HOST:PORT of the /metrics, /healthz, /readyz listener"
+    )
+    account_id: str = Field(
+        ACCOUNT_ID,
+        pattern=r"^\d{12}$",
+        description="The account of the ARNs the router makes up: function ARNs "
+        "(invokedFunctionArn, destination records) and the events' ARNs and account ids "
+        "(schedule, EventBridge, function URL, RabbitMQ broker)",
     )
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -245,7 +245,7 @@ class FunctionTargets:
                 mapping=mapping,
                 store=store,
                 replica_id=self.replica_id,
-                function_arn=function_arn(function.name, function.arn),
+                function_arn=function.invoked_arn,
                 ingress=self.ingress,
             ),
         )
@@ -299,7 +299,11 @@ class InvokeApi:
             qualifier = qualifier or found["qualifier"]
         if function is None or qualifier not in (None, "", "$LATEST"):
             name = found["name"] if found is not None else raw
-            arn = function_arn(name) if function is None else function_arn(name, function.arn)
+            if function is None:
+                known = next(iter(self.ingress.functions.config.values()), None)
+                arn = function_arn(name, account=known.account_id if known else None)
+            else:
+                arn = function.invoked_arn
             suffix = f":{qualifier}" if qualifier else ""
             raise AwsError(404, "ResourceNotFoundException", f"Function not found: {arn}{suffix}")
         return function
@@ -377,14 +381,14 @@ class InvokeApi:
             raise AwsError(
                 404,
                 "ResourceNotFoundException",
-                f"Function not found: {function_arn(function.name, function.arn)}",
+                f"Function not found: {function.invoked_arn}",
             )
         invocation = Invocation(
             function=function.name,
             event=orjson.loads(payload),
             request_id=request.request_id,
             deadline=time.time() + function.timeout,
-            invoked_function_arn=function_arn(function.name, function.arn),
+            invoked_function_arn=function.invoked_arn,
             trace_id=trace_id,
             client_context=client_context,
         )

@@ -161,6 +161,7 @@ class ProcessIsolation:
             timeout=self.function.timeout,
             settings=runtime_settings,
             arn=self.function.arn,
+            account_id=self.function.account_id,
         )
         context = InvokerContext(store=self.context.store, report_init_error=self._init_error)
         # The first worker starts before traffic, but its first invocation is the handler's

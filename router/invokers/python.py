@@ -55,7 +55,6 @@ from router.models import (
     Invocation,
     InvokeResult,
     PluginSettings,
-    function_arn,
 )
 from router.tracing import TRACE_ENV
 
@@ -155,7 +154,7 @@ class PythonInvoker(Invoker):
         self._handler: Handler | None = None
         self._is_async = False
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._arn = function_arn(function.name, function.arn)
+        self._arn = function.invoked_arn
         self._log_stream = ""
         self._isolated: ProcessIsolation | None = None
         if self.settings.isolation == "process":

@@ -50,7 +50,6 @@ from router.models import (
     MappingConfig,
     Outcome,
     Record,
-    function_arn,
 )
 from router.pipeline.backpressure import Backpressure
 from router.pipeline.batch_responses import (
@@ -123,7 +122,7 @@ class Delivery(ABC):
         self.invoke_slots: asyncio.Semaphore | None = None
         """Bounds concurrent invocations (asynchronous sources); None: bounded by lanes."""
         self.concurrency = mapping.maximum_concurrency or DEFAULT_CONCURRENCY
-        self.arn = function_arn(function.name, function.arn)
+        self.arn = function.invoked_arn
         self.max_age = mapping.maximum_record_age
         self.max_retries = mapping.maximum_retry_attempts
         cap = source.traits_for(source.settings).retry_cap_with_destination

@@ -41,7 +41,7 @@ from router.invokers.runtime.metrics import FunctionMetrics
 from router.invokers.runtime.protocol import State
 from router.invokers.runtime.server import describe
 from router.invokers.runtime.settings import RuntimeApiInvokerSettings, RuntimeSettings
-from router.models import FunctionConfig, InvokeResult, Outcome, function_arn
+from router.models import FunctionConfig, InvokeResult, Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class EnvironmentPool:
         self.settings = settings
         self.runtime: RuntimeSettings = settings.runtime
         self.timeout = function.timeout
-        self.arn = function_arn(function.name, function.arn)
+        self.arn = function.invoked_arn
         self.key_path = f"functions.{function.name}.runtime"
         self.context = context
         self.metrics = metrics
