@@ -32,6 +32,13 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     return {}
 
 
+def handler_writing(event: Any, context: Any) -> dict[str, Any]:
+    """In a worker process (``isolation: process``): what it found, into a file."""
+    with open(os.environ["TRACE_SEEN_FILE"], "a") as f:
+        f.write(os.environ.get("_X_AMZN_TRACE_ID", "") + "\n")
+    return {}
+
+
 class Recorder(SpanProcessor):
     """Keeps the spans that end while a test records (the provider is process-wide)."""
 
@@ -146,16 +153,44 @@ async def test_kafka_traceparent_header(
 async def test_without_upstream_the_batch_starts_a_trace(
     sqlite_store: SQLStore, spans: list[ReadableSpan], tmp_path: Any
 ) -> None:
+    inbox = tmp_path / "inbox"  # beside the store's file, not around it
+    inbox.mkdir()
     source = f"""      type: directory
-      path: {tmp_path}"""
+      path: {inbox}"""
     async with run_router(config(source), sqlite_store):
-        (tmp_path / "a.txt").write_text("a")
+        (inbox / "a.txt").write_text("a")
         await eventually(lambda: seen)
     (span,) = [s for s in spans if s.name == "orders process"]
     assert span.parent is None
     context = span.get_span_context()
     assert context is not None
     assert seen == [tracing.xray_header(context.trace_id, context.span_id, True)]
+
+
+async def test_a_worker_process_gets_the_span_through_the_runtime_api(
+    sqlite_store: SQLStore,
+    spans: list[ReadableSpan],
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``isolation: process``: the worker takes the invocation from the Runtime API, whose
+    ``Lambda-Runtime-Trace-Id`` it puts into its own ``_X_AMZN_TRACE_ID``."""
+    written = tmp_path / "seen.txt"
+    monkeypatch.setenv("TRACE_SEEN_FILE", str(written))
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    text = config(f"      type: directory\n      path: {inbox}").replace(
+        "handler: tests.e2e.test_tracing:handler",
+        "handler: tests.e2e.test_tracing:handler_writing\n    isolation: process",
+    )
+    async with run_router(text, sqlite_store):
+        (inbox / "a.txt").write_text("a")
+        await eventually(lambda: written.exists() and written.read_text(), timeout=60)
+    (span,) = [s for s in spans if s.name == "orders process"]
+    context = span.get_span_context()
+    assert context is not None
+    header = tracing.xray_header(context.trace_id, context.span_id, True)
+    assert written.read_text().splitlines() == [header]
 
 
 def test_header_forms() -> None:
