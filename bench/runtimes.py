@@ -1,6 +1,7 @@
 """Managed execution environments: what the hosted Runtime API costs per invocation.
 
-Run by hand: ``python bench/runtimes.py [--invocations 5000] [--rounds 5] [--cold-starts 10]``.
+Run by hand: ``python bench/runtimes.py [--invocations 5000] [--rounds 5] [--cold-starts 10]
+[--event-loop asyncio|uvloop]``.
 
 In the same run, each round invokes a no-op handler ``--invocations`` times, with
 ``--concurrency`` callers (2 by default):
@@ -50,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from router import logs
 from router.abc import Invoker, InvokerContext, Store
 from router.app import tune_gc
+from router.cli import EVENT_LOOPS, run_loop
 from router.invokers.python import PythonInvoker, PythonInvokerSettings
 from router.invokers.runtime_api import (
     RuntimeApiInvoker,
@@ -237,7 +239,8 @@ async def main(args: argparse.Namespace) -> None:
         isolated_ratios: list[float] = []
         print(
             f"{args.invocations} no-op invocations per run, {args.concurrency} callers, "
-            f"log level {args.log_level}, system_log_level {args.system_log_level}"
+            f"log level {args.log_level}, system_log_level {args.system_log_level}, "
+            f"event loop {args.event_loop}"
         )
         for n in range(1, args.rounds + 1):
             runs: list[tuple[str, Callable[..., Awaitable[tuple[float, list[float]]]]]] = [
@@ -295,4 +298,11 @@ if __name__ == "__main__":
         choices=["INFO", "WARN"],
         help="the function's system_log_level (WARN: no START/END/REPORT lines)",
     )
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument(
+        "--event-loop",
+        default="asyncio",
+        choices=EVENT_LOOPS,
+        help="the event loop every run of the round uses (router run --event-loop)",
+    )
+    args = parser.parse_args()
+    run_loop(args.event_loop, main(args))

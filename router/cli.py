@@ -12,9 +12,9 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import yaml
@@ -449,6 +449,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--log-format", choices=["console", "json"])
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument(
+        "--event-loop",
+        choices=["asyncio", "uvloop"],
+        help="the event loop (default: $ROUTER_EVENT_LOOP or asyncio; uvloop needs the "
+        "'uvloop' extra)",
+    )
 
     p = sub.add_parser("validate", help="check the configuration (exit 0 or 2)")
     p.add_argument(
@@ -534,6 +540,40 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+EVENT_LOOPS = ("asyncio", "uvloop")
+T = TypeVar("T")
+
+
+def event_loop(flag: str | None) -> str:
+    """``--event-loop``, else ``$ROUTER_EVENT_LOOP``, else ``asyncio``."""
+    if flag:
+        return flag
+    value = os.environ.get("ROUTER_EVENT_LOOP", "").strip().lower() or "asyncio"
+    if value not in EVENT_LOOPS:
+        raise ConfigError(
+            f"ROUTER_EVENT_LOOP={value!r} is not an event loop: set it to asyncio or uvloop"
+        )
+    return value
+
+
+def run_loop(name: str, main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on asyncio's loop or uvloop's (a clear error when uvloop is not
+    installed)."""
+    if name != "uvloop":
+        return asyncio.run(main)
+    try:
+        import uvloop
+    except ImportError:
+        main.close()
+        raise MissingDependencyError(
+            "the uvloop event loop is not installed: pip install 'event-router[uvloop]' "
+            "or run with --event-loop asyncio",
+            library="uvloop",
+            extra="uvloop",
+        ) from None
+    return uvloop.run(main)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "test-pattern":
@@ -545,7 +585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logs.setup("console", "WARNING")
     try:
         if args.command == "run":
-            return asyncio.run(_run(args))
+            return run_loop(event_loop(args.event_loop), _run(args))
         if args.command == "validate":
             return _validate(args)
         if args.command == "apply":
