@@ -372,3 +372,32 @@ async def test_address_in_use_is_a_config_error(make: Factory) -> None:
     first = await make()
     with pytest.raises(ConfigError, match=r"functions\.fn\.listen: cannot listen"):
         await make(listen=first.address)
+
+
+async def test_time_spent_queued_does_not_count_against_the_timeout(
+    make: Factory, session: aiohttp.ClientSession
+) -> None:
+    invoker = await make(timeout=0.5, queue_timeout=60)
+    call = invocation({"queued": True}, timeout=0.5)
+    task = asyncio.create_task(invoker.invoke(call))
+    # Queued for longer than the function's whole timeout: no runtime has taken it yet.
+    await asyncio.sleep(1.0)
+    assert not task.done()
+    assert invoker.queued == 1
+    runtime = Runtime(session, invoker.address)
+    asked = time.time()
+    headers, _ = await runtime.next()
+    # The runtime gets the function's full 0.5 s from the moment it took the invocation.
+    assert int(headers["Lambda-Runtime-Deadline-Ms"]) >= int(asked * 1000) + 500
+    status, _ = await runtime.post(f"invocation/{call.request_id}/response", b'{"ran": true}')
+    assert status == 202
+    result = await task
+    assert (result.outcome, result.payload) == (Outcome.SUCCESS, {"ran": True})
+    # The wait is reported apart from the duration.
+    [wait] = [
+        value
+        for family in invoker.metrics()
+        for name, _, value in family.samples
+        if name == "router_function_queue_wait_seconds_sum"
+    ]
+    assert wait >= 0.9  # asyncio may wake a timer up to its clock resolution early
