@@ -71,10 +71,24 @@ def _access_configurations(out: dict[str, Any], items: Any) -> None:
         out.setdefault("security_protocol", "SASL_SSL")
 
 
+def _one_or_list_schema(*keys: str) -> Any:
+    """The JSON schema says what ``_as_list`` accepts: a comma-separated string too."""
+
+    def extra(schema: dict[str, Any]) -> None:
+        props = schema.get("properties", {})
+        for key in keys:
+            if key in props:
+                props[key] = {"anyOf": [props[key], {"type": "string", "minLength": 1}]}
+
+    return extra
+
+
 class KafkaConnection(PluginSettings):
     """Broker address and security, shared by the source and the destination."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, json_schema_extra=_one_or_list_schema("bootstrap_servers")
+    )
 
     bootstrap_servers: list[str] = Field(min_length=1)
     client_id: str = "event-router"
@@ -166,6 +180,12 @@ class KafkaSourceSettings(KafkaConnection):
     deployments lower ``session_timeout_ms`` / ``heartbeat_interval_ms`` so that a dead
     replica's partitions move sooner.
     """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra=_one_or_list_schema("bootstrap_servers", "topics"),
+    )
 
     topics: list[str] = Field(min_length=1)
     consumer_group_id: str | None = None

@@ -13,15 +13,15 @@ from typing import Any
 from pydantic import BaseModel
 
 from router import registry
+from router.config.destinations import SAM_DESTINATION_TYPES
 from router.config.plugins import settings_class
 from router.config.rules import MappingModel
+from router.config.sam import NAMING_PROPERTIES
 from router.config.schema import (
     DestinationConfigModel,
-    FilterCriteriaModel,
-    FilterModel,
     FunctionModel,
     RouterSettingsModel,
-    ScalingConfigModel,
+    annotation_types,
     field_aliases,
 )
 
@@ -34,21 +34,52 @@ class _Defs:
     def __init__(self) -> None:
         self.defs: dict[str, Any] = {}
 
-    def model(self, model: type[BaseModel], *, aliases: bool = True) -> dict[str, Any]:
+    def model(self, model: type[BaseModel]) -> dict[str, Any]:
+        """``model``'s schema, its nested models in ``$defs``, every spelling the validator
+        accepts (each field's aliases) listed in both."""
         schema = model.model_json_schema(ref_template="#/$defs/{model}")
+        nested = {m.__name__: m for m in _nested_models(model)}
         for name, sub in schema.pop("$defs", {}).items():
+            if name in nested:
+                _add_aliases(sub, nested[name])
             self.defs.setdefault(name, sub)
-        if aliases:
-            _add_aliases(schema, model)
+        _add_aliases(schema, model)
         return schema
 
 
+def _nested_models(model: type[BaseModel]) -> list[type[BaseModel]]:
+    """The models the fields of ``model`` hold, at any depth."""
+    out: list[type[BaseModel]] = []
+    todo = [model]
+    while todo:
+        current = todo.pop()
+        for info in current.model_fields.values():
+            for t in annotation_types(info.annotation):
+                if isinstance(t, type) and issubclass(t, BaseModel) and t not in out:
+                    out.append(t)
+                    todo.append(t)
+    return out
+
+
 def _add_aliases(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    """Each field's aliases as properties of their own; a required field may be given in
+    any of its spellings (exactly one: two spellings of one key are an error)."""
     props = schema.get("properties", {})
+    required = schema.get("required", [])
     for name, spellings in field_aliases(model).items():
-        if name in props:
-            for alias in spellings[1:]:
-                props.setdefault(alias, props[name])
+        if name not in props or len(spellings) < 2:
+            continue
+        for alias in spellings[1:]:
+            props.setdefault(alias, props[name])
+        pairs = [{"required": [a, b]} for a in spellings for b in spellings if a < b]
+        once = {"not": {"anyOf": pairs}}
+        if name in required:
+            required.remove(name)
+            schema.setdefault("allOf", []).append({"oneOf": [{"required": [s]} for s in spellings]})
+        else:
+            schema.setdefault("allOf", []).append(once)
+    if "required" in schema and not required:
+        del schema["required"]
 
 
 def _plugin(defs: _Defs, kind: str, type_name: str) -> dict[str, Any] | None:
@@ -56,7 +87,7 @@ def _plugin(defs: _Defs, kind: str, type_name: str) -> dict[str, Any] | None:
         cls = registry.load(kind, type_name)
     except Exception:  # noqa: BLE001 - a missing plug-in leaves its branch open
         return None
-    return defs.model(settings_class(cls), aliases=False)
+    return defs.model(settings_class(cls))
 
 
 def _union(
@@ -89,6 +120,28 @@ def _union(
     }
 
 
+def _ported(mapping: dict[str, Any]) -> dict[str, Any]:
+    """A mapping written with SAM / CloudFormation properties instead of ``source:``
+    (docs/configuration.md, "Porting from SAM"): the mapping's own keys as in ``mapping``,
+    one property that names the source, and the source's settings beside (checked by
+    ``router validate``, which knows which source they are for)."""
+    ported = copy.deepcopy(mapping)
+    ported["properties"].pop("source", None)
+    ported["required"] = [k for k in ported.get("required", []) if k != "source"]
+    ported["additionalProperties"] = True
+    ported.setdefault("allOf", []).extend(
+        [
+            {"not": {"required": ["source"]}},
+            {"anyOf": [{"required": [key]} for key in NAMING_PROPERTIES]},
+        ]
+    )
+    ported["description"] = (
+        "SAM / CloudFormation properties pasted without source: (the source's settings "
+        "beside them are checked by router validate)"
+    )
+    return ported
+
+
 def json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a configuration file."""
     defs = _Defs()
@@ -104,6 +157,7 @@ def json_schema() -> dict[str, Any]:
                 "properties": {
                     "destination": {"type": "string"},
                     "Destination": {"type": "string"},
+                    "Type": {"enum": sorted(SAM_DESTINATION_TYPES)},
                 },
                 "additionalProperties": False,
                 "description": "table, arn:aws:sqs|sns|s3:..., http(s)://..., file:///PATH, "
@@ -116,9 +170,6 @@ def json_schema() -> dict[str, Any]:
     props = mapping["properties"]
     for key in field_aliases(MappingModel)["source"]:
         props[key] = source
-    for sub in (FilterCriteriaModel, FilterModel, ScalingConfigModel, DestinationConfigModel):
-        if sub.__name__ in defs.defs:
-            _add_aliases(defs.defs[sub.__name__], sub)
     dc = defs.defs.get(DestinationConfigModel.__name__)
     if dc is not None:
         for key in ("on_failure", "OnFailure", "on_success", "OnSuccess"):
@@ -136,7 +187,7 @@ def json_schema() -> dict[str, Any]:
                 "propertyNames": {"pattern": "^[A-Za-z0-9_-]{1,64}$"},
                 "additionalProperties": functions,
             },
-            "mappings": {"type": "array", "items": mapping},
+            "mappings": {"type": "array", "items": {"anyOf": [mapping, _ported(mapping)]}},
         },
         "$defs": defs.defs,
     }

@@ -282,13 +282,13 @@ Locate = Callable[[KeyPath, bool], Location]
 """Turns a path into a Location; the flag says "point at the enclosing mapping's line"."""
 
 
-def _unwrap(annotation: Any) -> list[Any]:
+def annotation_types(annotation: Any) -> list[Any]:
     """The classes a field annotation can hold (through Optional, unions, list, dict)."""
     origin = get_origin(annotation)
     if origin in (Union, types.UnionType):
-        return [t for arg in get_args(annotation) for t in _unwrap(arg)]
+        return [t for arg in get_args(annotation) for t in annotation_types(arg)]
     if origin in (list, tuple, dict):
-        return [t for arg in get_args(annotation)[-1:] for t in _unwrap(arg)]
+        return [t for arg in get_args(annotation)[-1:] for t in annotation_types(arg)]
     return [annotation]
 
 
@@ -308,7 +308,9 @@ def _model_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseMo
         if field is None:
             return None
         nested = [
-            t for t in _unwrap(field.annotation) if isinstance(t, type) and issubclass(t, BaseModel)
+            t
+            for t in annotation_types(field.annotation)
+            if isinstance(t, type) and issubclass(t, BaseModel)
         ]
         current = nested[0] if nested else None
     return current

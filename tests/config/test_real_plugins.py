@@ -92,11 +92,15 @@ def test_json_schema_describes_every_type_and_alias() -> None:
     json.dumps(schema)  # serialisable as is
     assert set(schema["properties"]) == {"router", "functions", "mappings"}
     assert schema["additionalProperties"] is False
-    mapping = schema["properties"]["mappings"]["items"]
+    # A mapping with source:, or one written with SAM / CloudFormation properties.
+    mapping, ported = schema["properties"]["mappings"]["items"]["anyOf"]
     props = mapping["properties"]
     for spelling in ("batch_size", "BatchSize", "FunctionName", "MaximumBatchingWindowInSeconds"):
         assert spelling in props
-    assert set(mapping["required"]) == {"name", "function", "source"}
+    assert set(mapping["required"]) == {"name", "source"}
+    assert {"required": ["function"]} in mapping["allOf"][0]["oneOf"]  # or FunctionName
+    assert {"required": ["FunctionName"]} in mapping["allOf"][0]["oneOf"]
+    assert "source" not in ported["properties"]
     source = props["source"]
     types = [b["properties"]["type"]["const"] for b in source["oneOf"]]
     assert types == sorted(
