@@ -18,6 +18,7 @@ installed. See docs/operations.md#traces.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -100,8 +101,7 @@ def batch_span(
             trace_flags=TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT),
         )
         context = otel.set_span_in_context(NonRecordingSpan(remote))
-    tracer = otel.get_tracer(TRACER)
-    with tracer.start_as_current_span(
+    with _tracer().start_as_current_span(
         f"{mapping} process",
         context=context,
         kind=SpanKind.CONSUMER,
@@ -114,6 +114,12 @@ def batch_span(
         },
     ) as span:
         yield span
+
+
+@functools.cache
+def _tracer() -> Any:
+    """The router's tracer (a proxy until a tracer provider is installed, then that one's)."""
+    return otel.get_tracer(TRACER)
 
 
 def invocation_header(upstream: str) -> str:

@@ -89,6 +89,8 @@ def sparkline(values: Sequence[float], *, width: int = 120, height: int = 24) ->
     newest and the highest value."""
     if not values:
         return '<span class="note">no samples yet</span>'
+    if len(values) == 1:
+        values = [values[0], values[0]]  # one interval so far: a level line, not a dot
     top = max(values) or 1.0
     step = width / max(len(values) - 1, 1)
     points = " ".join(
