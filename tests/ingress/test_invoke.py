@@ -5,12 +5,14 @@ dry runs, SigV4-signed with the configured keys and refused without them."""
 from __future__ import annotations
 
 import base64
+import http.server
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,8 +84,29 @@ functions:
       MaximumRetryAttempts: 1
       DestinationConfig:
         OnFailure: {Destination: "directory:./destinations"}
+  busy: {invoker: http, url: "BUSY_URL"}
 mappings: []
 """.replace("KEY_ID", KEY_ID).replace("SECRET", SECRET)
+
+
+class _Busy(http.server.BaseHTTPRequestHandler):
+    """A Lambda endpoint whose function has no concurrency left: 429 to every Invoke."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = json.dumps(
+            {"message": "Rate Exceeded.", "Reason": "ConcurrentInvocationLimitExceeded"}
+        )
+        self.send_response(429)
+        self.send_header("x-amzn-ErrorType", "TooManyRequestsException")
+        self.send_header("Retry-After", "3")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args: Any) -> None:
+        pass
 
 
 class Router:
@@ -118,7 +141,10 @@ def listener_url(process: RouterProcess) -> str:
 @pytest.fixture(scope="module")
 def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Router]:
     workdir = tmp_path_factory.mktemp("invoke")
-    (workdir / "router.yaml").write_text(CONFIG)
+    busy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Busy)
+    threading.Thread(target=busy.serve_forever, daemon=True).start()
+    busy_url = f"http://127.0.0.1:{busy.server_address[1]}"
+    (workdir / "router.yaml").write_text(CONFIG.replace("BUSY_URL", busy_url))
     (workdir / "app.py").write_text(APP)
     out = workdir / "invocations.jsonl"
     process = RouterProcess(
@@ -129,6 +155,8 @@ def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Router]:
         yield Router(process, listener_url(process), out)
     finally:
         assert process.stop() == 0, process.log_text()
+        busy.shutdown()
+        busy.server_close()
 
 
 def wait_for(check: Any, timeout: float = 15.0) -> Any:
@@ -213,6 +241,16 @@ def test_refusals_have_lambdas_codes(router: Router) -> None:
     with pytest.raises(client.exceptions.ResourceNotFoundException, match="function:nope"):
         client.invoke(FunctionName="nope")
     assert router.recorded() == []  # nothing refused was queued
+
+
+def test_a_throttled_function_answers_429_too_many_requests(router: Router) -> None:
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        router.client().invoke(FunctionName="busy", Payload=b"{}")
+    assert error_of(info) == (429, "TooManyRequestsException")
+    response = info.value.response
+    assert response["Error"]["Message"] == "Rate Exceeded."
+    assert response["Reason"] == "ReservedFunctionConcurrentInvocationLimitExceeded"
+    assert response["ResponseMetadata"]["HTTPHeaders"]["retry-after"] == "3"
 
 
 def test_a_response_larger_than_6_mb_is_a_function_error(router: Router) -> None:

@@ -1,6 +1,6 @@
-"""An asynchronous Invoke keeps its retry budget across ``kill -9``: the attempts it used are
-in the store, so the restarted router gives it what is left (Lambda's 2 retries in all), not
-a fresh budget."""
+"""Asynchronous Invoke calls across ``kill -9``: an event answered 202 is delivered by the
+restarted router, and it keeps its retry budget (the attempts it used are in the store, so
+the restarted router gives it what is left of Lambda's 2 retries, not a fresh budget)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import signal
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -54,6 +55,17 @@ mappings: []
 """
 
 
+def lambda_client(port: int) -> Any:
+    return boto3.client(
+        "lambda",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name="us-east-1",
+        aws_access_key_id="a",
+        aws_secret_access_key="b",
+        config=Config(retries={"max_attempts": 1}),
+    )
+
+
 def stored_attempts(db: Path) -> list[int]:
     with sqlite3.connect(db) as conn:
         return [row[0] for row in conn.execute("SELECT attempts FROM async_events")]
@@ -70,15 +82,9 @@ def test_kill_9_between_attempts_keeps_the_retry_budget(tmp_path: Path) -> None:
     log = tmp_path / "router.log"
     proc = start_router_process(config, store, tmp_path, log)
     wait_for(lambda: "ingress listener on" in log.read_text(), 30, log)
-    client = boto3.client(
-        "lambda",
-        endpoint_url=f"http://127.0.0.1:{port}",
-        region_name="us-east-1",
-        aws_access_key_id="a",
-        aws_secret_access_key="b",
-        config=Config(retries={"max_attempts": 1}),
+    answer = lambda_client(port).invoke(
+        FunctionName="flaky", InvocationType="Event", Payload=b'{"n": 1}'
     )
-    answer = client.invoke(FunctionName="flaky", InvocationType="Event", Payload=b'{"n": 1}')
     assert answer["StatusCode"] == 202
     request_id = answer["ResponseMetadata"]["RequestId"]
     # The first attempt failed and is recorded; the second one is running.
@@ -88,8 +94,12 @@ def test_kill_9_between_attempts_keeps_the_retry_budget(tmp_path: Path) -> None:
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(10)
     (tmp_path / "hold").unlink()
+    mark = len(log.read_text())
     proc = start_router_process(config, store, tmp_path, log)
     try:
+        # Started (its signal handlers set) before anything is checked: the events may all
+        # be delivered by the time it runs, and the test then stops it at once.
+        wait_for(lambda: " running: " in log.read_text()[mark:], 30, log)
         folder = tmp_path / "failed" / "flaky"
         (path,) = wait_for(lambda: list(folder.glob("*.json")), 60, log)
         record = json.loads(path.read_text())
@@ -100,5 +110,53 @@ def test_kill_9_between_attempts_keeps_the_retry_budget(tmp_path: Path) -> None:
         assert record["requestContext"]["requestId"] == request_id
         assert record["requestPayload"] == {"n": 1}
         wait_for(lambda: stored_attempts(db) == [], 10, log)
+    finally:
+        assert terminate(proc) == 0, log.read_text()
+
+
+RECORDER = """\
+import json
+
+def flaky(event, context):
+    with open("calls.jsonl", "a") as f:
+        f.write(json.dumps({"event": event, "request_id": context.aws_request_id}) + "\\n")
+"""
+
+
+def test_an_event_answered_202_is_delivered_after_kill_9(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(RECORDER)
+    port = free_port()
+    config = tmp_path / "router.yaml"
+    config.write_text(CONFIG.format(port=port))
+    store = f"sqlite:///{tmp_path / 'router.db'}"
+    log = tmp_path / "router.log"
+    proc = start_router_process(config, store, tmp_path, log)
+    wait_for(lambda: "ingress listener on" in log.read_text(), 30, log)
+    client = lambda_client(port)
+    answers = [
+        client.invoke(FunctionName="flaky", InvocationType="Event", Payload=json.dumps({"n": n}))
+        for n in range(5)
+    ]
+    # Killed the moment the last 202 arrived: whatever was not delivered yet is in the store.
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    assert {a["StatusCode"] for a in answers} == {202}
+    mark = len(log.read_text())
+    proc = start_router_process(config, store, tmp_path, log)
+    try:
+        # Started (its signal handlers set) before anything is checked: the events may all
+        # be delivered by the time it runs, and the test then stops it at once.
+        wait_for(lambda: " running: " in log.read_text()[mark:], 30, log)
+        expected = {a["ResponseMetadata"]["RequestId"]: {"n": n} for n, a in enumerate(answers)}
+        calls = wait_for(
+            lambda: (
+                {c["request_id"] for c in lines(tmp_path / "calls.jsonl")} >= set(expected)
+                and lines(tmp_path / "calls.jsonl")
+            ),
+            40,
+            log,
+        )
+        # At least once: each accepted event delivered under its request id.
+        assert {c["request_id"]: c["event"] for c in calls} == expected
     finally:
         assert terminate(proc) == 0, log.read_text()
