@@ -3,8 +3,8 @@
 Run by hand: ``python bench/mappings.py [--mappings 1000] [--kafka 100] [--store sqlite]``.
 One router on a fresh store (SQLite, or ``postgres``: a fresh database on 127.0.0.1:5432)
 runs N mappings: ``--kafka`` Kafka mappings, one topic each on a tansu broker started on a
-free port (``--kafka 0``: none), and the rest half ``directory`` (a folder each) and half
-``schedule`` (``rate(1 hour)``), all to one python function.
+free port (``--kafka 0``: none), ``--directories`` ``directory`` mappings (a folder each),
+the rest ``schedule`` (``rate(1 hour)``), all to one python function.
 
 * start-up: the first half of the mappings applied to the store and ``Router.start``; then
   the whole configuration applied while the router runs, and the time until it runs them all;
@@ -51,7 +51,9 @@ async def handle(event: dict[str, object], context: object) -> None:
     return None
 
 
-def config(count: int, kafka: int, folder: Path, bootstrap: str, topics: list[str]) -> str:
+def config(
+    count: int, kafka: int, directories: int, folder: Path, bootstrap: str, topics: list[str]
+) -> str:
     lines = [
         "functions:",
         '  f: {invoker: python, handler: "mappings_bench:handle"}',
@@ -65,7 +67,7 @@ def config(count: int, kafka: int, folder: Path, bootstrap: str, topics: list[st
                 f"consumer_group_id: {group}, session_timeout_ms: 1000, heartbeat_interval_ms: 100"
             )
             name = f"k{i:04d}"
-        elif i % 2:
+        elif i < kafka + directories:
             source = f'type: directory, path: "{folder / f"d{i:04d}"}"'
             name = f"d{i:04d}"
         else:
@@ -107,6 +109,13 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--mappings", type=int, default=1000)
     parser.add_argument("--kafka", type=int, default=100, help="how many are Kafka mappings")
+    parser.add_argument(
+        "--directories",
+        type=int,
+        default=100,
+        help="how many are directory mappings (each holds an inotify instance: Linux allows "
+        "128 a user by default, fs.inotify.max_user_instances)",
+    )
     parser.add_argument("--store", default="sqlite", choices=["sqlite", "postgres"])
     args = parser.parse_args()
     tune_gc()
@@ -118,7 +127,7 @@ async def main() -> None:
         bootstrap = stack.enter_context(tansu()) if args.kafka else "127.0.0.1:9"
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         topics = await make_topics(bootstrap, min(args.kafka, n))
-        full_text = config(n, args.kafka, folder, bootstrap, topics)
+        full_text = config(n, args.kafka, args.directories, folder, bootstrap, topics)
         # The first half: the same mappings, so the second apply only adds.
         half_text = full_text.split("\n")[: 3 + half]
         full_path, half_path = folder / "all.yaml", folder / "half.yaml"
@@ -162,7 +171,7 @@ async def main() -> None:
                         f"running {t2 - t1:.1f} s later; RSS {rss2:.0f} MB, "
                         f"{(rss2 - rss1) * 1024 / (n - half):.0f} KB per mapping ({load()})"
                     )
-                    target = next(u for u, name in router.enabled.items() if name.startswith("d"))
+                    target = next(u for u, name in router.enabled.items() if name.startswith("s"))
                     t0 = time.perf_counter()
                     async with store.engine.begin() as conn:
                         await conn.execute(
