@@ -15,8 +15,15 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python3.11 -m venv /opt/router
 WORKDIR /src
 COPY pyproject.toml ./
-RUN python3.11 -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-print('\n'.join(p['dependencies'] + p['optional-dependencies']['all']))" > requirements.txt \
+# The extras whose libraries the image holds, comma-separated: all (every source, destination
+# and store) by default; e.g. --build-arg EXTRAS=all,tracing,otlp for OpenTelemetry traces.
+ARG EXTRAS=all
+RUN python3.11 -c "import os, sys, tomllib; \
+p = tomllib.load(open('pyproject.toml', 'rb'))['project']; o = p['optional-dependencies']; \
+wanted = [e.strip() for e in os.environ['EXTRAS'].split(',') if e.strip()]; \
+bad = [e for e in wanted if e not in o]; \
+bad and sys.exit(f'EXTRAS: no extra {bad} in pyproject.toml; known: {sorted(o)}'); \
+print('\n'.join(p['dependencies'] + [d for e in wanted for d in o[e]]))" > requirements.txt \
  && /opt/router/bin/pip install -r requirements.txt
 COPY README.md ./
 COPY router ./router
