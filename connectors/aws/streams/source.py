@@ -42,23 +42,15 @@ from connectors.aws.common import (
     make_session,
     run_all,
 )
-from connectors.aws.streams.leases import (
-    MEMBER_PREFIX,
-    dead_members,
-    live_members,
-    member_row,
-    should_yield,
-    to_take,
-)
-from connectors.aws.streams.progress import FINISHED, SKIPPED, ShardProgress
-from connectors.aws.streams.shards import AT_TIMESTAMP, Shard, ShardPlan, Start
+from connectors.aws.streams.leasing import ShardLeasing
+from connectors.aws.streams.progress import FINISHED, ShardProgress
+from connectors.aws.streams.shards import AT_TIMESTAMP, Shard, Start
+from connectors.aws.streams.windowing import Windowing
 from connectors.aws.streams.windows import (
     FINAL_LANE,
     WINDOW_PREFIX,
     ShardWindow,
-    check_state,
     parse_row,
-    window_start,
 )
 from router import logs
 from router.abc import MappingProblem, MetricFamily, Sink, Source, SourceContext
@@ -101,7 +93,7 @@ class ReadResult:
     behind_ms: int | None
 
 
-class StreamSource(Source):
+class StreamSource(ShardLeasing, Windowing, Source):
     """A stream read shard by shard (see the module docstring)."""
 
     service: ClassVar[str]
@@ -227,29 +219,11 @@ class StreamSource(Source):
         return await self.context.store.get_checkpoints(uuid)
 
     def build_event(self, records: Sequence[Record]) -> dict[str, Any]:
-        if self._window and records:
-            lane: Any = records[0].lane
-            window = self._windows.get(lane[0])
-            if window is not None:
-                final = lane[-1] == FINAL_LANE
-                event: dict[str, Any] = {"Records": [] if final else [r.data for r in records]}
-                event.update(window.event_fields(lane[0], self.arn, final))
+        if self._window:
+            event = self.window_event(records)
+            if event is not None:
                 return event
         return {"Records": [r.data for r in records]}
-
-    def check_response(self, records: Sequence[Record], response: Any) -> str | None:
-        """With a tumbling window, the function's answer must carry its ``state``: kept for
-        the next invocation of the window (the final one's is dropped)."""
-        if not self._window or not records:
-            return None
-        lane: Any = records[0].lane
-        window = self._windows.get(lane[0])
-        if window is None or lane[-1] == FINAL_LANE:
-            return None
-        state, problem = check_state(response)
-        if state is not None:
-            window.answered(records[-1].position, state)
-        return problem
 
     async def ack(self, records: Sequence[Record]) -> None:
         lane: Any = None
@@ -270,17 +244,6 @@ class StreamSource(Source):
             changed = True
         if changed:
             self._dirty.set()
-
-    async def _window_closed(self, shard_id: str) -> None:
-        """The final invocation of the shard's window was acknowledged: its row goes."""
-        window = self._windows.get(shard_id)
-        if window is None:
-            return
-        window.ending = True  # a checkpoint write meanwhile must not store its row again
-        await self._delete_rows([WINDOW_PREFIX + shard_id])
-        if self._windows.get(shard_id) is window:
-            del self._windows[shard_id]
-        window.closed.set()
 
     def _ack_run(self, lane: tuple[Any, ...], sequences: list[str]) -> bool:
         progress = self._progress.get(lane[0])
@@ -358,125 +321,6 @@ class StreamSource(Source):
             self._changed.clear()
             if self._reader_error is not None:
                 raise self._reader_error
-
-    def _lease_key(self, shard_id: str) -> str:
-        mapping = self.context.mapping
-        return f"{mapping.source.type}:{mapping.uuid}:{shard_id}"
-
-    async def _lease(self, sink: Sink, shard_id: str) -> bool:
-        key = self._lease_key(shard_id)
-        owner = self.context.replica_id
-        ttl = self.settings.lease_duration
-        return await sink.supervisor.retry(
-            f"taking the lease of {shard_id}",
-            lambda: self.context.store.acquire_lease(key, owner, ttl),
-        )
-
-    async def _plan(self, sink: Sink, shards: list[Shard]) -> None:
-        """Renew the leases held, give up lost ones, take free shards up to the fair share,
-        give one up for a starving replica (see :mod:`.leases`), start readers."""
-        me = self.context.replica_id
-        leasing = bool(self.context.mapping.uuid)
-        while True:
-            plan = ShardPlan(shards, self._rows)
-            readable = plan.readable()
-            readable_ids = {s.id for s in readable}
-            now = time.time()
-            skipped = {
-                s.id: SKIPPED
-                for s in readable
-                if plan.start(s, self._position, self._timestamp, now, self.pins_latest).skip
-            }
-            if skipped:
-                await self._write_rows(skipped)
-                continue  # their children may be readable now
-            break
-        if leasing:
-            for shard_id in sorted(self._leased):
-                if shard_id not in readable_ids and shard_id not in self._readers:
-                    await self._drop(shard_id, release=True)  # finished, or gone
-                elif not await self._lease(sink, shard_id):
-                    logger.warning(
-                        "%s: lost the lease of %s to another replica", self.where, shard_id
-                    )
-                    await self._drop(shard_id, release=False)
-            members = live_members(self._rows, now, self.settings.lease_duration)
-            dead = dead_members(self._rows, now, self.settings.lease_duration)
-            if dead:
-                try:
-                    await self._delete_rows(dead)
-                except Exception as e:  # noqa: BLE001 - tried again next round
-                    logger.warning("%s: deleting member rows of gone replicas: %s", self.where, e)
-            members[me] = len(self._leased)
-            want = to_take(len(self._leased), len(readable), len(members))
-            # Replicas start their tries at different shards, so they seldom race for one.
-            offset = zlib.crc32(me.encode()) % max(1, len(readable))
-            for shard in readable[offset:] + readable[:offset]:
-                if want <= 0:
-                    break
-                if shard.id in self._leased:
-                    continue
-                if await self._lease(sink, shard.id):
-                    self._leased.add(shard.id)
-                    want -= 1
-            members[me] = len(self._leased)
-            free = max(0, len(readable) - sum(members.values()))
-            if should_yield(me, members, len(readable), free):
-                shard_id = max(self._leased)
-                logger.info(
-                    "%s: giving %s up for a replica with fewer shards", self.where, shard_id
-                )
-                await self._drop(shard_id, release=True)
-            await self._publish(sink)
-        else:
-            self._leased.update(readable_ids)
-        # Readers may have finished shards while the leases were renewed: plan again.
-        plan = ShardPlan(shards, self._rows)
-        for shard in plan.readable():
-            if shard.id in self._leased and shard.id not in self._readers:
-                start = plan.start(shard, self._position, self._timestamp, now, self.pins_latest)
-                self._start_reader(sink, shard, start)
-        clean = plan.cleanable()
-        if clean:
-            await self._delete_rows(clean)
-
-    async def _publish(self, sink: Sink) -> None:
-        row = {MEMBER_PREFIX + self.context.replica_id: member_row(time.time(), len(self._leased))}
-        uuid = self.context.mapping.uuid
-        await sink.supervisor.retry(
-            f"writing the member row of {self.where}",
-            lambda: self.context.store.put_checkpoints(uuid, row),
-        )
-
-    async def _drop(self, shard_id: str, *, release: bool) -> None:
-        """Stop reading ``shard_id`` (its in-flight batches finish first) and, when
-        ``release``, let another replica have its lease at once."""
-        task = self._readers.pop(shard_id, None)
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        await self._give_up([shard_id])
-        self._leased.discard(shard_id)
-        if release:
-            key = self._lease_key(shard_id)
-            try:
-                await self.context.store.release_lease(key, self.context.replica_id)
-            except Exception as e:  # noqa: BLE001 - the lease expires by itself
-                logger.warning("%s: releasing the lease of %s: %s", self.where, shard_id, e)
-
-    async def _release_all(self) -> None:
-        """On close: release the leases held and the member row, so that the other replicas
-        take the shards at once instead of after the lease duration."""
-        uuid = self.context.mapping.uuid
-        if not uuid:
-            return
-        me = self.context.replica_id
-        for shard_id in sorted(self._leased):
-            with contextlib.suppress(Exception):
-                await self.context.store.release_lease(self._lease_key(shard_id), me)
-        self._leased.clear()
-        with contextlib.suppress(Exception):
-            await self.context.store.delete_checkpoints(uuid, [MEMBER_PREFIX + me])
 
     def _start_reader(self, sink: Sink, shard: Shard, start: Start) -> None:
         if self._slots > 1:
@@ -608,54 +452,6 @@ class StreamSource(Source):
         self._progress.pop(shard_id, None)
         self._lanes.pop(shard_id, None)
         self.behind_ms.pop(shard_id, None)
-
-    async def _put_windowed(
-        self, sink: Sink, shard_id: str, progress: ShardProgress, records: list[Record]
-    ) -> None:
-        """Put ``records`` window by window: the records of a later window only once the
-        open window's final invocation was acknowledged (see :mod:`.windows`)."""
-        length = self._window
-        i = 0
-        while i < len(records):
-            start = window_start(records[i].arrival, length)
-            window = self._windows.get(shard_id)
-            if window is not None and start > window.start:
-                await self._close_window(sink, shard_id, progress)
-                window = None
-            if window is None:
-                window = self._windows[shard_id] = ShardWindow(start, length)
-            j = i + 1
-            while j < len(records) and window_start(records[j].arrival, length) <= window.start:
-                j += 1
-            group = records[i:j]
-            progress.fetched([r.position for r in group])
-            await sink.put(group)
-            i = j
-
-    async def _close_window(
-        self, sink: Sink, shard_id: str, progress: ShardProgress, *, early: bool = False
-    ) -> None:
-        """Invoke the window's final invocation once all its records are acknowledged, and
-        wait for its acknowledgement."""
-        window = self._windows[shard_id]
-        await progress.drained.wait()
-        window.early = early
-        sequence = progress.acked or ""
-        final = Record(
-            lane=(shard_id, FINAL_LANE),
-            position=sequence,
-            # What batch_info of an on-failure record reads; the event carries no record.
-            data={
-                "kinesis": {"sequenceNumber": sequence},
-                "dynamodb": {"SequenceNumber": sequence},
-            },
-            identifier=sequence,
-            size=512,
-            arrival=time.time(),
-            unfiltered=True,
-        )
-        await sink.put([final])
-        await window.closed.wait()
 
     def _at_end(self, shard_id: str, result: ReadResult, progress: ShardProgress) -> bool:
         if result.next_iterator is None:
