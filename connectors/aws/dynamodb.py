@@ -243,7 +243,7 @@ class DynamoDBSource(StreamSource):
             change = raw["dynamodb"]
             sequence: str = change["SequenceNumber"]
             created = change.get("ApproximateCreationDateTime")
-            arrival = created.timestamp() if created is not None else 0.0
+            arrival = float(created) if created is not None else 0.0  # epoch_seconds
             keys = lambda_item(change.get("Keys") or {})
             body: dict[str, Any] = {"ApproximateCreationDateTime": int(arrival), "Keys": keys}
             for image in ("NewImage", "OldImage"):

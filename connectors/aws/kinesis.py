@@ -214,7 +214,7 @@ class KinesisSource(StreamSource):
             sequence: str = raw["SequenceNumber"]
             key: str = raw["PartitionKey"]
             data: bytes = raw["Data"]
-            arrival = round(raw["ApproximateArrivalTimestamp"].timestamp(), 3)
+            arrival = round(raw["ApproximateArrivalTimestamp"], 3)  # epoch_seconds
             if slots > 1:
                 lane = lanes[slot_of(key.encode())]
             record = {

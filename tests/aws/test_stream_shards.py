@@ -16,6 +16,7 @@ from connectors.aws.streams.leases import (
 )
 from connectors.aws.streams.progress import SHARD_END, SKIPPED, ShardProgress
 from connectors.aws.streams.shards import Shard, ShardPlan, Start, parse_checkpoint
+from connectors.aws.streams.source import epoch_seconds
 
 
 def test_checkpoint_advances_over_the_contiguous_acknowledged_prefix() -> None:
@@ -165,3 +166,17 @@ def test_member_rows_age_out() -> None:
     # Rows of replicas past twice the lease, and rows that mean nothing, are deleted.
     assert dead_members(rows, 99.0, 10.0) == ["replica:c"]
     assert dead_members(rows, 115.0, 10.0) == ["replica:b", "replica:c"]
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (1733101323.5, 1733101323.5),
+        (1733101323, 1733101323.0),
+        ("1733101323.25", 1733101323.25),
+        ("2024-12-02T01:02:03Z", 1733101323.0),
+        ("2024-12-02T01:02:03.500+00:00", 1733101323.5),
+    ],
+)
+def test_response_timestamps_are_read_as_epoch_seconds(value: object, seconds: float) -> None:
+    assert epoch_seconds(value) == seconds

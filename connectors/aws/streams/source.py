@@ -28,6 +28,7 @@ from abc import abstractmethod
 from collections.abc import Hashable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -86,6 +87,21 @@ class StreamSettings(AwsSettings):
     it): a dead replica's shards are taken within this time."""
 
 
+def epoch_seconds(value: Any) -> float:
+    """A timestamp of a response as epoch seconds: JSON protocols send a number; an ISO
+    8601 string is parsed as well."""
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value)
+    try:
+        return float(text)
+    except ValueError:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.timestamp()
+
+
 @dataclass(slots=True)
 class ReadResult:
     records: list[Any]
@@ -114,6 +130,11 @@ class StreamSource(ShardLeasing, Windowing, Source):
         stamp = mapping.starting_position_timestamp
         self._timestamp = stamp.timestamp() if stamp is not None else None
         self._session = make_session(settings)
+        # Record timestamps as epoch seconds, not timezone-aware datetimes: botocore's
+        # default (a dateutil tzlocal per value, then .timestamp()) was the largest cost of
+        # a read after the emulator itself (bench/kinesis.py under py-spy).
+        parsers = self._session._session.get_component("response_parser_factory")
+        parsers.set_parser_defaults(timestamp_parser=epoch_seconds)
         self._stack: AsyncExitStack | None = None
         self.client: Any = None
         self.arn = ""
