@@ -614,6 +614,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(redact(str(e)), EXIT_FAILURE)
     except KeyboardInterrupt:
         return EXIT_OK
+    except BrokenPipeError:
+        # The reader went away (`router schema | head`): nothing more to say, and nothing to
+        # flush at exit either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     return EXIT_BAD_INPUT
 
 

@@ -51,6 +51,24 @@ def store_url(store: SQLStore) -> str:
     return store.engine.url.render_as_string(hide_password=False)
 
 
+def test_output_into_a_pipe_that_closes_early_is_not_an_error(tmp_path: Path) -> None:
+    # `router schema | head -1`: the reader goes away after one line.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTER_")}
+    with subprocess.Popen(
+        [*router_command(), "schema"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+        env=env,
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        assert process.stdout.readline().strip() == b"{"
+        process.stdout.close()
+        stderr = process.stderr.read().decode()
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
+
+
 # ---------------------------------------------------------------------------- validate
 
 
