@@ -180,7 +180,8 @@ async def one_store(backend: str, count: int, minutes: int, startup_allowance: f
     fired = [DELAYS[k] for k in due if k in DELAYS]
     missing = len(due) - len(fired)
     end_iso = f"{first + timedelta(minutes=minutes):%Y-%m-%dT%H:%M:%SZ}"
-    extra = sum(1 for k in FIRES if k not in due and k[1] < end_iso)
+    first_iso = f"{first:%Y-%m-%dT%H:%M:%SZ}"
+    extra = sum(1 for k in FIRES if k not in due and first_iso <= k[1] < end_iso)
     dups = sum(c - 1 for c in FIRES.values() if c > 1)
     n = max(len(fired), 1)
     total_writes = sum(counted.values())
