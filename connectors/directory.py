@@ -47,6 +47,7 @@ from pydantic import ConfigDict, Field
 from connectors.s3_events import encode_key, format_time, normalise
 from router.abc import MetricFamily, Sink, Source, SourceContext, SourceTraits
 from router.errors import LeaseLost, SourceError, StoreError
+from router.fswatch import watch
 from router.models import PluginSettings, Record, SourceKind
 from router.supervisor import describe
 
@@ -356,10 +357,11 @@ class DirectorySource(Source):
                 rescan = True
 
     async def _follow(self, sink: Sink, stop: asyncio.Event) -> None:
-        from watchfiles import Change, awatch
+        from watchfiles import Change
 
-        async for changes in awatch(
+        async for changes in watch(
             self.root,
+            what=f"directory source {self.context.mapping.name}",
             watch_filter=None,
             stop_event=stop,
             recursive=self.settings.recursive,

@@ -18,6 +18,7 @@ from router.aio import cancel_and_wait, wait_event
 from router.app import Router
 from router.config import apply_config, config_files, load_checked_config
 from router.errors import ConfigError
+from router.fswatch import watch
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +54,15 @@ class ConfigWatcher:
         await cancel_and_wait(task, "the configuration watcher", logger)
 
     async def _watch(self) -> None:
-        from watchfiles import awatch
-
         applied = await asyncio.to_thread(_fingerprint, self.path)
-        async for _ in awatch(self.path, debounce=300, rust_timeout=1000, yield_on_timeout=True):
+        changes = watch(
+            self.path,
+            what="the configuration",
+            debounce=300,
+            rust_timeout=1000,
+            yield_on_timeout=True,
+        )
+        async for _ in changes:
             self._watching.set()
             current = await asyncio.to_thread(_fingerprint, self.path)
             if current == applied:
