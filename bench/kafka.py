@@ -178,8 +178,9 @@ async def memory_per_record(bootstrap: str, topic: str, count: int = 20_000) -> 
         await consumer.stop()
 
 
-async def bare(bootstrap: str, topic: str, records: int) -> Rate:
-    consumer = AIOKafkaConsumer(
+def bare_consumer(bootstrap: str, topic: str) -> AIOKafkaConsumer:
+    """A consumer of ``topic`` from its start on a new group, committing by hand."""
+    return AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
         group_id=f"bare-{uuid.uuid4().hex[:8]}",
@@ -188,6 +189,10 @@ async def bare(bootstrap: str, topic: str, records: int) -> Rate:
         session_timeout_ms=1000,
         heartbeat_interval_ms=100,
     )
+
+
+async def bare(bootstrap: str, topic: str, records: int) -> Rate:
+    consumer = bare_consumer(bootstrap, topic)
     await consumer.start()
     try:
         seen = 0

@@ -42,12 +42,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aioboto3
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.kafka import tansu
+from bench.kafka import bare_consumer, tansu
 from bench.sqs import REGION, moto_server
-from bench.support import load, percentile, running_router
+from bench.support import fake_aws_credentials, load, percentile, running_router
 from connectors.directory import WATCH_DEBOUNCE_MS, WATCH_STEP_MS
 
 SEEN: list[float] = []
@@ -162,15 +162,7 @@ async def kafka_topic(bootstrap: str) -> AsyncIterator[tuple[str, Write]]:
 
 async def kafka_bare(bootstrap: str, rate: float, seconds: float) -> list[float]:
     async with kafka_topic(bootstrap) as (topic, write):
-        consumer = AIOKafkaConsumer(
-            topic,
-            bootstrap_servers=bootstrap,
-            group_id=f"bare-{uuid.uuid4().hex[:8]}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=1000,
-            heartbeat_interval_ms=100,
-        )
+        consumer = bare_consumer(bootstrap, topic)
         await consumer.start()
 
         async def loop() -> None:
@@ -378,12 +370,7 @@ async def main() -> None:
     parser.add_argument("--async-handler", action="store_true", help="an async def handler")
     args = parser.parse_args()
     LOOP = asyncio.get_running_loop()
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        os.environ.setdefault(key, value)
+    fake_aws_credentials(REGION)
     module = types.ModuleType("latency_bench_handler")
     module.handle = handle  # type: ignore[attr-defined]
     module.handle_async = handle_async  # type: ignore[attr-defined]

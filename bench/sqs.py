@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import sys
 import time
 import types
@@ -36,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import aioboto3
 import orjson
 
-from bench.support import free_port, running_router, server
+from bench.support import fake_aws_credentials, free_port, running_router, server
 
 REGION = "us-east-1"
 
@@ -173,12 +172,7 @@ async def main() -> None:
         "--depth", type=int, default=250, help="messages sent per round (the queue's depth)"
     )
     args = parser.parse_args()
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        os.environ.setdefault(key, value)
+    fake_aws_credentials(REGION)
     module = types.ModuleType("sqs_bench_handler")
     module.handle = COUNTER.handle  # type: ignore[attr-defined]
     sys.modules["sqs_bench_handler"] = module

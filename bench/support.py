@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import os
 import resource
 import sys
 import tempfile
@@ -124,6 +125,16 @@ async def _given_or_fresh(url: str | None) -> AsyncIterator[str]:
         yield fresh
 
 
+def fake_aws_credentials(region: str) -> None:
+    """Credentials and region for an emulator (moto), unless the environment has its own."""
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": region,
+    }.items():
+        os.environ.setdefault(key, value)
+
+
 def rss_mb() -> float:
     """This process's resident set size now, in MB (from /proc), or its peak elsewhere."""
     try:
@@ -153,6 +164,7 @@ def load() -> str:
 
 __all__ = [
     "count_writes",
+    "fake_aws_credentials",
     "free_port",
     "load",
     "percentile",
