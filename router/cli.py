@@ -104,7 +104,10 @@ def _fail(message: str, code: int) -> int:
 
 async def _run(args: argparse.Namespace) -> int:
     from router.service import Service
+    from router.watcher import fingerprint
 
+    # Taken before reading: an edit made while the router starts is applied once it runs.
+    loaded = await asyncio.to_thread(fingerprint, _config_path(args))
     config = _load(args, check=True)
     listen = _listen_address(args, config)
     logs.setup(
@@ -119,6 +122,7 @@ async def _run(args: argparse.Namespace) -> int:
         store_url=_store_url(args, config),
         http_listen=listen,
         watch=_config_path(args),
+        watch_loaded=loaded,
         replica_id=args.replica_id,
     )
     async with service:

@@ -63,7 +63,9 @@ class Service:
 
     ``store_url`` defaults to ``router.store`` of the configuration (else the embedded SQLite
     store), ``http_listen`` to ``router.http_listen`` (``"off"``: no listener); ``watch`` is
-    the configuration's path, re-applied when it changes (None: not watched).
+    the configuration's path, re-applied when it changes (None: not watched), and
+    ``watch_loaded`` the :func:`router.watcher.fingerprint` of its files taken before
+    ``config`` was read from them (a change made since is applied once the router runs).
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class Service:
         store_url: str | None = None,
         http_listen: str | None = None,
         watch: str | None = None,
+        watch_loaded: bytes | None = None,
         replica_id: str | None = None,
     ) -> None:
         self.config = config
@@ -82,6 +85,7 @@ class Service:
         self.store_url = store_url
         self.http_listen = config.settings.http_listen if http_listen is None else http_listen
         self.watch = watch
+        self.watch_loaded = watch_loaded
         self.replica_id = replica_id
         self._stack: AsyncExitStack | None = None
 
@@ -148,7 +152,9 @@ class Service:
                     _logged("stopping the ingress listener", _exit(self.ingress.listener))
                 )
             if self.watch is not None:
-                watcher = ConfigWatcher(self.watch, self.router, self.store)
+                watcher = ConfigWatcher(
+                    self.watch, self.router, self.store, loaded=self.watch_loaded
+                )
                 await self._start(stack, "the configuration watcher", watcher)
             self._stack = stack.pop_all()
         tune_gc()

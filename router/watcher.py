@@ -32,8 +32,14 @@ class ConfigWatcher:
     Entering returns once the files are watched; leaving lets a change that is being applied
     finish, then stops."""
 
-    def __init__(self, path: str, router: Router, store: Store) -> None:
+    def __init__(
+        self, path: str, router: Router, store: Store, *, loaded: bytes | None = None
+    ) -> None:
         self.path = path
+        self.loaded = loaded
+        """:func:`fingerprint` of the files taken before the running configuration was read
+        from them: a change made since (while the router was starting) is applied at once.
+        None: the files as they are when the watcher starts."""
         self.router = router
         self.store = store
         self._watching = asyncio.Event()
@@ -54,7 +60,9 @@ class ConfigWatcher:
         await cancel_and_wait(task, "the configuration watcher", logger)
 
     async def _watch(self) -> None:
-        applied = await asyncio.to_thread(_fingerprint, self.path)
+        applied = self.loaded
+        if applied is None:
+            applied = await asyncio.to_thread(fingerprint, self.path)
         changes = watch(
             self.path,
             what="the configuration",
@@ -64,7 +72,7 @@ class ConfigWatcher:
         )
         async for _ in changes:
             self._watching.set()
-            current = await asyncio.to_thread(_fingerprint, self.path)
+            current = await asyncio.to_thread(fingerprint, self.path)
             if current == applied:
                 continue
             async with self._applying:
@@ -99,7 +107,7 @@ class ConfigWatcher:
         return True
 
 
-def _fingerprint(path: str) -> bytes:
+def fingerprint(path: str) -> bytes:
     """The configuration's bytes, to notice a change the file watcher may have missed."""
     parts = []
     for file in config_files(path):

@@ -132,3 +132,37 @@ def test_a_mapping_removed_from_the_yaml_and_declared_again_resumes(workdir: Pat
     (line,) = [x for x in _log(workdir).splitlines() if "deleted mapping inbox" in x]
     assert "WARNING" in line and "no longer in the YAML" in line
     assert "its checkpoints are kept for 7 days" in line
+
+
+SCHEDULED = """\
+functions:
+  hello: {invoker: python, handler: router.examples.hello:handler}
+mappings:
+  - name: NAME
+    function: hello
+    source: {type: schedule, schedule: rate(1 hour)}
+"""
+
+
+async def test_an_edit_made_while_the_router_starts_is_applied(tmp_path: Path) -> None:
+    import asyncio
+
+    from router.config import load_config
+    from router.service import Service
+    from router.watcher import fingerprint
+
+    path = tmp_path / "router.yaml"
+    path.write_text(SCHEDULED.replace("NAME", "first"))
+    loaded = fingerprint(str(path))  # as `router run` does, before reading the files
+    config = load_config(str(path))
+    path.write_text(SCHEDULED.replace("NAME", "second"))  # while the router starts
+    url = f"sqlite:///{tmp_path / 'router.db'}"
+    async with Service(
+        config, store_url=url, http_listen="off", watch=str(path), watch_loaded=loaded
+    ) as service:
+        for _ in range(200):
+            names = {m.name for m in await service.store.list_mappings()}
+            if names == {"second"}:
+                break
+            await asyncio.sleep(0.05)
+    assert names == {"second"}
