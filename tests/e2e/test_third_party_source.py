@@ -102,7 +102,10 @@ def test_router_runs_a_mapping_of_the_new_type(tmp_path: Path) -> None:
     schema = subprocess.run(
         [*router_command(), "schema"], cwd=tmp_path, env=env, capture_output=True, check=True
     )
-    source = json.loads(schema.stdout)["properties"]["mappings"]["items"]["properties"]["source"]
+    # A mapping is one with a source: block, or one of pasted SAM properties.
+    mapping = json.loads(schema.stdout)["properties"]["mappings"]["items"]
+    (with_source,) = [m for m in mapping["anyOf"] if "source" in m.get("required", [])]
+    source = with_source["properties"]["source"]
     (branch,) = [b for b in source["oneOf"] if b["properties"]["type"] == {"const": "pigeon"}]
     assert branch["required"] == ["type", "loft"]
 
