@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from router.backoff import LambdaAsyncRetry
 from router.filters.view import View, record_view
 from router.models import (
     DeletedMapping,
@@ -183,6 +184,12 @@ class Source(ABC):
         tried again (None: not again). A source that keeps records durably remembers both,
         so that a restart neither resets the retries nor skips the backoff. Must not raise
         (a failure to remember is logged)."""
+
+    def async_retry(self) -> LambdaAsyncRetry | None:
+        """Asynchronous sources: Lambda's retry timing, if their events are retried with it
+        (the durable queue's Invoke and SNS events), rather than with the router's
+        exponential backoff. Defaults to None."""
+        return None
 
     def invocation_fields(self, records: Sequence[Record]) -> Mapping[str, str]:
         """Fields of the :class:`~router.models.Invocation` of ``records`` besides the

@@ -45,6 +45,7 @@ from connectors.eventbridge.events import (
 )
 from connectors.eventbridge.transform import RuleInfo, TargetInput, TransformError
 from router.abc import Sink, SourceTraits
+from router.backoff import LambdaAsyncRetry
 from router.errors import RouterError
 from router.filters import Matcher, compile_patterns
 from router.ingress import Ingress, IngressListener, IngressRequest, Registration
@@ -142,6 +143,11 @@ class EventBridgeSource(PushedSource):
     )
 
     settings: EventBridgeSettings
+
+    def async_retry(self) -> LambdaAsyncRetry | None:
+        """A rule target retries with EventBridge's policy (exponential backoff with jitter,
+        the router's), not with Lambda's asynchronous timing."""
+        return None
 
     def __init__(self, settings: EventBridgeSettings, context: Any) -> None:
         super().__init__(settings, context)

@@ -78,6 +78,8 @@ class IngressSettings:
     """Seconds a replica's claim on a queued event lasts unless renewed."""
     poll_interval: float = 1.0
     """Seconds between looks for queued events this replica was not told about."""
+    retry_delay_scale: float = 1.0
+    """Factor of Lambda's asynchronous retry delays and maximum event age (tests: 0.01)."""
 
     @classmethod
     def from_model(cls, model: IngressModel) -> IngressSettings:
@@ -92,6 +94,7 @@ class IngressSettings:
             ),
             lease_timeout=model.queue.lease_timeout,
             poll_interval=model.queue.poll_interval,
+            retry_delay_scale=model.retry_delay_scale,
         )
 
 

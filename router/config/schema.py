@@ -92,6 +92,14 @@ class IngressModel(StrictModel):
         "set, requests that are not signed with one of them are refused (403)",
     )
     queue: IngressQueueModel = Field(default_factory=IngressQueueModel)
+    retry_delay_scale: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Scales Lambda's retry timing of the asynchronous queue (1 and 2 minutes "
+        "after function errors, 1 s to 5 minutes after throttles, maximum_event_age): for "
+        "tests and development only (e.g. 0.01); keep 1 in production",
+    )
 
     @field_validator("credentials", mode="before")
     @classmethod

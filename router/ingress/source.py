@@ -31,6 +31,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from router.abc import Sink, Source, SourceContext
+from router.backoff import LambdaAsyncRetry
 from router.errors import ConfigError
 from router.ingress import AsyncQueue, Ingress, mapping_target
 from router.models import Record
@@ -64,6 +65,14 @@ class PushedSource(Source):
                 "router.ingress (e.g. listen: 127.0.0.1:9000) to the configuration"
             )
         return ingress
+
+    def async_retry(self) -> LambdaAsyncRetry | None:
+        """Lambda's retry timing, scaled by ``router.ingress.retry_delay_scale``: the queue
+        holds Lambda's asynchronous invocations (a front-end with another retry policy, such
+        as an EventBridge rule's, returns None)."""
+        ingress = self.context.ingress
+        scale = 1.0 if ingress is None else ingress.settings.retry_delay_scale
+        return LambdaAsyncRetry(scale=scale)
 
     def queue_target(self) -> str:
         """The queue target whose events this source delivers: its mapping's."""

@@ -1,9 +1,12 @@
-"""The asynchronous delivery policy (S3 notifications, a directory, schedules): as Lambda's
-asynchronous invocation, each record is its own event, retried ``maximum_retry_attempts``
-times (2 by default) within ``maximum_record_age``, then handed to the on-failure
-destination; successes go to on-success. Invocations, not batches, are bounded by the
-mapping's concurrency: an event waiting out a retry backoff must not hold a slot other events
-need."""
+"""The asynchronous delivery policy (S3 notifications, a directory, schedules, the durable
+queue's events): as Lambda's asynchronous invocation, each record is its own event, retried
+``maximum_retry_attempts`` times (2 by default) within ``maximum_record_age``, then handed to
+the on-failure destination; successes go to on-success. The queue's Invoke and SNS events
+wait as Lambda's do (1 then 2 minutes after function errors, 1 s doubling to 5 minutes after
+throttles and system errors; :class:`~router.backoff.LambdaAsyncRetry`); other sources, and
+EventBridge rules, with the router's exponential backoff. Invocations, not batches, are
+bounded by the mapping's concurrency: an event waiting out a retry backoff must not hold a
+slot other events need."""
 
 from __future__ import annotations
 
@@ -23,6 +26,21 @@ class AsyncDelivery(Delivery):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.invoke_slots = asyncio.Semaphore(self.concurrency)
+        self.timing = self.source.async_retry()
+        """Lambda's retry timing (the durable queue's events), or None: the router's backoff."""
+        if self.timing is not None:
+            self.max_age = self.timing.max_age(self.max_age)
+
+    def platform_delay(self, attempt: int, result: InvokeResult) -> float:
+        if self.timing is None:
+            return super().platform_delay(attempt, result)
+        return self.timing.after_throttle(attempt)
+
+    def error_delay(self, retry: int) -> float:
+        """Seconds before retry ``retry`` (1: the first) after a function error."""
+        if self.timing is None:
+            return self.backoff.delay(retry)
+        return self.timing.after_error(retry)
 
     async def deliver(self, lane: Lane, batch: list[Entry]) -> None:
         await self.asynchronous(batch)
@@ -73,7 +91,7 @@ class AsyncDelivery(Delivery):
                 await self._async_failed(record, "RetriesExhausted", result, request_id)
                 return
             self.counters.retries += 1
-            delay = self.backoff.delay(record.attempts)
+            delay = self._until_expiry([record], time.time(), self.error_delay(record.attempts))
             await self.source.attempted(record, time.time() + delay)
             await self.sleep(delay)
 

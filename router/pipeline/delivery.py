@@ -71,6 +71,9 @@ PLATFORM = (Outcome.THROTTLED, Outcome.TRANSPORT_ERROR)
 """Outcomes retried without spending the function-error budget."""
 DEFAULT_CONCURRENCY = 10
 UNBOUNDED = 1_000_000
+EXPIRY_MARGIN = 0.01
+"""Seconds a wait cut short at the records' expiry lasts beyond it (so that they have
+expired when it ends)."""
 
 
 class Abandoned(Exception):
@@ -206,6 +209,18 @@ class Delivery(ABC):
             function=self.function.name,
         )
 
+    def platform_delay(self, attempt: int, result: InvokeResult) -> float:
+        """Seconds to wait after throttled / unreachable attempt ``attempt`` (1: the first)."""
+        return self.backoff.delay(attempt, result.retry_after)
+
+    def _until_expiry(self, records: Sequence[Record], now: float, delay: float) -> float:
+        """``delay``, cut short when every record expires before it ends (a wait past their
+        age is pointless: they go to the on-failure destination once it passes)."""
+        if self.max_age < 0:
+            return delay
+        latest = max(r.arrival for r in records) + self.max_age
+        return min(delay, max(0.0, latest - now) + EXPIRY_MARGIN)
+
     def _expired(self, record: Record, now: float) -> bool:
         return self.max_age >= 0 and now - record.arrival > self.max_age
 
@@ -327,11 +342,12 @@ class Delivery(ABC):
             attempt += 1
             counters.throttles += 1
             self.status.report(f"PROBLEM: function {result.outcome}: {result.detail}")
-            delay = self.backoff.delay(attempt, result.retry_after)
+            delay = self.platform_delay(attempt, result)
             expired = False
             if self.ages_out:
                 now = time.time()
                 expired = all(self._expired(r, now) for r in records)
+                delay = self._until_expiry(records, now, delay)
             self.warn(
                 str(result.outcome),
                 "function %s %s (attempt %d, %s; %s): %s",
@@ -346,6 +362,8 @@ class Delivery(ABC):
             if expired:
                 return result, request_id, event
             await self.sleep(delay)
+            if self.ages_out and all(self._expired(r, time.time()) for r in records):
+                return result, request_id, event  # the backoff outlived them
 
     async def _call(self, event: Any, request_id: str, fields: Mapping[str, str]) -> InvokeResult:
         invocation = Invocation(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import http.server
+import itertools
 import json
 import os
 import re
@@ -53,6 +54,12 @@ def record(event, context):
         raise RuntimeError("asked to fail")
 
 
+def timed(event, context):
+    with open(OUT, "a") as f:
+        f.write(json.dumps({"event": event, "at": time.time()}) + "\\n")
+    raise RuntimeError("asked to fail")
+
+
 def big(event, context):
     return "x" * (7 * 1024 * 1024)
 """
@@ -62,6 +69,7 @@ router:
   allow_plaintext_secrets: true
   ingress:
     listen: 127.0.0.1:0
+    retry_delay_scale: 0.01
     credentials: {access_key_id: KEY_ID, secret_access_key: SECRET}
 functions:
   echo: {invoker: python, handler: app:echo}
@@ -85,6 +93,19 @@ functions:
       DestinationConfig:
         OnFailure: {Destination: "directory:./destinations"}
   busy: {invoker: http, url: "BUSY_URL"}
+  timed:
+    invoker: python
+    handler: app:timed
+    event_invoke_config:
+      destination_config:
+        on_failure: {destination: "directory:./destinations"}
+  busy_async:
+    invoker: http
+    url: "BUSY_URL"
+    event_invoke_config:
+      maximum_event_age: 60
+      destination_config:
+        on_failure: {destination: "directory:./destinations"}
 mappings: []
 """.replace("KEY_ID", KEY_ID).replace("SECRET", SECRET)
 
@@ -92,7 +113,11 @@ mappings: []
 class _Busy(http.server.BaseHTTPRequestHandler):
     """A Lambda endpoint whose function has no concurrency left: 429 to every Invoke."""
 
+    times: list[float] = []
+    """When each Invoke came."""
+
     def do_POST(self) -> None:
+        self.times.append(time.time())
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         body = json.dumps(
             {"message": "Rate Exceeded.", "Reason": "ConcurrentInvocationLimitExceeded"}
@@ -301,6 +326,49 @@ def destination_records(router: Router, function: str) -> list[dict[str, Any]]:
     if not folder.exists():
         return []
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+
+SCALE = 0.01
+"""The configuration's ``retry_delay_scale``."""
+
+
+def test_an_asynchronous_invoke_is_retried_after_one_then_two_minutes(router: Router) -> None:
+    answer = router.client().invoke(
+        FunctionName="timed", InvocationType="Event", Payload=json.dumps({"timed": 1})
+    )
+    request_id = answer["ResponseMetadata"]["RequestId"]
+    (record,) = wait_for(lambda: destination_records(router, "timed"))
+    times = [r["at"] for r in router.recorded() if r["event"] == {"timed": 1}]
+    assert len(times) == 3
+    # Lambda's 1 and 2 minutes, scaled (a wait ends no earlier than asked).
+    assert times[1] - times[0] >= 60 * SCALE - 0.005
+    assert times[2] - times[1] >= 120 * SCALE - 0.005
+    context = record["requestContext"]
+    assert context["condition"] == "RetriesExhausted"
+    assert context["approximateInvokeCount"] == 3
+    assert context["requestId"] == request_id
+    assert record["requestPayload"] == {"timed": 1}
+    assert record["responsePayload"]["errorType"] == "RuntimeError"
+
+
+def test_a_throttled_asynchronous_invoke_backs_off_until_its_age_runs_out(router: Router) -> None:
+    _Busy.times.clear()
+    started = time.time()
+    router.client().invoke(
+        FunctionName="busy_async", InvocationType="Event", Payload=json.dumps({"busy": 1})
+    )
+    (record,) = wait_for(lambda: destination_records(router, "busy_async"))
+    # maximum_event_age 60 s, scaled: 0.6 s, throttled all along.
+    assert time.time() - started >= 60 * SCALE
+    context = record["requestContext"]
+    assert context["condition"] == "EventAgeExceeded"
+    assert context["approximateInvokeCount"] == 0
+    assert record["requestPayload"] == {"busy": 1}
+    gaps = [b - a for a, b in itertools.pairwise(_Busy.times)]
+    # 1 s, 2 s, 4 s ... scaled (the endpoint's Retry-After: 3 is not Lambda's timing).
+    for n, gap in enumerate(gaps[:-1]):
+        assert gap >= SCALE * 2**n - 0.005, gaps
+    assert 2 <= len(_Busy.times) <= 7, gaps
 
 
 def test_the_functions_event_invoke_config_sets_retries_and_destinations(router: Router) -> None:

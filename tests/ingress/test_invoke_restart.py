@@ -43,6 +43,7 @@ router:
   ingress:
     listen: 127.0.0.1:{port}
     queue: {{lease_timeout: 5, poll_interval: 0.2}}
+    retry_delay_scale: 0.01
 functions:
   flaky:
     invoker: python

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import re
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,11 +22,22 @@ from router.config.convert import IngressSettings
 from router.functions import Functions
 from router.ingress import AsyncQueue, Ingress, IngressListener, mapping_target
 from router.ingress.source import PushedSource
-from router.models import InvokeResult, MappingConfig, PluginSettings, SourceSpec
+from router.models import InvokeResult, MappingConfig, PluginSettings, QueuedEvent, SourceSpec
 from router.pipeline import Pipeline
 from router.store import SQLStore, connect
-from tests.pipeline.fakes import FAST, RecordingDestination, ScriptedInvoker, error, ok, until
+from tests.pipeline.fakes import (
+    FAST,
+    RecordingDestination,
+    ScriptedInvoker,
+    error,
+    ok,
+    throttle,
+    until,
+)
 from tests.store.helpers import external_execute
+
+SCALE = 0.01
+"""``router.ingress.retry_delay_scale``: Lambda's 1 and 2 minutes become 0.6 s and 1.2 s."""
 
 
 class HookSettings(PluginSettings):
@@ -72,7 +85,7 @@ async def replica(
         store, replica_id=name, lease_timeout=lease_timeout, poll_interval=0.05
     ) as queue:
         ingress = Ingress(
-            settings=IngressSettings(),
+            settings=IngressSettings(retry_delay_scale=SCALE),
             listener=cast(IngressListener, None),
             functions=cast(Functions, None),
             queue=queue,
@@ -175,6 +188,105 @@ async def test_an_event_older_than_the_maximum_age_is_not_invoked(store: SQLStor
     assert failure.records[0]["requestContext"]["condition"] == "EventAgeExceeded"
     assert failure.records[0]["requestContext"]["approximateInvokeCount"] == 0
     assert await waiting(store) == 0
+
+
+class Timed:
+    """A handler answering from ``script`` (then ``ok()``) that notes when each attempt came."""
+
+    def __init__(self, *script: InvokeResult) -> None:
+        self.script = list(script)
+        self.times: list[float] = []
+
+    def __call__(self, event: dict[str, Any]) -> InvokeResult:
+        self.times.append(time.time())
+        return self.script.pop(0) if self.script else ok()
+
+    def gaps(self) -> list[float]:
+        return [b - a for a, b in itertools.pairwise(self.times)]
+
+
+# Waits end no earlier than asked, up to the clocks' resolution.
+SLACK = 0.005
+
+
+async def test_function_errors_are_retried_after_one_then_two_minutes(store: SQLStore) -> None:
+    handler = Timed(error("one"), error("two"), error("three"))
+    failure = RecordingDestination()
+    async with replica(store, ScriptedInvoker(handler), on_failure=failure) as queue:
+        enqueued = time.time()
+        await queue.enqueue(mapping(), {"n": 1})
+        await until(lambda: len(handler.times) == 1, what="the first attempt")
+        # The next attempt is due 1 (then 2) minutes, scaled, after the last one, and the
+        # store says so.
+        (event,) = await eventually_stored(store, lambda e: e.attempts in (1, 2))
+        assert event.retry_at is not None
+        delay = 60 * SCALE if event.attempts == 1 else 120 * SCALE
+        assert event.retry_at.timestamp() >= handler.times[event.attempts - 1] + delay - SLACK
+        await until(lambda: len(failure.records) == 1, timeout=15, what="the on-failure record")
+    first, second = handler.gaps()
+    assert first >= 60 * SCALE - SLACK
+    assert second >= 120 * SCALE - SLACK
+    assert handler.times[0] - enqueued < 60 * SCALE  # the first attempt does not wait
+    record = failure.records[0]
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert record["requestContext"]["approximateInvokeCount"] == 3
+    assert record["responsePayload"]["errorMessage"] == "three"
+
+
+async def test_throttles_back_off_from_one_second_and_stop_at_the_event_age(
+    store: SQLStore,
+) -> None:
+    handler = Timed(*[throttle()] * 1000)
+    failure = RecordingDestination()
+    # No retries: throttles do not spend them. 60 s of age, scaled: 0.6 s.
+    config = mapping(maximum_retry_attempts=0, maximum_record_age=60)
+    async with replica(store, ScriptedInvoker(handler), config=config, on_failure=failure) as q:
+        enqueued = time.time()
+        await q.enqueue(config, {"n": 1})
+        await until(lambda: len(failure.records) == 1, timeout=15, what="the on-failure record")
+        given_up = time.time()
+    assert given_up - enqueued >= 60 * SCALE
+    gaps = handler.gaps()
+    # 1 s, 2 s, 4 s ... (scaled) between attempts; the last wait ends with the event's age.
+    for n, gap in enumerate(gaps[:-1]):
+        assert gap >= SCALE * 2**n - SLACK, gaps
+    # Doubling from 10 ms, 0.6 s hold at most 7 attempts (the router's own backoff from
+    # ROUTER_RETRY_BASE_DELAY would make more).
+    assert 2 <= len(handler.times) <= 7, gaps
+    record = failure.records[0]
+    assert record["requestContext"]["condition"] == "EventAgeExceeded"
+    assert record["requestContext"]["approximateInvokeCount"] == 0
+    assert await waiting(store) == 0
+
+
+async def test_throttles_and_function_errors_keep_their_own_timing(store: SQLStore) -> None:
+    handler = Timed(throttle(), throttle(), error("one"), throttle(), ok("done"))
+    success = RecordingDestination()
+    config = mapping(maximum_retry_attempts=1)
+    async with replica(store, ScriptedInvoker(handler), config=config, on_success=success) as q:
+        await q.enqueue(config, {"n": 1})
+        await until(lambda: len(success.records) == 1, timeout=15, what="the on-success record")
+    assert len(handler.times) == 5
+    after_throttle, after_second_throttle, after_error, after_throttle_again = handler.gaps()
+    assert after_throttle >= 1 * SCALE - SLACK
+    assert after_second_throttle >= 2 * SCALE - SLACK
+    assert after_error >= 60 * SCALE - SLACK
+    # The throttle after the retry starts its backoff from 1 s again.
+    assert after_throttle_again >= 1 * SCALE - SLACK
+    record = success.records[0]
+    # The one function error spent the one retry; the throttles spent none.
+    assert record["requestContext"]["approximateInvokeCount"] == 2
+    assert record["responsePayload"] == "done"
+
+
+async def eventually_stored(store: SQLStore, check: Callable[[QueuedEvent], bool]) -> list[Any]:
+    deadline = time.monotonic() + 10
+    while True:
+        events = await store.list_events()
+        if events and all(check(e) for e in events):
+            return events
+        assert time.monotonic() < deadline, events
+        await asyncio.sleep(0.01)
 
 
 async def test_an_event_queued_while_stopped_is_delivered_after_start(store: SQLStore) -> None:

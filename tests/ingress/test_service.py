@@ -72,7 +72,7 @@ def flaky(event, context):
 
 RECONFIGURED = """
 router:
-  ingress: {listen: "127.0.0.1:0"}
+  ingress: {listen: "127.0.0.1:0", retry_delay_scale: 0.01}
 functions:
   flaky:
     invoker: python
