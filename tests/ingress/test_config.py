@@ -24,6 +24,14 @@ def test_defaults_bind_loopback() -> None:
     assert ingress.listen == "127.0.0.1:9000"
     assert ingress.credentials == ()
     assert (ingress.lease_timeout, ingress.poll_interval) == (30.0, 1.0)
+    assert ingress.retry_delay_scale == 1.0  # Lambda's own timing
+
+
+def test_the_retry_delay_scale_is_read() -> None:
+    text = "router:\n  ingress: {retry_delay_scale: 0.01}\n" + FUNCTIONS
+    ingress = load_config_text(text, "r.yaml").settings.ingress
+    assert ingress is not None
+    assert ingress.retry_delay_scale == 0.01
 
 
 def test_credentials_are_references(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -65,6 +73,8 @@ router:
         ("listen: localhost", "r.yaml:3: router.ingress.listen: must be HOST:PORT"),
         ("lisen: 127.0.0.1:9000", "unknown key 'lisen'; did you mean 'listen'?"),
         ("queue: {lease_timeout: 1}", "router.ingress.queue.lease_timeout: must be >= 5"),
+        ("retry_delay_scale: 0", "r.yaml:3: router.ingress.retry_delay_scale: must be > 0"),
+        ("retry_delay_scale: 1.5", "r.yaml:3: router.ingress.retry_delay_scale: must be <= 1"),
     ],
 )
 def test_bad_settings_are_located(block: str, message: str) -> None:

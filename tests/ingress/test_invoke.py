@@ -5,8 +5,8 @@ dry runs, SigV4-signed with the configured keys and refused without them."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.server
-import itertools
 import json
 import os
 import re
@@ -54,12 +54,6 @@ def record(event, context):
         raise RuntimeError("asked to fail")
 
 
-def timed(event, context):
-    with open(OUT, "a") as f:
-        f.write(json.dumps({"event": event, "at": time.time()}) + "\\n")
-    raise RuntimeError("asked to fail")
-
-
 def big(event, context):
     return "x" * (7 * 1024 * 1024)
 """
@@ -93,19 +87,6 @@ functions:
       DestinationConfig:
         OnFailure: {Destination: "directory:./destinations"}
   busy: {invoker: http, url: "BUSY_URL"}
-  timed:
-    invoker: python
-    handler: app:timed
-    event_invoke_config:
-      destination_config:
-        on_failure: {destination: "directory:./destinations"}
-  busy_async:
-    invoker: http
-    url: "BUSY_URL"
-    event_invoke_config:
-      maximum_event_age: 60
-      destination_config:
-        on_failure: {destination: "directory:./destinations"}
 mappings: []
 """.replace("KEY_ID", KEY_ID).replace("SECRET", SECRET)
 
@@ -166,15 +147,21 @@ def listener_url(process: RouterProcess) -> str:
 @pytest.fixture(scope="module")
 def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Router]:
     workdir = tmp_path_factory.mktemp("invoke")
+    with running(workdir, f"sqlite:///{workdir / 'router.db'}", CONFIG, APP) as router:
+        yield router
+
+
+@contextlib.contextmanager
+def running(workdir: Path, store_url: str, config: str, app: str) -> Iterator[Router]:
+    """``router run`` on ``config`` (``BUSY_URL`` replaced by an endpoint that throttles
+    every Invoke) with ``app`` as ``app.py``; functions write to ``invocations.jsonl``."""
     busy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Busy)
     threading.Thread(target=busy.serve_forever, daemon=True).start()
     busy_url = f"http://127.0.0.1:{busy.server_address[1]}"
-    (workdir / "router.yaml").write_text(CONFIG.replace("BUSY_URL", busy_url))
-    (workdir / "app.py").write_text(APP)
+    (workdir / "router.yaml").write_text(config.replace("BUSY_URL", busy_url))
+    (workdir / "app.py").write_text(app)
     out = workdir / "invocations.jsonl"
-    process = RouterProcess(
-        workdir, f"sqlite:///{workdir / 'router.db'}", env={"INVOKE_OUT": str(out)}
-    )
+    process = RouterProcess(workdir, store_url, env={"INVOKE_OUT": str(out)})
     process.start()
     try:
         yield Router(process, listener_url(process), out)
@@ -326,49 +313,6 @@ def destination_records(router: Router, function: str) -> list[dict[str, Any]]:
     if not folder.exists():
         return []
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
-
-
-SCALE = 0.01
-"""The configuration's ``retry_delay_scale``."""
-
-
-def test_an_asynchronous_invoke_is_retried_after_one_then_two_minutes(router: Router) -> None:
-    answer = router.client().invoke(
-        FunctionName="timed", InvocationType="Event", Payload=json.dumps({"timed": 1})
-    )
-    request_id = answer["ResponseMetadata"]["RequestId"]
-    (record,) = wait_for(lambda: destination_records(router, "timed"))
-    times = [r["at"] for r in router.recorded() if r["event"] == {"timed": 1}]
-    assert len(times) == 3
-    # Lambda's 1 and 2 minutes, scaled (a wait ends no earlier than asked).
-    assert times[1] - times[0] >= 60 * SCALE - 0.005
-    assert times[2] - times[1] >= 120 * SCALE - 0.005
-    context = record["requestContext"]
-    assert context["condition"] == "RetriesExhausted"
-    assert context["approximateInvokeCount"] == 3
-    assert context["requestId"] == request_id
-    assert record["requestPayload"] == {"timed": 1}
-    assert record["responsePayload"]["errorType"] == "RuntimeError"
-
-
-def test_a_throttled_asynchronous_invoke_backs_off_until_its_age_runs_out(router: Router) -> None:
-    _Busy.times.clear()
-    started = time.time()
-    router.client().invoke(
-        FunctionName="busy_async", InvocationType="Event", Payload=json.dumps({"busy": 1})
-    )
-    (record,) = wait_for(lambda: destination_records(router, "busy_async"))
-    # maximum_event_age 60 s, scaled: 0.6 s, throttled all along.
-    assert time.time() - started >= 60 * SCALE
-    context = record["requestContext"]
-    assert context["condition"] == "EventAgeExceeded"
-    assert context["approximateInvokeCount"] == 0
-    assert record["requestPayload"] == {"busy": 1}
-    gaps = [b - a for a, b in itertools.pairwise(_Busy.times)]
-    # 1 s, 2 s, 4 s ... scaled (the endpoint's Retry-After: 3 is not Lambda's timing).
-    for n, gap in enumerate(gaps[:-1]):
-        assert gap >= SCALE * 2**n - 0.005, gaps
-    assert 2 <= len(_Busy.times) <= 7, gaps
 
 
 def test_the_functions_event_invoke_config_sets_retries_and_destinations(router: Router) -> None:
