@@ -52,8 +52,9 @@ from tests.fixtures.pg_cluster import PgCluster, pg_cluster_running
 from tests.fixtures.procs import background, free_port
 from tests.helpers import start_router_process
 
-# moto with FIFO groups that come back in order after a visibility timeout, as SQS keeps them
-MOTO_SERVER = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "moto_fifo.py"
+# moto with FIFO groups that come back in order after a visibility timeout, as SQS keeps them,
+# and Kinesis writing only to open shards after a reshard
+MOTO_SERVER = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "moto_server.py"
 LEASE_TTL = 5
 RECOVERY_LIMIT = 180.0
 FAULTS = (

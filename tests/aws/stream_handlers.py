@@ -3,11 +3,16 @@ Each test resets ``EVENTS`` (and ``FAILED_ONCE``) and reads what the handlers sa
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any
 
 EVENTS: list[dict[str, Any]] = []
 FAILED_ONCE: set[str] = set()
+GATE: asyncio.Event | None = None
+"""``gated`` waits until this event is set (when there is one) before it records a batch."""
+ARRIVED: list[dict[str, Any]] = []
+"""Batches ``gated`` was called with, recorded in ``EVENTS`` or still at the gate."""
 
 
 def data_of(record: dict[str, Any]) -> str:
@@ -15,6 +20,15 @@ def data_of(record: dict[str, Any]) -> str:
 
 
 async def record(event: dict[str, Any], context: Any) -> None:
+    EVENTS.append(event)
+
+
+async def gated(event: dict[str, Any], context: Any) -> None:
+    """Records the batch once ``GATE`` opens: holds the router's deliveries back while a test
+    changes the stream."""
+    ARRIVED.append(event)
+    if GATE is not None:
+        await GATE.wait()
     EVENTS.append(event)
 
 

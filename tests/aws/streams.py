@@ -42,13 +42,19 @@ def delivered(events: list[dict[str, Any]] | None = None) -> list[tuple[str, str
 
 
 def kinesis_config(
-    arn: str, endpoint: str, handler: str = "record", mapping: str = "", source: str = ""
+    arn: str,
+    endpoint: str,
+    handler: str = "record",
+    mapping: str = "",
+    source: str = "",
+    timeout: float = 3.0,
 ) -> str:
     return f"""
 functions:
   fn:
     invoker: python
     handler: tests.aws.stream_handlers:{handler}
+    timeout: {timeout}
 mappings:
   - name: clicks
     function: fn

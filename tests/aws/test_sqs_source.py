@@ -328,7 +328,7 @@ async def _receive_and_delete(sqs: Any, url: str, count: int, wait: int) -> list
 async def test_the_emulator_returns_a_timed_out_fifo_group_in_order(aws: Any) -> None:
     # What the fault tests rely on, as SQS does it: a group whose in-flight messages all time
     # out (their consumer died) comes back first message first, the rest behind it. moto on
-    # its own hands out the *last* of them first (tests/fixtures/moto_fifo.py).
+    # its own hands out the *last* of them first (tests/fixtures/moto_server.py).
     async with aws.client("sqs") as sqs:
         url = await make_queue(sqs, unique("rotate"), visibility=1, fifo=True)
         for body in ("m1", "m2", "m3", "m4"):
@@ -345,7 +345,7 @@ async def test_the_emulator_keeps_a_group_locked_until_its_last_in_flight_messag
     # In-flight messages of one group whose visibility ends at different times (extended in
     # separate calls before their consumer died): the group stays locked until the last one
     # is visible again, then comes back first message first, also within one long poll.
-    # moto on its own hands out the last one first (tests/fixtures/moto_fifo.py).
+    # moto on its own hands out the last one first (tests/fixtures/moto_server.py).
     async with aws.client("sqs") as sqs:
         url = await make_queue(sqs, unique("stagger"), visibility=1, fifo=True)
         for body in ("m1", "m2", "m3", "m4"):
