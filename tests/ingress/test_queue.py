@@ -32,6 +32,7 @@ from tests.pipeline.fakes import (
     error,
     ok,
     throttle,
+    transport,
     until,
 )
 from tests.store.helpers import external_execute
@@ -260,7 +261,8 @@ async def test_throttles_back_off_from_one_second_and_stop_at_the_event_age(
 
 
 async def test_throttles_and_function_errors_keep_their_own_timing(store: SQLStore) -> None:
-    handler = Timed(throttle(), throttle(), error("one"), throttle(), ok("done"))
+    # A throttle, then a system error (the invoker unreachable), back off as one.
+    handler = Timed(throttle(), transport(), error("one"), throttle(), ok("done"))
     success = RecordingDestination()
     config = mapping(maximum_retry_attempts=1)
     async with replica(store, ScriptedInvoker(handler), config=config, on_success=success) as q:
