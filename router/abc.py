@@ -150,6 +150,9 @@ class Source(ABC):
 
     Settings: ClassVar[type[PluginSettings]]
     traits: ClassVar[SourceTraits]
+    requires: ClassVar[Mapping[str, str]] = {}
+    """The client libraries it runs on and the pip extra of each (``{"aiokafka": "kafka"}``),
+    imported where it runs: the class, its ``Settings`` and traits import without them."""
 
     def __init__(self, settings: Any, context: SourceContext) -> None:
         self.settings = settings
@@ -301,6 +304,9 @@ class Invoker(ABC):
     there); ``aclose`` is idempotent."""
 
     Settings: ClassVar[type[PluginSettings]]
+    requires: ClassVar[Mapping[str, str]] = {}
+    """The client libraries it runs on and the pip extra of each (``{"aiokafka": "kafka"}``),
+    imported where it runs: the class, its ``Settings`` and traits import without them."""
     settings: Any
     """``function.settings``, checked to be an instance of ``Settings``; subclasses narrow
     the annotation."""
@@ -356,6 +362,9 @@ class Destination(ABC):
     a record is never dropped."""
 
     Settings: ClassVar[type[PluginSettings]]
+    requires: ClassVar[Mapping[str, str]] = {}
+    """The client libraries it runs on and the pip extra of each (``{"aiokafka": "kafka"}``),
+    imported where it runs: the class, its ``Settings`` and traits import without them."""
 
     def __init__(self, settings: Any, context: DestinationContext) -> None:
         self.settings = settings

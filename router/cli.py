@@ -57,12 +57,12 @@ def _config_path(args: argparse.Namespace) -> str:
     return str(positional or args.config or os.environ.get("ROUTER_CONFIG") or DEFAULT_CONFIG)
 
 
-def _load(args: argparse.Namespace, *, check: bool = False) -> RouterConfig:
+def _load(args: argparse.Namespace, *, check: bool = False, to_run: bool = False) -> RouterConfig:
     path = _config_path(args)
     if not Path(path).exists():
         how = "PATH" if args.command == "validate" else "--config FILE_OR_DIR"
         raise ConfigError(f"configuration {path!r} not found: pass {how} or set ROUTER_CONFIG")
-    return load_checked_config(path) if check else load_config(path)
+    return load_checked_config(path, to_run=to_run) if check else load_config(path)
 
 
 def _store_url(args: argparse.Namespace, config: RouterConfig | None) -> str:
@@ -108,7 +108,7 @@ async def _run(args: argparse.Namespace) -> int:
 
     # Taken before reading: an edit made while the router starts is applied once it runs.
     loaded = await asyncio.to_thread(fingerprint, _config_path(args))
-    config = _load(args, check=True)
+    config = _load(args, check=True, to_run=True)
     listen = _listen_address(args, config)
     logs.setup(
         args.log_format or config.settings.log_format, args.log_level or config.settings.log_level
@@ -351,7 +351,7 @@ async def _replay(args: argparse.Namespace) -> int:
     from router.replay import Replay, replay
     from router.store import connect
 
-    config = _load(args, check=True)
+    config = _load(args, check=True, to_run=True)
     store = await connect(_store_url(args, config))
     failures = 0
     replayed = 0

@@ -7,8 +7,15 @@ ships it, in the group of its kind; the entry point's name is the ``type:`` used
     kafka = "connectors.kafka.source:KafkaSource"
 
 A third-party package registers its own connectors the same way and needs no change here.
-A class is imported only when a configuration names its type. A connector package whose
-library is missing calls :func:`require` first thing, so the error names the extra to install.
+A class is imported only when a configuration names its type.
+
+A plug-in's class, its settings and its traits import without the client library it runs
+on, so that ``router schema`` and ``router validate`` describe and check every plug-in on an
+installation without its extra; the class names that library in ``requires``
+(``{"aiokafka": "kafka"}``: library and pip extra) and imports it where it runs.
+:func:`load` with ``to_run`` (what ``router run`` does) checks ``requires`` and names the
+extra to install. A third-party package may instead call :func:`require` first thing in
+its ``__init__``; then even validating needs the library.
 """
 
 from __future__ import annotations
@@ -72,8 +79,10 @@ def require(library: str, *, extra: str) -> None:
         ) from e
 
 
-def load(kind: str, type_name: str) -> Any:
-    """Import the class registered for ``type_name`` as a plug-in of ``kind``."""
+def load(kind: str, type_name: str, *, to_run: bool = False) -> Any:
+    """Import the class registered for ``type_name`` as a plug-in of ``kind``; ``to_run``
+    also imports the libraries it ``requires``, raising :class:`MissingDependencyError`
+    naming the extra of the first one missing."""
     table = plugins(kind)
     try:
         target = table[type_name]
@@ -93,13 +102,24 @@ def load(kind: str, type_name: str) -> Any:
     except MissingDependencyError as e:
         if not e.library:
             raise
-        raise MissingDependencyError(
-            f"the {kind} type {type_name!r} needs the {e.library!r} library: "
-            f"pip install 'event-router[{e.extra}]'",
-            library=e.library,
-            extra=e.extra,
-        ) from e
-    return getattr(module, attr)
+        raise _needs(kind, type_name, e) from e
+    cls = getattr(module, attr)
+    if to_run:
+        for library, extra in getattr(cls, "requires", {}).items():
+            try:
+                require(library, extra=extra)
+            except MissingDependencyError as e:
+                raise _needs(kind, type_name, e) from e
+    return cls
+
+
+def _needs(kind: str, type_name: str, e: MissingDependencyError) -> MissingDependencyError:
+    return MissingDependencyError(
+        f"the {kind} type {type_name!r} needs the {e.library!r} library: "
+        f"pip install 'event-router[{e.extra}]'",
+        library=e.library,
+        extra=e.extra,
+    )
 
 
 def filter_view(source_type: str) -> View:
@@ -122,12 +142,15 @@ def viewed() -> list[str]:
 
 
 def load_source(type_name: str) -> Any:
-    return load("source", type_name)
+    """The source class of ``type_name``, to run (its libraries imported)."""
+    return load("source", type_name, to_run=True)
 
 
 def load_invoker(type_name: str) -> Any:
-    return load("invoker", type_name)
+    """The invoker class of ``type_name``, to run (its libraries imported)."""
+    return load("invoker", type_name, to_run=True)
 
 
 def load_destination(type_name: str) -> Any:
-    return load("destination", type_name)
+    """The destination class of ``type_name``, to run (its libraries imported)."""
+    return load("destination", type_name, to_run=True)

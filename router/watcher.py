@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from pathlib import Path
 
@@ -83,7 +84,9 @@ class ConfigWatcher:
         """Apply the files as they are now; False when they are to be looked at again (the
         store could not be written)."""
         try:
-            config = await asyncio.to_thread(load_checked_config, self.path)
+            config = await asyncio.to_thread(
+                functools.partial(load_checked_config, self.path, to_run=True)
+            )
         except ConfigError as e:
             # Rejected whole; looked at again when the files change.
             logger.error("configuration rejected, running mappings unchanged:\n%s", e)

@@ -1,5 +1,7 @@
 """What every AWS connector shares: connection settings, the aioboto3 session, client
-configuration, ARN helpers and the classification of botocore errors.
+configuration, ARN helpers and the classification of botocore errors. aioboto3 is imported
+where a client is made: the connectors' classes and settings import without it (``router
+validate`` and ``router schema`` on an installation without the ``aws`` extra).
 
 Credentials come from the usual AWS chain (environment, shared config / profile, container or
 instance role) unless the settings carry ``aws_access_key_id`` / ``aws_secret_access_key``.
@@ -16,9 +18,6 @@ from collections.abc import Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
-import aioboto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import Field, model_validator
 
 from router.models import PluginSettings
@@ -40,7 +39,23 @@ _THROTTLING_CODES = frozenset(
     }
 )
 
-AWS_ERRORS: tuple[type[BaseException], ...] = (BotoCoreError, ClientError, OSError)
+AWS_REQUIRES: dict[str, str] = {"aioboto3": "aws"}
+"""The ``requires`` of every AWS connector: the library and its pip extra."""
+
+
+def _botocore_errors() -> tuple[type[BaseException], ...]:
+    """botocore's ``(BotoCoreError, ClientError)``; none without botocore (then no AWS
+    client runs: ``router run`` stops first, naming the ``aws`` extra)."""
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ModuleNotFoundError:
+        return ()
+    return (BotoCoreError, ClientError)
+
+
+_BOTOCORE_ERRORS = _botocore_errors()
+_CLIENT_ERROR = _BOTOCORE_ERRORS[1:]
+AWS_ERRORS: tuple[type[BaseException], ...] = (*_BOTOCORE_ERRORS, OSError)
 """What a failed botocore call raises: a service answer, or a connection / timeout problem."""
 
 QUEUE_MISSING_CODES = frozenset(
@@ -73,6 +88,8 @@ class AwsSettings(PluginSettings):
 
 def make_session(settings: AwsSettings) -> Any:
     """One aioboto3 session for one source / destination / invoker."""
+    import aioboto3
+
     kwargs: dict[str, Any] = {}
     if settings.aws_access_key_id is not None and settings.aws_secret_access_key is not None:
         kwargs["aws_access_key_id"] = settings.aws_access_key_id.reveal()
@@ -96,6 +113,8 @@ def client_config(
 ) -> Any:
     """botocore client configuration: bounded standard retries, a read timeout longer than a
     long poll, and a connection pool wide enough for parallel receives and deletes."""
+    from botocore.config import Config
+
     return Config(
         retries={"total_max_attempts": settings.max_attempts, "mode": "standard"},
         connect_timeout=connect_timeout,
@@ -152,14 +171,15 @@ def parse_arn(arn: str, service: str) -> tuple[str, str, str]:
 
 
 def error_code(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", ""))
+    if isinstance(exc, _CLIENT_ERROR):
+        return str(exc.response.get("Error", {}).get("Code", ""))  # type: ignore[attr-defined]
     return ""
 
 
 def http_status(exc: BaseException) -> int:
-    if isinstance(exc, ClientError):
-        return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    if isinstance(exc, _CLIENT_ERROR):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)  # type: ignore[attr-defined]
+        return int(status or 0)
     return 0
 
 

@@ -32,6 +32,7 @@ from pydantic import AliasChoices, Field, model_validator
 
 from connectors.aws.common import (
     AWS_ERRORS,
+    AWS_REQUIRES,
     AwsSettings,
     client_config,
     describe,
@@ -88,6 +89,7 @@ def fit_message(record: Mapping[str, Any], limit: int = MESSAGE_LIMIT) -> bytes:
 class _AwsDestination(Destination):
     """One aioboto3 session and client per destination, opened on first send."""
 
+    requires: ClassVar[Mapping[str, str]] = AWS_REQUIRES
     service: ClassVar[str]
 
     def __init__(self, settings: Any, context: DestinationContext) -> None:

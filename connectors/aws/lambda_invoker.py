@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from typing import Any, ClassVar
 
@@ -30,6 +31,7 @@ from pydantic import Field
 
 from connectors.aws.common import (
     AWS_ERRORS,
+    AWS_REQUIRES,
     AwsSettings,
     client_config,
     describe,
@@ -79,6 +81,7 @@ class LambdaInvoker(Invoker):
     """Invokes a function with the AWS Lambda ``Invoke`` API (RequestResponse)."""
 
     Settings: ClassVar[type[PluginSettings]] = LambdaInvokerSettings
+    requires: ClassVar[Mapping[str, str]] = AWS_REQUIRES
     settings: LambdaInvokerSettings
 
     def __init__(self, function: FunctionConfig, context: InvokerContext) -> None:

@@ -37,6 +37,7 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from connectors.aws.common import (
     AWS_ERRORS,
+    AWS_REQUIRES,
     AwsSettings,
     client_config,
     describe,
@@ -188,6 +189,7 @@ class S3Source(Source):
 
     Settings = S3Settings
     traits = TRAITS
+    requires = AWS_REQUIRES
 
     def __init__(self, settings: S3Settings, context: SourceContext) -> None:
         super().__init__(settings, context)

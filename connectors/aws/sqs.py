@@ -30,6 +30,7 @@ from pydantic import Field, field_validator, model_validator
 
 from connectors.aws.common import (
     AWS_ERRORS,
+    AWS_REQUIRES,
     QUEUE_MISSING_CODES,
     AwsSettings,
     client_config,
@@ -427,6 +428,7 @@ class SQSSource(Source):
 
     Settings = SQSSettings
     traits = STANDARD_TRAITS
+    requires = AWS_REQUIRES
 
     def __init__(self, settings: SQSSettings, context: SourceContext) -> None:
         super().__init__(settings, context)

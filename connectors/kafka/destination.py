@@ -6,22 +6,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 import orjson
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 
 from connectors.kafka.settings import KafkaDestinationSettings, KafkaSourceSettings, describe
 from router.abc import Destination, DestinationContext
 from router.errors import DestinationError
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaProducer
 
 
 class KafkaDestination(Destination):
     """Produces each destination record as one JSON message to a topic (``acks=all``)."""
 
     Settings: ClassVar[type[KafkaDestinationSettings]] = KafkaDestinationSettings
+    requires: ClassVar[Mapping[str, str]] = {"aiokafka": "kafka"}
     settings: KafkaDestinationSettings
 
     def __init__(self, settings: KafkaDestinationSettings, context: DestinationContext) -> None:
@@ -55,6 +57,8 @@ class KafkaDestination(Destination):
         return KafkaDestinationSettings(**inherited, topic=topic)
 
     async def _started(self) -> AIOKafkaProducer:
+        from connectors.kafka.client import AIOKafkaProducer
+
         async with self._lock:
             if self._producer is None:
                 producer = AIOKafkaProducer(
@@ -73,6 +77,8 @@ class KafkaDestination(Destination):
             return self._producer
 
     async def send(self, record: Mapping[str, Any]) -> None:
+        from connectors.kafka.client import KafkaError
+
         s = self.settings
         try:
             producer = await self._started()
@@ -83,6 +89,8 @@ class KafkaDestination(Destination):
             ) from e
 
     async def aclose(self) -> None:
+        from connectors.kafka.client import KafkaError
+
         producer, self._producer = self._producer, None
         if producer is not None:
             with contextlib.suppress(KafkaError, OSError):

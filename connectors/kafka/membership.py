@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import TYPE_CHECKING
 
-from aiokafka import AIOKafkaConsumer
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaConsumer
 
 JOIN_GROUP_API = 11
 STATIC_JOIN_VERSION = 5

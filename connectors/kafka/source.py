@@ -14,11 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
-from typing import Any, ClassVar
-
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
-from aiokafka.structs import OffsetAndMetadata
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from connectors.kafka.membership import (
     group_instance_id,
@@ -47,6 +43,9 @@ from router.abc import MetricFamily, Sink, Source, SourceContext, SourceTraits
 from router.errors import SourceError
 from router.models import Record, SourceKind
 
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
 logger = logging.getLogger(__name__)
 warnings = logs.LimitedLogger(logger)
 """Warnings repeated on every attempt while the broker is away, per group and cause."""
@@ -58,6 +57,7 @@ class KafkaSource(Source):
     """Reads the topics of one mapping through a consumer group (see module docstring)."""
 
     Settings: ClassVar[type[KafkaSourceSettings]] = KafkaSourceSettings
+    requires: ClassVar[Mapping[str, str]] = {"aiokafka": "kafka"}
     traits: ClassVar[SourceTraits] = SourceTraits(
         kind=SourceKind.STREAM,
         filter_view=kafka_view,
@@ -124,6 +124,8 @@ class KafkaSource(Source):
     # -- the Source contract ------------------------------------------------------------
 
     async def run(self, sink: Sink) -> None:
+        from connectors.kafka.client import KafkaError
+
         self._sink = sink
         await self._close_consumer()  # a previous run that ended with an error
         self._resets = await self._load_resets()
@@ -181,6 +183,8 @@ class KafkaSource(Source):
         """Start a consumer and join the group: as a static member while the cluster
         handles it (see connectors.kafka.membership), else as a dynamic one. Raises
         SourceError when the cluster cannot be reached."""
+        from connectors.kafka.client import KafkaError
+
         consumer = self._consumer = self._new_consumer()  # the listener may run during start
         try:
             if self._instance_id is None:
@@ -250,6 +254,8 @@ class KafkaSource(Source):
 
     async def _probe(self, consumer: AIOKafkaConsumer) -> str | None:
         """Ask the cluster for its metadata; a description of the failure, or None."""
+        from connectors.kafka.client import KafkaError
+
         try:
             async with asyncio.timeout(self.settings.request_timeout_ms / 1000):
                 await consumer.topics()
@@ -339,6 +345,8 @@ class KafkaSource(Source):
     # -- consumer lifecycle -------------------------------------------------------------
 
     def _new_consumer(self) -> AIOKafkaConsumer:
+        from connectors.kafka.client import AIOKafkaConsumer, Rebalance
+
         s = self.settings
         consumer = AIOKafkaConsumer(
             group_id=self._group_id,
@@ -354,10 +362,12 @@ class KafkaSource(Source):
             group_instance_id=self._instance_id,
             **s.client_kwargs(),
         )
-        consumer.subscribe(topics=list(s.topics), listener=_Rebalance(self))
+        consumer.subscribe(topics=list(s.topics), listener=Rebalance(self._revoked, self._assigned))
         return consumer
 
     async def _close_consumer(self) -> None:
+        from connectors.kafka.client import KafkaError
+
         consumer = self._consumer
         if consumer is None:
             return
@@ -406,6 +416,8 @@ class KafkaSource(Source):
         """Commit the acknowledged prefix of ``partitions`` (all when None). False when a
         retriable failure should be tried again later. ``timeout`` defaults to the request
         timeout: with the coordinator gone the client would retry for ever."""
+        from connectors.kafka.client import CommitFailedError, IllegalStateError, KafkaError
+
         consumer = self._consumer
         if consumer is None:
             return True
@@ -459,6 +471,8 @@ class KafkaSource(Source):
     async def _commit_foreign(self, consumer: AIOKafkaConsumer, deadline: float) -> bool:
         """Commit reset offsets of partitions this member does not own. aiokafka's public
         ``commit`` refuses those, so this goes through the group coordinator directly."""
+        from connectors.kafka.client import KafkaError, OffsetAndMetadata
+
         if not self._foreign:
             return True
         subscription = consumer._subscription.subscription
@@ -529,6 +543,8 @@ class KafkaSource(Source):
         return plan if plan or plan.keys else None
 
     async def _assigned(self, assigned: Collection[TopicPartition]) -> None:
+        from connectors.kafka.client import TopicPartition
+
         consumer = self._consumer
         for tp in assigned:
             self._offsets[tp] = PartitionOffsets()
@@ -619,14 +635,3 @@ class KafkaSource(Source):
         for tp in revoked:
             self._offsets.pop(tp, None)
         logger.info("kafka group %s: revoked %s", self._group_id, sorted(revoked))
-
-
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, source: KafkaSource) -> None:
-        self._source = source
-
-    async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
-        await self._source._revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
-        await self._source._assigned(assigned)

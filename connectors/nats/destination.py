@@ -5,22 +5,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import nats
 import orjson
-from nats.aio.client import Client
-from nats.errors import Error as NatsError
 
 from connectors.nats.settings import NatsDestinationSettings, describe
 from router.abc import Destination, DestinationContext
 from router.errors import DestinationError
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
 
 class NatsDestination(Destination):
     """JetStream publish of each destination record to ``subject`` (see module docstring)."""
 
     Settings: ClassVar[type[NatsDestinationSettings]] = NatsDestinationSettings
+    requires: ClassVar[Mapping[str, str]] = {"nats": "nats"}
     settings: NatsDestinationSettings
 
     def __init__(self, settings: NatsDestinationSettings, context: DestinationContext) -> None:
@@ -29,6 +30,8 @@ class NatsDestination(Destination):
         self._lock = asyncio.Lock()
 
     async def _connected(self) -> Client:
+        import nats
+
         async with self._lock:
             if self._nc is None or self._nc.is_closed:
                 self._nc = await nats.connect(
@@ -38,6 +41,8 @@ class NatsDestination(Destination):
             return self._nc
 
     async def send(self, record: Mapping[str, Any]) -> None:
+        from nats.errors import Error as NatsError
+
         s = self.settings
         try:
             nc = await self._connected()
@@ -49,6 +54,8 @@ class NatsDestination(Destination):
             ) from e
 
     async def aclose(self) -> None:
+        from nats.errors import Error as NatsError
+
         nc, self._nc = self._nc, None
         if nc is not None:
             try:

@@ -11,13 +11,15 @@ import zlib
 from binascii import b2a_base64
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from nats.aio.msg import Msg
 
 from router.filters.view import decode_base64, decode_text, with_decoded
 from router.models import Record
+
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
 
 EVENT_SOURCE = "nats:jetstream"
 
@@ -38,7 +40,7 @@ def lambda_record(msg: Msg) -> dict[str, Any]:
     return record
 
 
-Converter = Callable[[Sequence[Msg]], list[Record]]
+Converter = Callable[[Sequence["Msg"]], list[Record]]
 
 
 def record_converter(slots: int, key_header: str | None) -> Converter:

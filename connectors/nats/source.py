@@ -17,16 +17,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
-
-import nats
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.errors import Error as NatsError
-from nats.errors import TimeoutError as NatsTimeout
-from nats.js import JetStreamContext, api
-from nats.js.errors import NotFoundError
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from connectors.nats.records import (
     batch_info,
@@ -40,13 +32,15 @@ from router.abc import MappingProblem, MetricFamily, Sink, Source, SourceContext
 from router.errors import ConfigError, SourceError
 from router.models import MappingConfig, Record, SourceKind
 
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
+    from nats.js import JetStreamContext, api
+
 logger = logging.getLogger(__name__)
 
-_POLICIES = {
-    "TRIM_HORIZON": api.DeliverPolicy.ALL,
-    "LATEST": api.DeliverPolicy.NEW,
-    "AT_TIMESTAMP": api.DeliverPolicy.BY_START_TIME,
-}
+_POLICIES = {"TRIM_HORIZON": "all", "LATEST": "new", "AT_TIMESTAMP": "by_start_time"}
+"""The JetStream deliver policy (a ``nats.js.api.DeliverPolicy`` value) of each position."""
 
 
 class NatsSource(Source):
@@ -54,6 +48,7 @@ class NatsSource(Source):
     docstring)."""
 
     Settings: ClassVar[type[NatsSourceSettings]] = NatsSourceSettings
+    requires: ClassVar[Mapping[str, str]] = {"nats": "nats"}
     traits: ClassVar[SourceTraits] = SourceTraits(
         kind=SourceKind.STREAM,
         filter_view=nats_view,
@@ -126,6 +121,9 @@ class NatsSource(Source):
         return ()
 
     async def run(self, sink: Sink) -> None:
+        from nats.errors import Error as NatsError
+        from nats.errors import TimeoutError as NatsTimeout
+
         try:
             sub = await self._subscribe()
             if self._keeper is None or self._keeper.done():
@@ -167,6 +165,8 @@ class NatsSource(Source):
         return build_event(self._address, self.settings.stream, self._durable, records)
 
     async def ack(self, records: Sequence[Record]) -> None:
+        from nats.errors import Error as NatsError
+
         held = self._held
         try:
             for record in records:
@@ -207,6 +207,8 @@ class NatsSource(Source):
         return families
 
     async def aclose(self) -> None:
+        from nats.errors import Error as NatsError
+
         if self._closed:
             return
         self._closed = True
@@ -235,6 +237,8 @@ class NatsSource(Source):
     # -- the consumer ---------------------------------------------------------------------
 
     async def _connect(self) -> JetStreamContext:
+        import nats
+
         if self._nc is None or self._nc.is_closed:
             s = self.settings
 
@@ -260,6 +264,8 @@ class NatsSource(Source):
         return self._js
 
     async def _subscribe(self) -> JetStreamContext.PullSubscription:
+        from nats.js.errors import NotFoundError
+
         js = await self._connect()
         if self._sub is not None:
             return self._sub
@@ -274,19 +280,19 @@ class NatsSource(Source):
                 self._address,
                 self._durable,
                 s.stream,
-                self._policy.value,
+                self._policy,
             )
         self._sub = await js.pull_subscribe_bind(self._durable, s.stream)
         return self._sub
 
     def _consumer_config(self) -> api.ConsumerConfig:
+        from nats.js import api
+
         s = self.settings
         config = api.ConsumerConfig(
             durable_name=self._durable,
-            deliver_policy=self._policy,
-            opt_start_time=self._start_time
-            if self._policy is api.DeliverPolicy.BY_START_TIME
-            else None,
+            deliver_policy=api.DeliverPolicy(self._policy),
+            opt_start_time=self._start_time if self._policy == "by_start_time" else None,
             ack_policy=api.AckPolicy.EXPLICIT,
             ack_wait=s.ack_wait,
             max_deliver=s.max_deliver,
@@ -299,6 +305,8 @@ class NatsSource(Source):
         return config
 
     async def _ensure_stream(self, js: JetStreamContext) -> None:
+        from nats.js.errors import NotFoundError
+
         s = self.settings
         nc = self._nc
         if len(s.subjects) > 1 and nc is not None:
@@ -326,6 +334,8 @@ class NatsSource(Source):
 
     async def _keep_alive(self) -> None:
         """Tell the server every ``ack_wait / 3`` that held messages are being worked on."""
+        from nats.errors import Error as NatsError
+
         interval = self.settings.ack_wait / 3
         while True:
             await asyncio.sleep(interval)
@@ -340,6 +350,8 @@ class NatsSource(Source):
 
     async def _give_back(self, messages: Sequence[Msg] | None = None) -> None:
         """Negatively acknowledge held messages (``messages``, or all), with ``nak_delay``."""
+        from nats.errors import Error as NatsError
+
         delay = self.settings.nak_delay or None
         held = self._held
         for msg in list(held.values()) if messages is None else messages:
@@ -349,6 +361,8 @@ class NatsSource(Source):
                     await msg.nak(delay=delay)
 
     async def _read_metrics(self) -> None:
+        from nats.errors import Error as NatsError
+
         js = self._js
         if js is None:
             return

@@ -3,29 +3,38 @@
 from __future__ import annotations
 
 import asyncio
-
-import aio_pika
-import aiormq
-from aio_pika.abc import AbstractConnection
+import functools
+from typing import TYPE_CHECKING
 
 from connectors.rabbitmq.settings import RabbitConnection, describe
 from router.errors import ConfigError, SourceError
 from router.secrets import SecretError
 
-CONNECT_ERRORS: tuple[type[BaseException], ...] = (
-    aiormq.exceptions.AMQPError,
-    ConnectionError,
-    OSError,
-    TimeoutError,
-    asyncio.TimeoutError,
-)
-"""What a broker that is down, unreachable, refusing or closing looks like to the client."""
+if TYPE_CHECKING:
+    from aio_pika.abc import AbstractConnection
+
+
+@functools.cache
+def connect_errors() -> tuple[type[BaseException], ...]:
+    """What a broker that is down, unreachable, refusing or closing looks like to the client
+    (aiormq imported here: the connectors' classes and settings import without it)."""
+    import aiormq
+
+    return (
+        aiormq.exceptions.AMQPError,
+        ConnectionError,
+        OSError,
+        TimeoutError,
+        asyncio.TimeoutError,
+    )
 
 
 async def connect(settings: RabbitConnection, *, name: str) -> AbstractConnection:
     """A plain (not self-reconnecting: the caller starts over) connection. Raises
     :class:`ConfigError` for settings that cannot work and :class:`SourceError` when the
     broker cannot be reached or refuses the credentials."""
+    import aio_pika
+
     try:
         scheme, host, port, vhost = settings.address()
         login, password = settings.credentials()
@@ -49,7 +58,7 @@ async def connect(settings: RabbitConnection, *, name: str) -> AbstractConnectio
         )
     except asyncio.CancelledError:
         raise
-    except CONNECT_ERRORS as e:
+    except connect_errors() as e:
         raise SourceError(
             f"rabbitmq {scheme}://{host}:{port} vhost {vhost!r}: cannot connect: {describe(e)}"
         ) from e

@@ -8,24 +8,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import aio_pika
 import orjson
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
-from aio_pika.exceptions import DeliveryError
-from pamqp.commands import Basic
 
-from connectors.rabbitmq.connection import CONNECT_ERRORS, connect
+from connectors.rabbitmq.connection import connect, connect_errors
 from connectors.rabbitmq.settings import RabbitDestinationSettings, describe
 from router.abc import Destination, DestinationContext
 from router.errors import DestinationError, SourceError
+
+if TYPE_CHECKING:
+    from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 
 
 class RabbitDestination(Destination):
     """Publishes each destination record to ``exchange`` with ``routing_key``."""
 
     Settings: ClassVar[type[RabbitDestinationSettings]] = RabbitDestinationSettings
+    requires: ClassVar[Mapping[str, str]] = {"aio_pika": "rabbitmq"}
     settings: RabbitDestinationSettings
 
     def __init__(self, settings: RabbitDestinationSettings, context: DestinationContext) -> None:
@@ -64,6 +64,10 @@ class RabbitDestination(Destination):
             return self._exchange
 
     async def send(self, record: Mapping[str, Any]) -> None:
+        import aio_pika
+        from aio_pika.exceptions import DeliveryError
+        from pamqp.commands import Basic
+
         s = self.settings
         try:
             exchange = await self._opened()
@@ -84,7 +88,7 @@ class RabbitDestination(Destination):
             ) from e
         except asyncio.CancelledError:
             raise
-        except CONNECT_ERRORS as e:
+        except connect_errors() as e:
             await self._drop()
             raise DestinationError(f"{self._where()}: {describe(e)}") from e
         returned = getattr(confirmation, "delivery", None)
@@ -103,7 +107,7 @@ class RabbitDestination(Destination):
         connection, self._connection = self._connection, None
         self._channel = self._exchange = None
         if connection is not None:
-            with contextlib.suppress(*CONNECT_ERRORS, RuntimeError):
+            with contextlib.suppress(*connect_errors(), RuntimeError):
                 await connection.close()
 
     async def aclose(self) -> None:

@@ -14,11 +14,12 @@ import base64
 import decimal
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
-
-from pamqp.commands import Basic
+from typing import TYPE_CHECKING, Any
 
 from router.filters.view import decode_base64, with_decoded
+
+if TYPE_CHECKING:
+    from pamqp.commands import Basic
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 

@@ -29,13 +29,9 @@ import logging
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiormq
-from aiormq.abc import DeliveredMessage
-from pamqp.commands import Basic
-
-from connectors.rabbitmq.connection import CONNECT_ERRORS, connect
+from connectors.rabbitmq.connection import connect, connect_errors
 from connectors.rabbitmq.records import rabbitmq_view, rmq_message
 from connectors.rabbitmq.settings import RabbitSourceSettings, describe
 from router import logs
@@ -43,6 +39,10 @@ from router.abc import MetricFamily, Sink, Source, SourceContext, SourceTraits
 from router.backoff import Backoff
 from router.errors import SourceError
 from router.models import ACCOUNT_ID, Record, SourceKind
+
+if TYPE_CHECKING:
+    import aiormq
+    from aiormq.abc import DeliveredMessage
 
 logger = logging.getLogger(__name__)
 warnings = logs.LimitedLogger(logger)
@@ -92,6 +92,7 @@ class RabbitSource(Source):
     """Consumes one queue for one mapping."""
 
     Settings = RabbitSourceSettings
+    requires = {"aio_pika": "rabbitmq"}
     traits = QUEUE_TRAITS
 
     def __init__(self, settings: RabbitSourceSettings, context: SourceContext) -> None:
@@ -137,6 +138,8 @@ class RabbitSource(Source):
     # ------------------------------------------------------------------ reading
 
     async def run(self, sink: Sink) -> None:
+        import aiormq
+
         self._generation += 1
         generation = self._generation
         self._outstanding.clear()
@@ -168,7 +171,7 @@ class RabbitSource(Source):
                 ) from e
             except aiormq.exceptions.ChannelAccessRefused as e:
                 raise SourceError(f"{where}: access refused: {describe(e)}") from e
-            except CONNECT_ERRORS as e:
+            except connect_errors() as e:
                 raise SourceError(f"{where}: {describe(e)}") from e
             sink.supervisor.working()
             logger.info(
@@ -192,6 +195,8 @@ class RabbitSource(Source):
         self._consumer_tag = ok.consumer_tag
 
     def _receiver(self, generation: int) -> Any:
+        from pamqp.commands import Basic
+
         lane = self.lane
         buffer = self._buffer
         outstanding = self._outstanding
@@ -270,7 +275,7 @@ class RabbitSource(Source):
             await asyncio.sleep(DEPTH_EVERY)
             try:
                 declared = await raw.queue_declare(self.queue, passive=True)
-            except CONNECT_ERRORS:
+            except connect_errors():
                 return  # _watch_closed reports the lost channel
             self._depth(declared)
 
@@ -343,7 +348,7 @@ class RabbitSource(Source):
             await channel.basic_ack(last, multiple=True)
         except asyncio.CancelledError:
             raise
-        except CONNECT_ERRORS as e:
+        except connect_errors() as e:
             # The channel is gone: the broker redelivers these (at least once).
             raise SourceError(f"rabbitmq queue {self.key}: ack failed: {describe(e)}") from e
 
@@ -389,7 +394,7 @@ class RabbitSource(Source):
                 await self._ack_done(channel)  # done messages that waited behind these
         except asyncio.CancelledError:
             raise
-        except CONNECT_ERRORS as e:
+        except connect_errors() as e:
             raise SourceError(f"rabbitmq queue {self.key}: nack failed: {describe(e)}") from e
 
     # ------------------------------------------------------------------ the event

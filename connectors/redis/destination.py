@@ -5,21 +5,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from connectors.redis.settings import RedisDestinationSettings, describe
 from router.abc import Destination, DestinationContext
 from router.errors import DestinationError
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 
 class RedisDestination(Destination):
     """``XADD`` of each destination record to ``stream`` (see module docstring)."""
 
     Settings: ClassVar[type[RedisDestinationSettings]] = RedisDestinationSettings
+    requires: ClassVar[Mapping[str, str]] = {"redis": "redis"}
     settings: RedisDestinationSettings
 
     def __init__(self, settings: RedisDestinationSettings, context: DestinationContext) -> None:
@@ -28,6 +30,8 @@ class RedisDestination(Destination):
         self._lock = asyncio.Lock()
 
     def _connect(self) -> aioredis.Redis:
+        import redis.asyncio as aioredis
+
         if self._client is None:
             self._client = aioredis.Redis.from_url(
                 self.settings.url,
@@ -37,6 +41,8 @@ class RedisDestination(Destination):
         return self._client
 
     async def send(self, record: Mapping[str, Any]) -> None:
+        from redis.exceptions import RedisError
+
         s = self.settings
         try:
             await self._connect().xadd(
@@ -48,6 +54,8 @@ class RedisDestination(Destination):
             ) from e
 
     async def aclose(self) -> None:
+        from redis.exceptions import RedisError
+
         client, self._client = self._client, None
         if client is not None:
             try:

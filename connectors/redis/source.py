@@ -24,11 +24,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, ClassVar
-
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from connectors.redis.records import (
     batch_info,
@@ -41,6 +38,9 @@ from connectors.redis.settings import RedisSourceSettings, describe
 from router.abc import MappingProblem, MetricFamily, Sink, Source, SourceContext, SourceTraits
 from router.errors import SourceError
 from router.models import MappingConfig, Record, SourceKind
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ class RedisSource(Source):
     """Reads the streams of one mapping through a consumer group (see module docstring)."""
 
     Settings: ClassVar[type[RedisSourceSettings]] = RedisSourceSettings
+    requires: ClassVar[Mapping[str, str]] = {"redis": "redis"}
     traits: ClassVar[SourceTraits] = SourceTraits(
         kind=SourceKind.STREAM,
         filter_view=redis_view,
@@ -153,6 +154,8 @@ class RedisSource(Source):
         inner.result()
 
     async def _consume(self, sink: Sink) -> None:
+        from redis.exceptions import RedisError, ResponseError
+
         client = self._connect()
         try:
             if not self._groups_ready:
@@ -192,6 +195,8 @@ class RedisSource(Source):
         return build_event(self._address, self._group, self._data_field, records)
 
     async def ack(self, records: Sequence[Record]) -> None:
+        from redis.exceptions import RedisError
+
         by_stream: dict[str, list[str]] = {}
         for record in records:
             by_stream.setdefault(record.data.stream, []).append(record.position)
@@ -239,6 +244,8 @@ class RedisSource(Source):
         ]
 
     async def aclose(self) -> None:
+        from redis.exceptions import RedisError
+
         if self._closed:
             return
         self._closed = True
@@ -279,6 +286,8 @@ class RedisSource(Source):
     # -- reading ------------------------------------------------------------------------
 
     def _connect(self) -> aioredis.Redis:
+        import redis.asyncio as aioredis
+
         if self._client is None:
             self._client = aioredis.Redis.from_url(
                 self.settings.url,
@@ -288,6 +297,8 @@ class RedisSource(Source):
         return self._client
 
     async def _create_groups(self, client: aioredis.Redis) -> None:
+        from redis.exceptions import ResponseError
+
         for stream in self.settings.streams:
             try:
                 await client.xgroup_create(stream, self._group, id=self._start, mkstream=True)

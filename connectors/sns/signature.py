@@ -13,14 +13,14 @@ import base64
 import binascii
 import re
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-
 from connectors.sns.messages import SnsMessage
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
 DEFAULT_CERT_HOST = r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$"
 MAX_CACHED = 64
@@ -58,6 +58,10 @@ class SignatureVerifier:
 
     async def verify(self, message: SnsMessage) -> None:
         """Return if the message's signature verifies; raise :class:`SignatureError`."""
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
         version = message.fields.get("SignatureVersion")
         if version == "1":
             algorithm: hashes.HashAlgorithm = hashes.SHA1()  # SNS's version 1 is SHA1
@@ -92,6 +96,9 @@ class SignatureVerifier:
 
 
 def _public_key(pem: bytes, where: str) -> rsa.RSAPublicKey:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     try:
         key = x509.load_pem_x509_certificate(pem).public_key()
     except ValueError as e:

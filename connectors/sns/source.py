@@ -104,6 +104,7 @@ class SnsSource(PushedSource):
     """An SNS HTTP(S) subscription endpoint; see the module's docstring."""
 
     Settings = SnsSettings
+    requires = {"cryptography": "sns"}
     traits = SourceTraits(
         kind=SourceKind.ASYNC,
         filter_view=attributes_view,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from pydantic import ValidationError
@@ -13,11 +15,18 @@ from router.config.yaml_lines import KeyPath, format_path
 from router.errors import ConfigError, Location, MissingDependencyError
 from router.models import PluginSettings
 
-_LOADERS: dict[str, Callable[[str], Any]] = {
-    "source": registry.load_source,
-    "invoker": registry.load_invoker,
-    "destination": registry.load_destination,
-}
+_TO_RUN: ContextVar[bool] = ContextVar("plugins_to_run", default=False)
+
+
+@contextmanager
+def plugins_to_run() -> Iterator[None]:
+    """Plug-ins loaded inside also need the libraries they run on (``router run``);
+    outside, a plug-in is checked without them (``router validate``, ``router schema``)."""
+    token = _TO_RUN.set(True)
+    try:
+        yield
+    finally:
+        _TO_RUN.reset(token)
 
 
 def load_plugin(
@@ -25,7 +34,7 @@ def load_plugin(
 ) -> Any | None:
     """The class registered for ``type_name``, or None after adding an error at ``path``."""
     try:
-        return _LOADERS[kind](type_name)
+        return registry.load(kind, type_name, to_run=_TO_RUN.get())
     except MissingDependencyError as e:
         errors.append(ConfigError(str(e), locate(path, False)))
     except ConfigError as e:

@@ -25,7 +25,7 @@ import math
 import time
 import zlib
 from abc import abstractmethod
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from connectors.aws.common import (
+    AWS_REQUIRES,
     AwsSettings,
     client_config,
     describe,
@@ -112,6 +113,7 @@ class ReadResult:
 class StreamSource(ShardLeasing, Windowing, Source):
     """A stream read shard by shard (see the module docstring)."""
 
+    requires: ClassVar[Mapping[str, str]] = AWS_REQUIRES
     service: ClassVar[str]
     """botocore service name of the reading client."""
     pins_latest: ClassVar[bool] = False
