@@ -120,6 +120,16 @@ class Sink(Protocol):
     (again) after a failure."""
 
 
+class Plugin:
+    """What every plug-in class (source, invoker, destination) declares besides its contract."""
+
+    Settings: ClassVar[type[PluginSettings]]
+    """The model its settings are validated with (in YAML, the keys beside ``type:``)."""
+    requires: ClassVar[Mapping[str, str]] = {}
+    """The client libraries it runs on and the pip extra of each (``{"aiokafka": "kafka"}``),
+    imported where it runs: the class, its ``Settings`` and traits import without them."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SourceContext:
     """What a source gets from the router besides its own settings."""
@@ -134,7 +144,7 @@ class SourceContext:
     pushed sources (:class:`router.ingress.source.PushedSource`) register with."""
 
 
-class Source(ABC):
+class Source(Plugin, ABC):
     """Reads records from one place for one mapping.
 
     Lifecycle: constructed with validated settings, then ``run(sink)`` is started as a task
@@ -148,11 +158,7 @@ class Source(ABC):
     ``aclose`` is called once after ``run`` has ended for good; it is idempotent.
     """
 
-    Settings: ClassVar[type[PluginSettings]]
     traits: ClassVar[SourceTraits]
-    requires: ClassVar[Mapping[str, str]] = {}
-    """The client libraries it runs on and the pip extra of each (``{"aiokafka": "kafka"}``),
-    imported where it runs: the class, its ``Settings`` and traits import without them."""
 
     def __init__(self, settings: Any, context: SourceContext) -> None:
         self.settings = settings
@@ -177,11 +183,11 @@ class Source(ABC):
         """Forget these records: commit, delete, remember as processed. For one lane calls
         come in record order. May raise SourceError; the core retries with backoff."""
 
-    async def release(self, records: Sequence[Record]) -> None:  # noqa: B027 - optional hook
+    async def release(self, records: Sequence[Record]) -> None:
         """Queue sources: leave these records for redelivery (failed, not handed off).
         Streams and asynchronous sources never get this call."""
 
-    async def attempted(self, record: Record, retry_at: float | None) -> None:  # noqa: B027 - optional hook
+    async def attempted(self, record: Record, retry_at: float | None) -> None:
         """Asynchronous sources: an invocation of ``record`` ended in a function error;
         ``record.attempts`` counts them now, ``retry_at`` (epoch seconds) is when it is
         tried again (None: not again). A source that keeps records durably remembers both,
@@ -248,7 +254,7 @@ class Source(ABC):
         (report what was last read). None by default."""
         return ()
 
-    async def aclose(self) -> None:  # noqa: B027 - optional hook
+    async def aclose(self) -> None:
         """Release connections. Idempotent."""
 
 
@@ -297,16 +303,12 @@ class InvokerContext:
     """Invokers that host runtimes report init errors here (shown in last_processing_result)."""
 
 
-class Invoker(ABC):
+class Invoker(Plugin, ABC):
     """Calls one function. ``invoke`` classifies every ending into an :class:`InvokeResult`
     (function error, throttle, timeout, transport error) instead of raising; it enforces
     ``invocation.deadline``. ``start`` is awaited before the first invoke (servers bind
     there); ``aclose`` is idempotent."""
 
-    Settings: ClassVar[type[PluginSettings]]
-    requires: ClassVar[Mapping[str, str]] = {}
-    """The client libraries it runs on and the pip extra of each (``{"aiokafka": "kafka"}``),
-    imported where it runs: the class, its ``Settings`` and traits import without them."""
     settings: Any
     """``function.settings``, checked to be an instance of ``Settings``; subclasses narrow
     the annotation."""
@@ -330,14 +332,14 @@ class Invoker(ABC):
         ports: the function may be running already. Defaults to none."""
         return []
 
-    async def start(self) -> None:  # noqa: B027 - optional hook
+    async def start(self) -> None:
         """Open connections or listeners."""
 
     @abstractmethod
     async def invoke(self, invocation: Invocation) -> InvokeResult:
         """Call the function once."""
 
-    async def aclose(self) -> None:  # noqa: B027 - optional hook
+    async def aclose(self) -> None:
         """Close connections or listeners. Idempotent."""
 
     def metrics(self) -> Sequence[MetricFamily]:
@@ -355,16 +357,11 @@ class DestinationContext:
     function_name: str
 
 
-class Destination(ABC):
+class Destination(Plugin, ABC):
     """Receives on-failure / on-success records (AWS destination formats, original records
     included). ``send`` returns once the record is durably accepted; it raises
     :class:`router.errors.DestinationError` otherwise, and the lane blocks and retries:
     a record is never dropped."""
-
-    Settings: ClassVar[type[PluginSettings]]
-    requires: ClassVar[Mapping[str, str]] = {}
-    """The client libraries it runs on and the pip extra of each (``{"aiokafka": "kafka"}``),
-    imported where it runs: the class, its ``Settings`` and traits import without them."""
 
     def __init__(self, settings: Any, context: DestinationContext) -> None:
         self.settings = settings
@@ -374,7 +371,7 @@ class Destination(ABC):
     async def send(self, record: Mapping[str, Any]) -> None:
         """Deliver one destination record."""
 
-    async def aclose(self) -> None:  # noqa: B027 - optional hook
+    async def aclose(self) -> None:
         """Release connections. Idempotent."""
 
 

@@ -126,7 +126,8 @@ def filter_view(source_type: str) -> View:
     """What filter patterns see of a record of ``source_type``: the view its source class
     declares (``traits.filter_view``), else the one registered for that name under
     ``router.filter_views``. Raises ValueError for a type with neither, and
-    :class:`MissingDependencyError` when the source's library is missing."""
+    :class:`MissingDependencyError` for a source whose module needs a missing library to
+    import (the built-in ones import without theirs)."""
     if source_type in plugins("source"):
         view: View = load("source", source_type).traits.filter_view
         return view
