@@ -111,12 +111,15 @@ async def _run_and_check(
             lambda: _drained(sqs, url), timeout=30, what="the filtered message deleted"
         )
     records = [r for e in events for r in e["Records"]]
-    assert sorted(r["body"] for r in records) == ['{"state":"PAID"}', '{"state":"PAID"}']
+    # moto now and then hands one message of a standard queue to two racing receives (at
+    # least once, as SQS may): count messages, not deliveries.
+    bodies = {r["messageId"]: r["body"] for r in records}
+    assert sorted(bodies.values()) == ['{"state":"PAID"}', '{"state":"PAID"}']
     assert records[0]["eventSourceARN"] == f"arn:aws:sqs:us-east-1:{ACCOUNT}:{name}"
 
 
 def _two_paid(events: list[dict[str, Any]]) -> bool:
-    return sum(len(e["Records"]) for e in events) >= 2
+    return len({r["messageId"] for e in events for r in e["Records"]}) >= 2
 
 
 async def _drained(sqs: Any, url: str) -> bool:
