@@ -37,6 +37,7 @@ from router.models import (
     InvokeResult,
     MappingConfig,
     MappingRow,
+    MappingStatus,
     PluginSettings,
     QueueDepth,
     QueuedEvent,
@@ -399,8 +400,14 @@ class Store(Protocol):
     # mappings
     async def list_mappings(self) -> list[MappingRow]: ...
     async def get_mapping(self, uuid: str) -> MappingRow | None: ...
+    async def get_mappings(self, uuids: Collection[str]) -> list[MappingRow]:
+        """The rows among ``uuids`` that exist (one query)."""
+
     async def get_mapping_by_name(self, name: str) -> MappingRow | None: ...
     async def create_mapping(self, row: MappingRow) -> None: ...
+    async def create_mappings(self, rows: Collection[MappingRow]) -> None:
+        """``create_mapping`` of many rows, as one transaction."""
+
     async def update_mapping(self, row: MappingRow) -> None:
         """Write every configuration column of ``row`` (not state / results)."""
 
@@ -425,6 +432,9 @@ class Store(Protocol):
         reason: str | None = None,
         last_result: str | None = None,
     ) -> None: ...
+    async def set_mapping_statuses(self, statuses: Mapping[str, MappingStatus]) -> None:
+        """Many status writes as one transaction."""
+
     async def set_enabled(self, uuid: str, enabled: bool) -> None: ...
     async def put_lag(
         self, mapping_uuid: str, replica_id: str, lag: float | None, unit: str = ""
@@ -434,6 +444,8 @@ class Store(Protocol):
     async def get_checkpoints(self, mapping_uuid: str) -> dict[str, str]: ...
     async def put_checkpoints(self, mapping_uuid: str, values: Mapping[str, str]) -> None: ...
     async def delete_checkpoints(self, mapping_uuid: str, keys: Collection[str]) -> None: ...
+    async def checkpoint_owners(self, uuids: Collection[str], prefix: str) -> set[str]:
+        """Which of ``uuids`` have a checkpoint key starting with ``prefix``."""
 
     # schedules: exactly one fire per (schedule, scheduled time) across replicas
     async def claim_fire(
@@ -460,6 +472,9 @@ class Store(Protocol):
 
     # stats and failed events
     async def add_stats(self, mapping_uuid: str, delta: StatsDelta) -> None: ...
+    async def add_stats_many(self, deltas: Mapping[str, StatsDelta]) -> None:
+        """``add_stats`` of many mappings as one transaction."""
+
     async def get_stats(self, mapping_uuid: str) -> dict[str, Any]: ...
     async def add_failed_event(self, event: FailedEvent) -> int: ...
     async def list_failed_events(

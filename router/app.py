@@ -9,7 +9,6 @@ the ``event_source_mappings`` rows whenever the store reports a change.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import gc
 import logging
@@ -24,6 +23,7 @@ from router import logs, registry
 from router.abc import Destination, DestinationContext, SourceContext, Store
 from router.aio import cancel_and_wait, close_logged, wait_event
 from router.config import RouterConfig, mapping_from_row
+from router.config.rows import CONFIG_COLUMNS
 from router.errors import ConfigError, RouterError, StoreError
 from router.functions import Functions
 from router.ingress import Ingress
@@ -34,6 +34,7 @@ from router.models import (
     MappingConfig,
     MappingRow,
     MappingState,
+    MappingStatus,
     StatsDelta,
 )
 from router.pipeline import Backoff, Counters, Pipeline
@@ -114,6 +115,28 @@ class _Running:
     flushed: Counters = field(default_factory=Counters)
 
 
+def _delta(running: _Running) -> StatsDelta:
+    """The counters of ``running`` not written yet."""
+    now, before = running.pipeline.counters, running.flushed
+    return StatsDelta(
+        records_in=now.records_in - before.records_in,
+        filtered=now.filtered - before.filtered,
+        invoked=now.invoked - before.invoked,
+        failed=now.failed - before.failed,
+        last_invoke=now.last_invoke,
+    )
+
+
+def _flushed(running: _Running, delta: StatsDelta) -> None:
+    before = running.flushed
+    running.flushed = Counters(
+        records_in=before.records_in + delta.records_in,
+        filtered=before.filtered + delta.filtered,
+        invoked=before.invoked + delta.invoked,
+        failed=before.failed + delta.failed,
+    )
+
+
 class Router:
     """Runs the pipelines of the enabled mappings, on the functions' invokers. ``start``
     returns once everything runs; ``stop`` drains (up to ``shutdown_timeout``) and is
@@ -157,6 +180,8 @@ class Router:
         self._lags = LagWriter(store, self.replica_id)
         self._tasks: list[asyncio.Task[None]] = []
         self._reconcile_lock = asyncio.Lock()
+        self._fingerprints: dict[str, tuple[Any, ...]] = {}
+        """What each running mapping was started from (:meth:`_fingerprint`)."""
         self._wake = asyncio.Event()
         self._stopped = False
         self.started = asyncio.Event()
@@ -259,86 +284,125 @@ class Router:
     async def reconcile(self, changed: set[str] | None = None) -> None:
         """Bring the running pipelines in line with the store's mapping rows: all of them,
         or only the mappings named in ``changed`` (rows or checkpoints written; a mapping
-        whose checkpoints were reset restarts)."""
+        whose checkpoints were reset restarts).
+
+        The rows are read in one query, and a running mapping whose row and functions are
+        as they were when it started is left alone without validating its row again (a
+        checkpoint write notifies like a configuration change). Status writes are made in
+        one transaction before the pipelines stop and start, and one after."""
         async with self._reconcile_lock:
             if self._stopped:
                 return
             if changed:
                 # A checkpoint written every second must not cost a pass over every mapping.
-                found = [await self.store.get_mapping(uid) for uid in sorted(changed)]
-                rows = [row for row in found if row is not None]
-                gone = {uid for uid, row in zip(sorted(changed), found, strict=True) if row is None}
+                rows = await self.store.get_mappings(changed)
+                gone = set(changed) - {row.uuid for row in rows}
+                candidates = {row.uuid for row in rows if row.uuid in self.running}
+                resets = await self.store.checkpoint_owners(candidates, "reset")
             else:
                 rows = await self.store.list_mappings()
                 gone = set(self.running) - {row.uuid for row in rows}
+                resets = set()
+            rows.sort(key=lambda row: row.name)
             for uid in gone:
                 self.enabled.pop(uid, None)
+            before: dict[str, MappingStatus] = {}
+            after: dict[str, MappingStatus] = {}
+            stops: list[str] = []
+            starts: list[tuple[MappingRow, MappingConfig]] = []
             for row in rows:
                 if row.enabled:
                     self.enabled[row.uuid] = row.name
                 else:
                     self.enabled.pop(row.uuid, None)
                 try:
-                    await self._reconcile_one(row, changed)
+                    self._plan_one(row, row.uuid in resets, before, after, stops, starts)
+                except Exception as e:  # noqa: BLE001 - logged with its traceback, shown
+                    self._cannot_start(row, e, after)
+            await self.store.set_mapping_statuses(before)
+            for uid in stops:
+                await self._stop_mapping(uid)
+            for row, config in starts:
+                try:
+                    await self._start_mapping(config)
                 except StoreError:
                     # The store went away: the caller tries again (the change feed starts
                     # over with a full reload), nothing to report on this mapping.
                     raise
-                except Exception as e:
-                    message = redact(str(e))
-                    logger.exception("mapping %s: cannot start", row.name)
-                    self.problems[row.uuid] = message
-                    with contextlib.suppress(Exception):
-                        await self.store.set_mapping_status(
-                            row.uuid, last_result=f"PROBLEM: {message}"
-                        )
+                except Exception as e:  # noqa: BLE001 - logged with its traceback, shown
+                    self._cannot_start(row, e, after)
+                else:
+                    self._fingerprints[row.uuid] = self._fingerprint(row)
+                    after[row.uuid] = {"state": MappingState.ENABLED, "reason": "USER_INITIATED"}
+            await self.store.set_mapping_statuses(after)
             for uid in gone & set(self.running):
                 await self._stop_mapping(uid)
 
-    async def _reconcile_one(self, row: MappingRow, changed: set[str] | None) -> None:
-        running = self.running.get(row.uuid)
+    def _cannot_start(
+        self, row: MappingRow, error: Exception, after: dict[str, MappingStatus]
+    ) -> None:
+        message = redact(str(error))
+        logger.error("mapping %s: cannot start", row.name, exc_info=error)
+        self.problems[row.uuid] = message
+        after[row.uuid] = {"last_result": f"PROBLEM: {message}"}
+
+    def _fingerprint(self, row: MappingRow) -> tuple[Any, ...]:
+        """What a running mapping was started from: its configuration columns and the
+        ``functions:`` it was validated against."""
+        columns = (getattr(row, c) for c in CONFIG_COLUMNS)
+        return (id(self.config.functions), row.name, row.enabled, row.origin, *columns)
+
+    def _plan_one(
+        self,
+        row: MappingRow,
+        reset: bool,
+        before: dict[str, MappingStatus],
+        after: dict[str, MappingStatus],
+        stops: list[str],
+        starts: list[tuple[MappingRow, MappingConfig]],
+    ) -> None:
+        """What reconciling ``row`` takes: status writes before and after, a pipeline to
+        stop, one to start."""
+        uid = row.uuid
+        running = self.running.get(uid)
         if not row.enabled:
             if running is not None:
-                await self.store.set_mapping_status(row.uuid, state=MappingState.DISABLING)
-                await self._stop_mapping(row.uuid)
-            if row.state != MappingState.DISABLED:
-                await self.store.set_mapping_status(
-                    row.uuid, state=MappingState.DISABLED, reason="USER_INITIATED"
-                )
+                before[uid] = {"state": MappingState.DISABLING}
+                stops.append(uid)
+            if row.state != MappingState.DISABLED or running is not None:
+                after[uid] = {"state": MappingState.DISABLED, "reason": "USER_INITIATED"}
+            return
+        if (
+            running is not None
+            and not reset
+            and self._fingerprints.get(uid) == self._fingerprint(row)
+        ):
+            if row.state != MappingState.ENABLED:
+                # A reconcile cut off by a store outage left the state half-way.
+                after[uid] = {"state": MappingState.ENABLED}
             return
         try:
             config = mapping_from_row(row, self.config.functions, resolve=True)
         except ConfigError as e:
             if running is not None:
-                await self._stop_mapping(row.uuid)
-            if self.problems.get(row.uuid) != str(e):
-                self.problems[row.uuid] = str(e)
+                stops.append(uid)
+            if self.problems.get(uid) != str(e):
+                self.problems[uid] = str(e)
                 logger.error("mapping %s: invalid configuration: %s", row.name, e)
-                await self.store.set_mapping_status(row.uuid, last_result=f"PROBLEM: {e}")
+                after[uid] = {"last_result": f"PROBLEM: {e}"}
             return
-        self.problems.pop(row.uuid, None)
+        self.problems.pop(uid, None)
         if running is not None:
-            if running.config == config and not await self._reset_requested(row.uuid, changed):
+            if running.config == config and not reset:
+                self._fingerprints[uid] = self._fingerprint(row)
                 if row.state != MappingState.ENABLED:
-                    # A reconcile cut off by a store outage left the state half-way.
-                    await self.store.set_mapping_status(row.uuid, state=MappingState.ENABLED)
+                    after[uid] = {"state": MappingState.ENABLED}
                 return
-            await self.store.set_mapping_status(row.uuid, state=MappingState.UPDATING)
-            await self._stop_mapping(row.uuid)
+            before[uid] = {"state": MappingState.UPDATING}
+            stops.append(uid)
         elif row.state != MappingState.ENABLED:
-            await self.store.set_mapping_status(row.uuid, state=MappingState.ENABLING)
-        await self._start_mapping(config)
-        await self.store.set_mapping_status(
-            row.uuid, state=MappingState.ENABLED, reason="USER_INITIATED"
-        )
-
-    async def _reset_requested(self, uid: str, changed: set[str] | None) -> bool:
-        """Operators reset a checkpoint by writing a ``reset...`` checkpoint row; the source
-        consumes it when it starts."""
-        if changed is None or uid not in changed:
-            return False
-        checkpoints = await self.store.get_checkpoints(uid)
-        return any(key.startswith("reset") for key in checkpoints)
+            before[uid] = {"state": MappingState.ENABLING}
+        starts.append((row, config))
 
     async def _start_mapping(self, config: MappingConfig) -> None:
         function = self.config.functions.get(config.function)
@@ -394,6 +458,7 @@ class Router:
         return open_destination(self.store, config, spec, opened)
 
     async def _stop_mapping(self, uid: str) -> None:
+        self._fingerprints.pop(uid, None)
         running = self.running.pop(uid, None)
         if running is None:
             return
@@ -450,41 +515,36 @@ class Router:
         await supervisor.run(flush_forever)
 
     async def _flush(self) -> None:
+        """Write the statuses reported since the last flush and every running mapping's
+        new stats: one transaction for all the statuses, one for all the stats."""
         statuses, self._status = self._status, {}
         try:
-            while statuses:
-                uid, result = next(iter(statuses.items()))
-                await self.store.set_mapping_status(uid, last_result=result)
-                del statuses[uid]
-        finally:
+            await self.store.set_mapping_statuses(
+                {uid: {"last_result": result} for uid, result in statuses.items()}
+            )
+        except BaseException:
             # What could not be written is written on the next flush (newer news first).
             for uid, result in statuses.items():
                 self._status.setdefault(uid, result)
-        for uid, running in list(self.running.items()):
-            await self._flush_one(uid, running)
+            raise
+        deltas = {uid: _delta(running) for uid, running in self.running.items()}
+        deltas = {uid: delta for uid, delta in deltas.items() if delta}
+        if deltas:
+            flushed = {uid: self.running[uid] for uid in deltas}
+            await self.store.add_stats_many(deltas)
+            for uid, delta in deltas.items():
+                _flushed(flushed[uid], delta)
         await self._lags.write({u: r.pipeline.source for u, r in self.running.items()})
         for uid, running in list(self._unflushed.items()):
             await self._flush_one(uid, running)
             del self._unflushed[uid]
 
     async def _flush_one(self, uid: str, running: _Running) -> None:
-        now, before = running.pipeline.counters, running.flushed
-        delta = StatsDelta(
-            records_in=now.records_in - before.records_in,
-            filtered=now.filtered - before.filtered,
-            invoked=now.invoked - before.invoked,
-            failed=now.failed - before.failed,
-            last_invoke=now.last_invoke,
-        )
+        delta = _delta(running)
         if not delta:
             return
         await self.store.add_stats(uid, delta)
-        running.flushed = Counters(
-            records_in=before.records_in + delta.records_in,
-            filtered=before.filtered + delta.filtered,
-            invoked=before.invoked + delta.invoked,
-            failed=before.failed + delta.failed,
-        )
+        _flushed(running, delta)
 
     def counters(self) -> dict[str, tuple[str, Counters]]:
         """Live counters per mapping uuid: (mapping name, counters)."""

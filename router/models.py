@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from pydantic import BaseModel
 
@@ -442,6 +442,14 @@ class MappingRow:
             else:
                 out[attribute.name] = getattr(self, attribute.name)
         return out
+
+
+class MappingStatus(TypedDict, total=False):
+    """What a status write sets (a key left out, or None, leaves its column alone)."""
+
+    state: str | None
+    reason: str | None
+    last_result: str | None
 
 
 @dataclass(slots=True, kw_only=True)

@@ -282,8 +282,8 @@ async def apply_plan(plan: ApplyPlan, store: Store) -> None:
         if u.enabled is not None:
             await store.set_enabled(u.row.uuid, u.enabled)
         logger.info("updated mapping %s", u.row.name)
+    await store.create_mappings([c.row for c in plan.creates])
     for c in plan.creates:
-        await store.create_mapping(c.row)
         if c.resumes is not None:
             logger.info("created mapping %s again: it resumes from its checkpoints", c.row.name)
         else:

@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from router.errors import StoreError
-from router.models import DeletedMapping, FailedEvent, MappingRow, StatsDelta
+from router.models import DeletedMapping, FailedEvent, MappingRow, MappingStatus, StatsDelta
 from router.store import tables as t
 from router.store.engine import (
     PermanentStoreError,
@@ -43,6 +43,14 @@ from router.store.queue import QueueMethods
 logger = logging.getLogger(__name__)
 
 _STATS_COUNTERS = ("records_in", "filtered", "invoked", "failed")
+_STATUS_KEYS = {
+    "state": "state",
+    "reason": "state_transition_reason",
+    "last_result": "last_processing_result",
+}
+"""The keys of a :class:`router.models.MappingStatus` and their columns."""
+_IN_CHUNK = 500
+"""Values per ``IN (...)`` list (SQLite allows 32,766 bound parameters a statement)."""
 # SQLAlchemy's asyncpg connect arguments that asyncpg.connect() itself does not take.
 _NOT_ASYNCPG_ARGS = (
     "prepared_statement_cache_size",
@@ -235,6 +243,20 @@ class SQLStore(QueueMethods, LagMethods):
             t.event_source_mappings.c.uuid == uuid, f"reading mapping {uuid}"
         )
 
+    async def get_mappings(self, uuids: Collection[str]) -> list[MappingRow]:
+        """The rows of the mappings among ``uuids`` that exist, in one query."""
+        if not uuids:
+            return []
+        mappings = t.event_source_mappings
+        rows: list[MappingRow] = []
+        wanted = sorted(uuids)
+        async with self._read(f"reading {len(wanted)} mappings") as conn:
+            for start in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[start : start + _IN_CHUNK]
+                query = sa.select(mappings).where(mappings.c.uuid.in_(chunk))
+                rows.extend(_mapping_row(r._mapping) for r in (await conn.execute(query)).all())
+        return rows
+
     async def get_mapping_by_name(self, name: str) -> MappingRow | None:
         return await self._get_one(
             t.event_source_mappings.c.name == name, f"reading mapping {name!r}"
@@ -274,6 +296,46 @@ class SQLStore(QueueMethods, LagMethods):
                 raise PermanentStoreError(
                     f"store {self.url}: cannot create mapping {row.name!r} ({row.uuid}): "
                     "a mapping with that name or uuid already exists"
+                ) from e.__cause__
+            raise
+
+    async def create_mappings(self, rows: Collection[MappingRow]) -> None:
+        """:meth:`create_mapping` of many rows, in one transaction of a few statements."""
+        if not rows:
+            return
+        now = _now()
+        for row in rows:
+            if not row.uuid:
+                row.uuid = str(uuidlib.uuid4())
+            row.created_at = row.created_at or now
+            row.updated_at = row.updated_at or now
+        names = sorted({row.name for row in rows})
+        uuids = {row.name: row.uuid for row in rows}
+        deleted = t.deleted_mappings
+        try:
+            async with self._write(f"creating {len(rows)} mappings") as conn:
+                for start in range(0, len(names), _IN_CHUNK):
+                    chunk = names[start : start + _IN_CHUNK]
+                    found = await conn.execute(
+                        sa.select(deleted.c.name, deleted.c.uuid).where(deleted.c.name.in_(chunk))
+                    )
+                    for name, gone in found.all():
+                        if gone != uuids[name]:
+                            await self._delete_kept(conn, gone)
+                    mine = [uuids[name] for name in chunk]
+                    await conn.execute(
+                        sa.delete(deleted).where(
+                            deleted.c.name.in_(chunk) | deleted.c.uuid.in_(mine)
+                        )
+                    )
+                await conn.execute(
+                    sa.insert(t.event_source_mappings), [row.columns() for row in rows]
+                )
+        except StoreError as e:
+            if isinstance(e.__cause__, exc.IntegrityError):
+                raise PermanentStoreError(
+                    f"store {self.url}: cannot create mappings {', '.join(names)}: a mapping "
+                    "with one of these names or uuids already exists"
                 ) from e.__cause__
             raise
 
@@ -385,6 +447,34 @@ class SQLStore(QueueMethods, LagMethods):
         values["updated_at"] = _now()
         await self._update_mapping_columns(uuid, values, "setting status of")
 
+    async def set_mapping_statuses(self, statuses: Mapping[str, MappingStatus]) -> None:
+        """Write the status of many mappings in one transaction (``state``,
+        ``state_transition_reason``, ``last_processing_result``: the keys each one sets)."""
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        now = _now()
+        for uuid, status in statuses.items():
+            values = {
+                _STATUS_KEYS[key]: value for key, value in status.items() if value is not None
+            }
+            if values:
+                columns = tuple(sorted(values))
+                params = {f"_{c}": value for c, value in values.items()}
+                groups.setdefault(columns, []).append({"_uuid": uuid, **params, "_at": now})
+        if not groups:
+            return
+        mappings = t.event_source_mappings
+        async with self._write(f"setting status of {len(statuses)} mappings") as conn:
+            for columns, params in groups.items():
+                query = (
+                    sa.update(mappings)
+                    .where(mappings.c.uuid == sa.bindparam("_uuid"))
+                    .values(
+                        {c: sa.bindparam(f"_{c}") for c in columns}
+                        | {"updated_at": sa.bindparam("_at")}
+                    )
+                )
+                await conn.execute(query, params)
+
     async def set_enabled(self, uuid: str, enabled: bool) -> None:
         await self._update_mapping_columns(
             uuid, {"enabled": enabled, "updated_at": _now()}, "enabling" if enabled else "disabling"
@@ -414,6 +504,26 @@ class SQLStore(QueueMethods, LagMethods):
         ]
         async with self._write(f"writing checkpoints of {mapping_uuid}") as conn:
             await conn.execute(self._put_checkpoint, params)
+
+    async def checkpoint_owners(self, uuids: Collection[str], prefix: str) -> set[str]:
+        """Which of the mappings ``uuids`` have a checkpoint whose key starts with
+        ``prefix`` (one query)."""
+        if not uuids:
+            return set()
+        c = t.checkpoints.c
+        found: set[str] = set()
+        wanted = sorted(uuids)
+        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        async with self._read("reading checkpoints") as conn:
+            for start in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[start : start + _IN_CHUNK]
+                query = (
+                    sa.select(c.mapping_uuid)
+                    .distinct()
+                    .where(c.mapping_uuid.in_(chunk), c.key.like(pattern, escape="\\"))
+                )
+                found.update(row[0] for row in (await conn.execute(query)).all())
+        return found
 
     async def delete_checkpoints(self, mapping_uuid: str, keys: Collection[str]) -> None:
         if not keys:
@@ -515,6 +625,27 @@ class SQLStore(QueueMethods, LagMethods):
             "updated_at": _now(),
         }
         async with self._write(f"adding stats of {mapping_uuid}") as conn:
+            await conn.execute(self._add_stats, params)
+
+    async def add_stats_many(self, deltas: Mapping[str, StatsDelta]) -> None:
+        """:meth:`add_stats` of many mappings in one transaction."""
+        now = _now()
+        params = [
+            {
+                "mapping_uuid": uuid,
+                "records_in": delta.records_in,
+                "filtered": delta.filtered,
+                "invoked": delta.invoked,
+                "failed": delta.failed,
+                "last_invoke_at": delta.last_invoke,
+                "updated_at": now,
+            }
+            for uuid, delta in deltas.items()
+            if delta or delta.last_invoke is not None
+        ]
+        if not params:
+            return
+        async with self._write(f"adding stats of {len(params)} mappings") as conn:
             await conn.execute(self._add_stats, params)
 
     async def get_stats(self, mapping_uuid: str) -> dict[str, Any]:

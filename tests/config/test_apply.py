@@ -332,14 +332,14 @@ async def test_an_apply_that_fails_half_way_changes_nothing(store: SQLStore) -> 
 
     await apply_config(config(_topic_mapping("a")), store)
     before = await by_name(store)
-    created = 0
+    seen: list[str] = []
 
     def second_create_fails(conn: object, cursor: object, statement: str, *args: object) -> None:
-        nonlocal created
+        # The creates are written after the delete of "a": failing there leaves the delete
+        # made and the creates not, inside the one transaction.
+        seen.append(statement)
         if statement.startswith("INSERT INTO event_source_mappings"):
-            created += 1
-            if created == 2:
-                raise RuntimeError("the store failed half-way")
+            raise RuntimeError("the store failed half-way")
 
     engine = store.engine.sync_engine
     sa.event.listen(engine, "before_cursor_execute", second_create_fails)
@@ -350,4 +350,5 @@ async def test_an_apply_that_fails_half_way_changes_nothing(store: SQLStore) -> 
             )
     finally:
         sa.event.remove(engine, "before_cursor_execute", second_create_fails)
+    assert any(s.startswith("DELETE FROM event_source_mappings") for s in seen)
     assert await by_name(store) == before

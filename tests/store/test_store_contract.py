@@ -610,3 +610,76 @@ async def test_purging_the_queue(store: SQLStore) -> None:
     assert [d.target for d in await store.queue_depths()] == ["function:g"]
     assert await store.purge_events() == 1
     assert await store.queue_depths() == []
+
+
+# many mappings at once
+
+
+async def test_batched_mapping_reads_and_writes(store: SQLStore) -> None:
+    rows = [make_row(f"m{i:03d}") for i in range(3)]
+    await store.create_mappings(rows)
+    assert all(len(row.uuid) == 36 for row in rows)
+    assert [m.name for m in await store.list_mappings()] == ["m000", "m001", "m002"]
+    with pytest.raises(StoreError, match="already exists") as info:
+        await store.create_mappings([make_row("m001"), make_row("m003")])
+    assert info.value.retriable is False
+    assert len(await store.list_mappings()) == 3
+
+    found = await store.get_mappings([rows[0].uuid, rows[2].uuid, "missing"])
+    assert sorted(m.name for m in found) == ["m000", "m002"]
+    assert await store.get_mappings([]) == []
+
+    await store.set_mapping_status(rows[1].uuid, last_result="kept")
+    await store.set_mapping_statuses(
+        {
+            rows[0].uuid: {"state": "Enabled", "reason": "USER_INITIATED"},
+            rows[1].uuid: {"state": "Disabling"},
+            rows[2].uuid: {"last_result": "PROBLEM: x", "state": None},
+            "missing": {"state": "Enabled"},
+        }
+    )
+    got = {m.name: m for m in await store.list_mappings()}
+    assert (got["m000"].state, got["m000"].state_transition_reason) == ("Enabled", "USER_INITIATED")
+    assert (got["m001"].state, got["m001"].last_processing_result) == ("Disabling", "kept")
+    assert (got["m002"].state, got["m002"].last_processing_result) == ("Creating", "PROBLEM: x")
+    await store.set_mapping_statuses({})
+
+    await store.put_checkpoints(rows[0].uuid, {"reset": "x", "a": "1"})
+    await store.put_checkpoints(rows[1].uuid, {"a_reset": "1", "r%": "1"})
+    await store.put_checkpoints(rows[2].uuid, {"reset_at": "1"})
+    owners = await store.checkpoint_owners([r.uuid for r in rows], "reset")
+    assert owners == {rows[0].uuid, rows[2].uuid}
+    assert await store.checkpoint_owners([rows[1].uuid], "r%") == {rows[1].uuid}
+    assert await store.checkpoint_owners([rows[1].uuid], "r_") == set()
+    assert await store.checkpoint_owners([], "reset") == set()
+
+    await store.add_stats("s1", StatsDelta(records_in=1))
+    when = datetime(2024, 6, 1, tzinfo=UTC)
+    await store.add_stats_many(
+        {
+            "s1": StatsDelta(records_in=2, invoked=1),
+            "s2": StatsDelta(failed=1, last_invoke=when),
+            "s3": StatsDelta(),
+        }
+    )
+    s1, s2 = await store.get_stats("s1"), await store.get_stats("s2")
+    assert (s1["records_in"], s1["invoked"]) == (3, 1)
+    assert (s2["failed"], s2["last_invoke_at"]) == (1, when)
+    assert (await store.get_stats("s3"))["updated_at"] is None
+
+
+async def test_batched_create_takes_back_a_retired_mapping(store: SQLStore) -> None:
+    old = make_row("again")
+    await store.create_mapping(old)
+    await store.put_checkpoints(old.uuid, {"k": "v"})
+    other = make_row("other")
+    await store.create_mapping(other)
+    await store.put_checkpoints(other.uuid, {"k": "w"})
+    await store.retire_mapping(old.uuid)
+    await store.retire_mapping(other.uuid)
+    back = make_row("again")
+    back.uuid = old.uuid
+    await store.create_mappings([back, make_row("other")])
+    assert await store.get_checkpoints(old.uuid) == {"k": "v"}
+    assert await store.get_checkpoints(other.uuid) == {}
+    assert await store.list_deleted_mappings() == []
