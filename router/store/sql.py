@@ -458,13 +458,13 @@ class SQLStore(QueueMethods, LagMethods):
             }
             if values:
                 columns = tuple(sorted(values))
-                params = {f"_{c}": value for c, value in values.items()}
-                groups.setdefault(columns, []).append({"_uuid": uuid, **params, "_at": now})
+                bound = {f"_{c}": value for c, value in values.items()}
+                groups.setdefault(columns, []).append({"_uuid": uuid, **bound, "_at": now})
         if not groups:
             return
         mappings = t.event_source_mappings
         async with self._write(f"setting status of {len(statuses)} mappings") as conn:
-            for columns, params in groups.items():
+            for columns, rows in groups.items():
                 query = (
                     sa.update(mappings)
                     .where(mappings.c.uuid == sa.bindparam("_uuid"))
@@ -473,7 +473,7 @@ class SQLStore(QueueMethods, LagMethods):
                         | {"updated_at": sa.bindparam("_at")}
                     )
                 )
-                await conn.execute(query, params)
+                await conn.execute(query, rows)
 
     async def set_enabled(self, uuid: str, enabled: bool) -> None:
         await self._update_mapping_columns(
