@@ -30,6 +30,7 @@ from typing import Any
 from router.filters.index import anchored_matcher
 from router.filters.leaves import FieldIndex
 from router.filters.parse import PatternError, load_pattern, parse_pattern
+from router.filters.scalar import numeric_bounds, scalar_matcher
 from router.filters.spec import (
     ABSENT,
     MISSING,
@@ -103,8 +104,7 @@ def _numeric_predicate(
     low: int | None, low_inclusive: bool, high: int | None, high_inclusive: bool
 ) -> Predicate:
     # Unbounded sides become impossible-to-cross sentinels: one comparison chain per value.
-    lo = -1 if low is None else (low if low_inclusive else low + 1)
-    hi = 1 << 62 if high is None else (high if high_inclusive else high - 1)
+    lo, hi = numeric_bounds(low, low_inclusive, high, high_inclusive)
 
     def numeric(v: Any) -> bool:
         t = type(v)
@@ -295,6 +295,7 @@ class Matcher:
         "_fails",
         "_loose",
         "_match_all",
+        "_scalar",
         "_shift",
         "fields",
     )
@@ -317,9 +318,16 @@ class Matcher:
         self._loose = _loose_bits(trie)
         # A few patterns that can all be found by value: through anchors, first match wins.
         self._anchored = anchored_matcher(conjunctions, self._evaluators) if conjunctions else None
+        # Fields of nested objects holding plain values (the usual event): generated code.
+        self._scalar = None if match_all else scalar_matcher(conjunctions, make_predicate)
 
     def matches(self, event: Any) -> bool:
         """True when any of the compiled patterns matches the decoded event."""
+        scalar = self._scalar
+        if scalar is not None:
+            found = scalar(event)
+            if found is not None:
+                return found
         anchored = self._anchored
         if anchored is not None:
             return anchored(event, event)

@@ -8,7 +8,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from router.filters import compile_patterns
+from router.filters.compile import make_predicate
+from router.filters.parse import load_pattern, parse_pattern
 from router.filters.reference import patterns_match
+from router.filters.scalar import scalar_matcher
 
 KEYS = st.sampled_from(["a", "b", "c"])
 SCALARS = st.sampled_from(
@@ -212,3 +215,21 @@ def test_large_pattern_sets_agree(
     matcher = compile_patterns(everything)
     for _, event in cases:
         assert matcher.matches(event) is patterns_match(everything, event)
+
+
+@settings(SETTINGS, max_examples=300)
+@given(patterns=st.lists(PATTERNS, min_size=1, max_size=3), case=PATTERN_AND_EVENT)
+def test_generated_matcher_agrees_where_it_answers(
+    patterns: list[dict[str, Any]], case: tuple[dict[str, Any], dict[str, Any]]
+) -> None:
+    # The straight-line matcher (plain values at every field) answers alone when it can;
+    # where it does, its answer is the reference's.
+    extra, event = case
+    everything = [*patterns, extra]
+    conjunctions = [c for p in everything for c in parse_pattern(load_pattern(p))]
+    generated = scalar_matcher(conjunctions, make_predicate)
+    if generated is None:
+        return
+    found = generated(event)
+    if found is not None:
+        assert found is patterns_match(everything, event)
