@@ -37,13 +37,13 @@ from router.models import (
     InvokeResult,
     MappingConfig,
     MappingRow,
-    MappingStatus,
     PluginSettings,
     QueueDepth,
     QueuedEvent,
     Record,
     SourceKind,
     StatsDelta,
+    StatusUpdate,
 )
 
 if TYPE_CHECKING:
@@ -432,7 +432,7 @@ class Store(Protocol):
         reason: str | None = None,
         last_result: str | None = None,
     ) -> None: ...
-    async def set_mapping_statuses(self, statuses: Mapping[str, MappingStatus]) -> None:
+    async def set_mapping_statuses(self, statuses: Mapping[str, StatusUpdate]) -> None:
         """Many status writes as one transaction."""
 
     async def set_enabled(self, uuid: str, enabled: bool) -> None: ...

@@ -34,8 +34,8 @@ from router.models import (
     MappingConfig,
     MappingRow,
     MappingState,
-    MappingStatus,
     StatsDelta,
+    StatusUpdate,
 )
 from router.pipeline import Backoff, Counters, Pipeline
 from router.secrets import redact
@@ -170,7 +170,8 @@ class Router:
         self.problems: dict[str, str] = {}
         self.retired: dict[str, tuple[str, Counters]] = {}
         """Counters of pipelines that stopped, so /metrics counters never go down."""
-        self._status: dict[str, str] = {}
+        self._pending: dict[str, StatusUpdate] = {}
+        """Status columns to write at the next flush, by mapping uuid (the newest wins)."""
         self._unflushed: dict[str, _Running] = {}
         """Stopped pipelines whose last stats could not be written yet."""
         self._failing_since: dict[str, float] = {}
@@ -288,8 +289,8 @@ class Router:
 
         The rows are read in one query, and a running mapping whose row and functions are
         as they were when it started is left alone without validating its row again (a
-        checkpoint write notifies like a configuration change). Status writes are made in
-        one transaction before the pipelines stop and start, and one after."""
+        checkpoint write notifies like a configuration change). The states it sets are written
+        by the stats writer with every other status (:meth:`_flush`), not one by one."""
         async with self._reconcile_lock:
             if self._stopped:
                 return
@@ -306,8 +307,8 @@ class Router:
             rows.sort(key=lambda row: row.name)
             for uid in gone:
                 self.enabled.pop(uid, None)
-            before: dict[str, MappingStatus] = {}
-            after: dict[str, MappingStatus] = {}
+            before: dict[str, StatusUpdate] = {}
+            after: dict[str, StatusUpdate] = {}
             stops: list[str] = []
             starts: list[tuple[MappingRow, MappingConfig]] = []
             for row in rows:
@@ -319,7 +320,10 @@ class Router:
                     self._plan_one(row, row.uuid in resets, before, after, stops, starts)
                 except Exception as e:  # noqa: BLE001 - logged with its traceback, shown
                     self._cannot_start(row, e, after)
-            await self.store.set_mapping_statuses(before)
+            # The statuses are written by the stats writer, for every mapping in one
+            # transaction: waiting for the store's writer (behind every source's checkpoint
+            # and lease writes on SQLite) does not hold up the next change.
+            self._queue_statuses(before)
             for uid in stops:
                 await self._stop_mapping(uid)
             for row, config in starts:
@@ -334,12 +338,12 @@ class Router:
                 else:
                     self._fingerprints[row.uuid] = self._fingerprint(row)
                     after[row.uuid] = {"state": MappingState.ENABLED, "reason": "USER_INITIATED"}
-            await self.store.set_mapping_statuses(after)
+            self._queue_statuses(after)
             for uid in gone & set(self.running):
                 await self._stop_mapping(uid)
 
     def _cannot_start(
-        self, row: MappingRow, error: Exception, after: dict[str, MappingStatus]
+        self, row: MappingRow, error: Exception, after: dict[str, StatusUpdate]
     ) -> None:
         message = redact(str(error))
         logger.error("mapping %s: cannot start", row.name, exc_info=error)
@@ -356,8 +360,8 @@ class Router:
         self,
         row: MappingRow,
         reset: bool,
-        before: dict[str, MappingStatus],
-        after: dict[str, MappingStatus],
+        before: dict[str, StatusUpdate],
+        after: dict[str, StatusUpdate],
         stops: list[str],
         starts: list[tuple[MappingRow, MappingConfig]],
     ) -> None:
@@ -486,12 +490,18 @@ class Router:
     def _set_status(self, uid: str, result: str) -> None:
         # The store gets the latest result at the next flush: a problem followed by a
         # success within one interval is not written, only logged (where it was reported).
-        self._status[uid] = result
+        self._pending.setdefault(uid, {})["last_result"] = result
         if result.startswith("PROBLEM"):
             self._failing_since.setdefault(uid, time.monotonic())
         else:
             self._failing_since.pop(uid, None)
         self._wake.set()
+
+    def _queue_statuses(self, updates: Mapping[str, StatusUpdate]) -> None:
+        for uid, update in updates.items():
+            self._pending.setdefault(uid, {}).update(update)
+        if updates:
+            self._wake.set()
 
     def failing_for(self, uid: str) -> float | None:
         """Seconds a running mapping has been failing (PROBLEM since its last success)."""
@@ -517,15 +527,13 @@ class Router:
     async def _flush(self) -> None:
         """Write the statuses reported since the last flush and every running mapping's
         new stats: one transaction for all the statuses, one for all the stats."""
-        statuses, self._status = self._status, {}
+        statuses, self._pending = self._pending, {}
         try:
-            await self.store.set_mapping_statuses(
-                {uid: {"last_result": result} for uid, result in statuses.items()}
-            )
+            await self.store.set_mapping_statuses(statuses)
         except BaseException:
             # What could not be written is written on the next flush (newer news first).
-            for uid, result in statuses.items():
-                self._status.setdefault(uid, result)
+            for uid, update in statuses.items():
+                self._pending[uid] = {**update, **self._pending.get(uid, {})}
             raise
         deltas = {uid: _delta(running) for uid, running in self.running.items()}
         deltas = {uid: delta for uid, delta in deltas.items() if delta}

@@ -444,7 +444,7 @@ class MappingRow:
         return out
 
 
-class MappingStatus(TypedDict, total=False):
+class StatusUpdate(TypedDict, total=False):
     """What a status write sets (a key left out, or None, leaves its column alone)."""
 
     state: str | None

@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from router.errors import StoreError
-from router.models import DeletedMapping, FailedEvent, MappingRow, MappingStatus, StatsDelta
+from router.models import DeletedMapping, FailedEvent, MappingRow, StatsDelta, StatusUpdate
 from router.store import tables as t
 from router.store.engine import (
     PermanentStoreError,
@@ -48,7 +48,7 @@ _STATUS_KEYS = {
     "reason": "state_transition_reason",
     "last_result": "last_processing_result",
 }
-"""The keys of a :class:`router.models.MappingStatus` and their columns."""
+"""The keys of a :class:`router.models.StatusUpdate` and their columns."""
 _IN_CHUNK = 500
 """Values per ``IN (...)`` list (SQLite allows 32,766 bound parameters a statement)."""
 # SQLAlchemy's asyncpg connect arguments that asyncpg.connect() itself does not take.
@@ -447,7 +447,7 @@ class SQLStore(QueueMethods, LagMethods):
         values["updated_at"] = _now()
         await self._update_mapping_columns(uuid, values, "setting status of")
 
-    async def set_mapping_statuses(self, statuses: Mapping[str, MappingStatus]) -> None:
+    async def set_mapping_statuses(self, statuses: Mapping[str, StatusUpdate]) -> None:
         """Write the status of many mappings in one transaction (``state``,
         ``state_transition_reason``, ``last_processing_result``: the keys each one sets)."""
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
