@@ -64,10 +64,16 @@ FUNCTION_KEYS_USED = frozenset(
         "Description",
         "Tags",
         "ReservedConcurrentExecutions",
+        "FunctionUrlConfig",
+        "EventInvokeConfig",
     }
 )
 """Function properties that are carried over (or, like Description and Tags, mean nothing
 to the router); every other one is reported."""
+
+NOT_RESOLVED = frozenset({"Events", "FunctionUrlConfig", "EventInvokeConfig"})
+"""Function properties read on their own (each event, the URL and the asynchronous
+invocation settings)."""
 
 RESERVED_ENV = re.compile(r"^(AWS_REGION|AWS_DEFAULT_REGION|_HANDLER|LAMBDA_\w+|AWS_LAMBDA_\w+)$")
 CREDENTIAL_ENV = re.compile(r"PASSWORD|SECRET|TOKEN|KEY|CREDENTIAL|AUTH")
@@ -113,6 +119,7 @@ class Importer:
         self.names: dict[str, str] = {}
         self.mappings: list[dict[str, Any]] = []
         self._listen_port = 9001
+        self._url_paths: set[str] = set()
 
     # -- functions --------------------------------------------------------------------------
 
@@ -121,7 +128,8 @@ class Importer:
         resolved = {
             k: self.t.resolve(v, where)
             for k, v in props.items()
-            if k in FUNCTION_KEYS_USED and k != "Events"
+            if k in FUNCTION_KEYS_USED
+            and k not in ("Events", "FunctionUrlConfig", "EventInvokeConfig")
         }
         others = sorted(k for k in props if k not in FUNCTION_KEYS_USED)
         if others:
@@ -178,6 +186,85 @@ class Importer:
             out["memory_size"] = memory
         self.functions[logical] = out
         self.names[logical] = str(self.t.ref(logical))
+        if isinstance(props.get("EventInvokeConfig"), dict):
+            invoke = self.t.resolve(props["EventInvokeConfig"], f"{where}.EventInvokeConfig")
+            self.event_invoke_config(logical, invoke, f"{where}.EventInvokeConfig")
+        if isinstance(props.get("FunctionUrlConfig"), dict):
+            url = self.t.resolve(props["FunctionUrlConfig"], f"{where}.FunctionUrlConfig")
+            self.function_url(logical, f"{logical}.Url", url, f"{where}.FunctionUrlConfig")
+
+    def event_invoke_config(self, function: str, props: dict[str, Any], where: str) -> None:
+        """SAM's ``EventInvokeConfig`` or an ``AWS::Lambda::EventInvokeConfig``: the
+        function's ``event_invoke_config``."""
+        out: dict[str, Any] = {}
+        for key, ours in (
+            ("MaximumRetryAttempts", "maximum_retry_attempts"),
+            ("MaximumEventAgeInSeconds", "maximum_event_age"),
+        ):
+            if key in props:
+                out[ours] = props[key]
+        destinations = props.get("DestinationConfig") or {}
+        for key, ours in (("OnSuccess", "on_success"), ("OnFailure", "on_failure")):
+            given = destinations.get(key) if isinstance(destinations, dict) else None
+            if not isinstance(given, dict):
+                continue
+            kind = given.get("Type")
+            if "Destination" not in given:
+                self.notes.append(
+                    f"{where}: DestinationConfig.{key} {kind or ''} has no Destination (SAM "
+                    "would create one): left out, give its destination"
+                )
+                continue
+            if kind in ("Lambda", "EventBridge"):
+                self.notes.append(
+                    f"{where}: DestinationConfig.{key} of Type {kind} has no counterpart here; "
+                    "left out"
+                )
+                continue
+            out.setdefault("destination_config", {})[ours] = {"destination": given["Destination"]}
+        left = sorted(
+            set(props)
+            - {
+                "MaximumRetryAttempts",
+                "MaximumEventAgeInSeconds",
+                "DestinationConfig",
+                "FunctionName",
+            }
+        )
+        if left:
+            self.notes.append(f"{where}: not carried over: {', '.join(left)}")
+        if function in self.functions:
+            self.functions[function]["event_invoke_config"] = out
+
+    def function_url(self, function: str, name: str, props: dict[str, Any], where: str) -> None:
+        """SAM's ``FunctionUrlConfig`` or an ``AWS::Lambda::Url``: an ``http`` mapping on the
+        ingress listener serving every path and method (the first one at ``/``, later ones
+        under ``/FUNCTION/``)."""
+        path = "/{proxy+}"
+        if path in self._url_paths:
+            path = f"/{self.names[function]}/{{proxy+}}"
+            self.notes.append(
+                f"{where}: another function URL serves every path: this one serves {path}"
+            )
+        self._url_paths.add(path)
+        out: dict[str, Any] = {"Path": path, "Method": "ANY"}
+        if "AuthType" in props:
+            out["AuthType"] = props["AuthType"]
+        if isinstance(props.get("Cors"), dict):
+            out["Cors"] = props["Cors"]
+        if props.get("InvokeMode", "BUFFERED") != "BUFFERED":
+            self.notes.append(
+                f"{where}: InvokeMode {props['InvokeMode']} is not served here; answers are "
+                "buffered"
+            )
+        left = sorted(set(props) - {"AuthType", "Cors", "InvokeMode", "TargetFunctionArn"})
+        if left:
+            self.notes.append(f"{where}: not carried over: {', '.join(left)}")
+        self.notes.append(
+            f"{where}: the function URL is served on the ingress listener "
+            "(router.ingress.listen) at " + path
+        )
+        self.mappings.append({"name": _mapping_name(name), "function": self.names[function], **out})
 
     def _environment(self, where: str, env: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -1,6 +1,9 @@
 """The resources of a template, besides a function's ``Events:``, that aim events at one of
 its functions: ``AWS::Lambda::EventSourceMapping``, ``AWS::Scheduler::Schedule``,
-``AWS::Events::Rule`` targets and SNS subscriptions with ``Protocol: lambda``."""
+``AWS::Events::Rule`` targets, SNS subscriptions with ``Protocol: lambda``, an
+``AWS::S3::Bucket``'s ``NotificationConfiguration.LambdaConfigurations``, ``AWS::Lambda::Url``
+and ``AWS::Lambda::EventInvokeConfig``. Every other resource is reported: those with no
+meaning for the router in grouped lines saying why, the rest one line each."""
 
 from __future__ import annotations
 
@@ -101,8 +104,105 @@ def _subscriptions(importer: Importer, logical: str, kind: str, props: dict[str,
         importer.add(f"{logical}.{function}"[:64], function, "SNS", out, logical)
 
 
+def _bucket(importer: Importer, logical: str, props: dict[str, Any]) -> None:
+    """CloudFormation's S3 notifications: each ``LambdaConfigurations`` entry is the mapping
+    SAM's ``Type: S3`` event gives (``Bucket``, ``Events``, ``Filter``)."""
+    notification = props.get("NotificationConfiguration")
+    if not isinstance(notification, dict):
+        return
+    configs = notification.get("LambdaConfigurations") or []
+    for key in sorted(set(notification) - {"LambdaConfigurations"}):
+        importer.notes.append(
+            f"{logical}.NotificationConfiguration.{key}: not mapped (only "
+            "LambdaConfigurations aim at a function); skipped"
+        )
+    for i, config in enumerate(configs if isinstance(configs, list) else []):
+        where = f"{logical}.NotificationConfiguration.LambdaConfigurations[{i}]"
+        if not isinstance(config, dict):
+            importer.notes.append(f"{where}: not a mapping; skipped")
+            continue
+        function = _function(importer, config.get("Function"))
+        if function is None:
+            importer.notes.append(f"{where}: Function names no function of the template; skipped")
+            continue
+        out: dict[str, Any] = {"Bucket": importer.t.ref(logical)}
+        if "Event" in config:
+            out["Events"] = importer.t.resolve(config["Event"], where)
+        if "Filter" in config:
+            out["Filter"] = importer.t.resolve(config["Filter"], where)
+        name = f"{logical}.{function}" + (f".{i}" if len(configs) > 1 else "")
+        importer.add(name[:64], function, "S3", out, where)
+
+
+def _url(importer: Importer, logical: str, props: dict[str, Any]) -> None:
+    function = _function(importer, props.get("TargetFunctionArn"))
+    if function is None:
+        importer.notes.append(f"{logical}: TargetFunctionArn names no function of the template")
+        return
+    importer.function_url(function, logical, importer.t.resolve(props, logical), logical)
+
+
+def _event_invoke_config(importer: Importer, logical: str, props: dict[str, Any]) -> None:
+    function = _function(importer, props.get("FunctionName"))
+    if function is None:
+        importer.notes.append(f"{logical}: FunctionName names no function of the template")
+        return
+    importer.event_invoke_config(function, importer.t.resolve(props, logical), logical)
+
+
+IGNORED = (
+    ("AWS::Lambda::Permission", "who may invoke a function: the router invokes its own"),
+    ("AWS::IAM::", "IAM roles and policies: the router does not check permissions"),
+    ("AWS::Logs::", "log groups: functions log to the router's output"),
+    ("AWS::Lambda::LayerVersion", "layers: install the code into the function's folder"),
+    ("AWS::Serverless::LayerVersion", "layers: install the code into the function's folder"),
+    ("AWS::Lambda::Version", "versions: the router runs $LATEST"),
+    ("AWS::Lambda::Alias", "aliases: the router runs $LATEST"),
+    ("AWS::CloudWatch::", "alarms and dashboards: see the router's metrics"),
+    ("AWS::KMS::", "keys: the router stores and reads in the clear"),
+    ("AWS::EC2::", "networking: the router reaches what its host reaches"),
+)
+"""Resource types (a prefix ending in ``::``) with no meaning for the router, and why."""
+
+BACKING = (
+    "AWS::SQS::Queue",
+    "AWS::SQS::QueuePolicy",
+    "AWS::SNS::TopicPolicy",
+    "AWS::S3::Bucket",
+    "AWS::S3::BucketPolicy",
+    "AWS::Kinesis::Stream",
+    "AWS::DynamoDB::Table",
+    "AWS::Events::EventBus",
+    "AWS::MSK::Cluster",
+    "AWS::AmazonMQ::Broker",
+    "AWS::SecretsManager::Secret",
+)
+"""What the sources and destinations read or write: read for the names and ARNs the
+mappings use (they are created outside the router, in the emulator or the broker), so not
+reported."""
+
+HANDLED = (
+    "AWS::Serverless::Function",
+    "AWS::Lambda::EventSourceMapping",
+    "AWS::Scheduler::Schedule",
+    "AWS::Events::Rule",
+    "AWS::SNS::Topic",
+    "AWS::SNS::Subscription",
+    "AWS::Lambda::Url",
+    "AWS::Lambda::EventInvokeConfig",
+)
+
+
+def _ignored(kind: str) -> str | None:
+    for prefix, why in IGNORED:
+        if kind == prefix or (prefix.endswith("::") and kind.startswith(prefix)):
+            return why
+    return None
+
+
 def other_resources(importer: Importer) -> None:
-    """Add the mappings these resources make to ``importer``."""
+    """Add the mappings these resources make to ``importer``; report the others."""
+    ignored: dict[str, list[str]] = {}
     for logical, resource in importer.t.resources.items():
         kind = str(resource.get("Type", ""))
         props = resource.get("Properties") or {}
@@ -114,3 +214,19 @@ def other_resources(importer: Importer) -> None:
             _rule(importer, logical, props)
         elif kind in ("AWS::SNS::Topic", "AWS::SNS::Subscription"):
             _subscriptions(importer, logical, kind, props)
+        elif kind == "AWS::Lambda::Url":
+            _url(importer, logical, props)
+        elif kind == "AWS::Lambda::EventInvokeConfig":
+            _event_invoke_config(importer, logical, props)
+        if kind == "AWS::S3::Bucket":
+            _bucket(importer, logical, props)
+        if kind in BACKING or kind in HANDLED:
+            continue
+        elif (why := _ignored(kind)) is not None:
+            ignored.setdefault(why, []).append(logical)
+        else:
+            importer.notes.append(
+                f"{logical}: resource type {kind or '(none)'} is not mapped; skipped"
+            )
+    for why, logicals in ignored.items():
+        importer.notes.append(f"{', '.join(logicals)}: ignored ({why})")

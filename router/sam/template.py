@@ -2,8 +2,12 @@
 intrinsic tags (``!Ref``, ``!GetAtt``, ``!Sub``...), and the intrinsics resolved to the
 names and ARNs the resources would have, as far as the template says them.
 
-What cannot be resolved (an ``!ImportValue``, a parameter without a default, a condition)
-is kept as a readable placeholder and reported in :attr:`Template.notes`.
+``Conditions`` are evaluated with the parameters' defaults (``Fn::Equals``, ``Fn::Not``,
+``Fn::And``, ``Fn::Or``, ``Condition``) for ``!If`` and a resource's ``Condition:``; one that
+cannot be decided (a parameter without a default) is taken as true and reported.
+
+What cannot be resolved (an ``!ImportValue``, a parameter without a default) is kept as a
+readable placeholder and reported in :attr:`Template.notes`.
 """
 
 from __future__ import annotations
@@ -54,6 +58,14 @@ def load_template(text: str) -> dict[str, Any]:
 _SUB = re.compile(r"\$\{([^}]+)\}")
 
 
+class _Undecided(Exception):
+    """A condition depends on what the template does not say (the reason)."""
+
+
+_NO_VALUE = object()
+"""``!Ref AWS::NoValue``: the property it is the value of is left out."""
+
+
 class Template:
     """The resources of a template and the resolution of intrinsics against them."""
 
@@ -67,6 +79,79 @@ class Template:
         self.stack = stack
         self.notes: list[str] = []
         self._where = ""
+        self._conditions: dict[str, bool] = {}
+        self._evaluating: set[str] = set()
+        self.skipped: list[str] = []
+        """Resources left out because their ``Condition`` is false."""
+        for logical, resource in list(self.resources.items()):
+            name = resource.get("Condition")
+            if isinstance(name, str) and not self.condition(name, logical):
+                del self.resources[logical]
+                self.skipped.append(logical)
+                self._note(f"{logical}: Condition {name} is false: skipped")
+
+    # -- conditions -----------------------------------------------------------------------
+
+    def condition(self, name: str, where: str = "") -> bool:
+        """The value of the template's condition ``name``, true when it cannot be decided
+        (reported once, with why)."""
+        if name in self._conditions:
+            return self._conditions[name]
+        conditions = self.doc.get("Conditions") or {}
+        outer, self._where = self._where, where or self._where
+        try:
+            if name not in conditions:
+                raise _Undecided("no such condition")
+            if name in self._evaluating:
+                raise _Undecided("it depends on itself")
+            self._evaluating.add(name)
+            try:
+                value = self._decide(conditions[name])
+            finally:
+                self._evaluating.discard(name)
+        except _Undecided as e:
+            self._note(f"condition {name} cannot be decided ({e}): assumed true")
+            value = True
+        finally:
+            self._where = outer
+        self._conditions[name] = value
+        return value
+
+    def _decide(self, expr: Any) -> bool:
+        if isinstance(expr, bool):
+            return expr
+        if not isinstance(expr, dict) or len(expr) != 1:
+            raise _Undecided(f"{expr!r} is not a condition function")
+        ((key, arg),) = expr.items()
+        if key == "Condition" and isinstance(arg, str):
+            if arg in self._evaluating:
+                raise _Undecided(f"condition {arg} depends on itself")
+            return self.condition(arg)
+        if key == "Fn::Equals" and isinstance(arg, list) and len(arg) == 2:
+            a, b = (self._value(v) for v in arg)
+            return str(a) == str(b)
+        if key == "Fn::Not" and isinstance(arg, list) and len(arg) == 1:
+            return not self._decide(arg[0])
+        if key == "Fn::And" and isinstance(arg, list):
+            return all(self._decide(v) for v in arg)
+        if key == "Fn::Or" and isinstance(arg, list):
+            return any(self._decide(v) for v in arg)
+        raise _Undecided(f"{key} is not evaluated here")
+
+    def _value(self, value: Any) -> Any:
+        """A value a condition compares: undecided when it needs a parameter without a
+        default."""
+        if isinstance(value, dict) and value.keys() == {"Ref"}:
+            params = self.doc.get("Parameters") or {}
+            name = value["Ref"]
+            if name in params and (params[name] or {}).get("Default") is None:
+                raise _Undecided(f"parameter {name} has no Default")
+        if isinstance(value, dict) and value.keys() == {"Condition"}:
+            return self._decide(value)
+        resolved = self._resolve(value)
+        if isinstance(resolved, str) and resolved.startswith("<") and resolved.endswith(">"):
+            raise _Undecided(f"{resolved} is not known")
+        return resolved
 
     # -- what a resource is called --------------------------------------------------------
 
@@ -183,17 +268,21 @@ class Template:
         """``value`` with every intrinsic function replaced by what it gives."""
         outer, self._where = self._where, where or self._where
         try:
-            return self._resolve(value)
+            resolved = self._resolve(value)
+            return None if resolved is _NO_VALUE else resolved
         finally:
             self._where = outer
 
     def _resolve(self, value: Any) -> Any:
         if isinstance(value, list):
-            return [self._resolve(v) for v in value]
+            items = [self._resolve(v) for v in value]
+            return [v for v in items if v is not _NO_VALUE]
         if not isinstance(value, dict):
             return value
         if len(value) == 1:
             ((key, arg),) = value.items()
+            if key == "Ref" and arg == "AWS::NoValue":
+                return _NO_VALUE
             if key == "Ref" and isinstance(arg, str):
                 return self.ref(arg)
             if key == "Fn::GetAtt":
@@ -216,12 +305,13 @@ class Template:
             if key == "Fn::Base64":
                 return self._resolve(arg)
             if key == "Fn::If" and isinstance(arg, list) and len(arg) == 3:
-                self._note(f"!If {arg[0]}: conditions are not evaluated; the first value taken")
-                return self._resolve(arg[1])
+                chosen = arg[1] if self.condition(str(arg[0])) else arg[2]
+                return self._resolve(chosen)
             if key.startswith("Fn::") or key == "Condition":
                 self._note(f"{key} cannot be resolved here; written as <{key}>")
                 return f"<{key}>"
-        return {k: self._resolve(v) for k, v in value.items()}
+        out = {k: self._resolve(v) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v is not _NO_VALUE}
 
     def _sub(self, arg: Any) -> str:
         text, variables = (arg[0], arg[1]) if isinstance(arg, list) and len(arg) == 2 else (arg, {})

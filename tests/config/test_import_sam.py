@@ -85,3 +85,63 @@ def test_not_a_template(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 def test_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _import(capsys, str(tmp_path / "none.yaml"))
     assert code == 2 and err == f"router: {tmp_path / 'none.yaml'}: No such file or directory\n"
+
+
+PORTS = SHOP.parents[1] / "ports" / "template.yaml"
+
+
+def test_cloudformation_notifications_urls_invoke_configs_and_conditions(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = _import(capsys, str(PORTS))
+    assert code == 0
+    config = load_config_text(out, "imported.yaml")
+    mappings = {m.name: m for m in config.mappings}
+    assert {name: m.source.type for name, m in mappings.items()} == {
+        "ImagesBucket.ResizeFunction.0": "s3",
+        "ImagesBucket.CleanupFunction.1": "s3",
+        "ReportsBucket.ResizeFunction": "s3",
+        "ResizeFunction.Url": "http",
+        "CleanupUrl": "http",
+    }
+    images: Any = mappings["ImagesBucket.ResizeFunction.0"].source.settings
+    assert (images.bucket, images.prefix, images.suffix) == ("prod-images", "incoming/", ".jpg")
+    assert mappings["ImagesBucket.ResizeFunction.0"].function == "resize"
+    trash: Any = mappings["ImagesBucket.CleanupFunction.1"].source.settings
+    assert (trash.bucket, trash.prefix) == ("prod-images", "trash/")
+    reports: Any = mappings["ReportsBucket.ResizeFunction"].source.settings
+    assert reports.bucket == "reportsbucket"
+    url: Any = mappings["ResizeFunction.Url"].source.settings
+    assert (url.path, url.auth_type) == ("/{proxy+}", "AWS_IAM")
+    assert url.cors.allow_origins == ("https://example.com",) and url.cors.max_age == 300
+    cleanup_url: Any = mappings["CleanupUrl"].source.settings
+    assert (cleanup_url.path, cleanup_url.auth_type) == ("/cleanup/{proxy+}", "NONE")
+    functions = config.functions
+    # DevOnlyFunction's condition is false; AlarmFunction's cannot be decided (taken as true)
+    assert set(functions) == {"resize", "cleanup", "alarms", "everystage"}
+    resize = functions["resize"]
+    assert resize.timeout == 30  # !If [IsProd, 30, 5]
+    assert "memory_size" not in out  # !If [IsDev, 128, !Ref AWS::NoValue]
+    invoke = resize.event_invoke
+    assert (invoke.maximum_retry_attempts, invoke.maximum_event_age) == (1, 3600)
+    assert invoke.on_success is not None and invoke.on_failure is not None
+    cleanup = functions["cleanup"].event_invoke
+    assert cleanup.maximum_retry_attempts == 0 and cleanup.on_failure is not None
+    notes = err.splitlines()
+    for note in (
+        "DevOnlyFunction: Condition IsDev is false: skipped",
+        "AlarmFunction: condition WithAlarms cannot be decided (parameter AlarmEmail has no "
+        "Default): assumed true",
+        "ImagesBucket.NotificationConfiguration.TopicConfigurations: not mapped (only "
+        "LambdaConfigurations aim at a function); skipped",
+        "StateMachine: resource type AWS::StepFunctions::StateMachine is not mapped; skipped",
+        "CleanupUrl: InvokeMode RESPONSE_STREAM is not served here; answers are buffered",
+        "CleanupInvokeConfig: not carried over: Qualifier",
+        "ResizePermission, CleanupPermission: ignored (who may invoke a function: the router "
+        "invokes its own)",
+        "ResizeRole: ignored (IAM roles and policies: the router does not check permissions)",
+        "ResizeLogs: ignored (log groups: functions log to the router's output)",
+    ):
+        assert f"{PORTS}: {note}" in notes
+    assert not any("FailedQueue" in n for n in notes)  # read for its ARN: mapped
+    assert not any("DevOnly" in n for n in notes[1:])
