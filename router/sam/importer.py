@@ -7,8 +7,11 @@ and ``provided`` runtimes managed ``runtime-api`` environments, other runtimes a
 ``runtime-api`` listener their AWS base image connects to. Each ``Events:`` entry becomes a
 mapping written with the event's own ``Properties`` (see "Porting from SAM" in
 docs/configuration.md), and so do ``AWS::Lambda::EventSourceMapping``,
-``AWS::Scheduler::Schedule``, ``AWS::Events::Rule`` and ``AWS::SNS::Topic`` subscriptions
-aimed at a function. Everything that could not be carried over is listed in the notes.
+``AWS::Scheduler::Schedule``, ``AWS::Events::Rule``, ``AWS::SNS::Topic`` subscriptions and
+an ``AWS::S3::Bucket``'s ``LambdaConfigurations`` aimed at a function. ``FunctionUrlConfig``
+and ``AWS::Lambda::Url`` become ``http`` mappings, ``EventInvokeConfig`` and
+``AWS::Lambda::EventInvokeConfig`` the function's ``event_invoke_config``. Everything that
+could not be carried over is listed in the notes.
 """
 
 from __future__ import annotations
