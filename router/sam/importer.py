@@ -1,6 +1,7 @@
 """``router import-sam``: a SAM template's functions and their events as router YAML.
 
-Functions (``AWS::Serverless::Function``, with ``Globals: Function:`` applied) become
+Functions (``AWS::Serverless::Function``, with ``Globals: Function:`` applied, and
+``AWS::Lambda::Function``) become
 ``functions:``: Python runtimes the ``python`` invoker (``runtime-api`` with ``awslambdaric``
 when the function has environment variables, which need a process of their own), Node.js
 and ``provided`` runtimes managed ``runtime-api`` environments, other runtimes a
@@ -100,6 +101,21 @@ def _merge(defaults: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
     if env:
         out["Environment"] = {"Variables": env}
     return out
+
+
+def _plain_function(logical: str, resource: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    """An ``AWS::Lambda::Function``'s properties as a SAM function's: ``Code`` is not a local
+    folder (``S3Bucket`` / ``S3Key``, ``ZipFile``, ``ImageUri``), so it is reported."""
+    props = dict(resource.get("Properties") or {})
+    code = props.pop("Code", None)
+    if isinstance(code, dict) and "ZipFile" in code:
+        notes.append(
+            f"{logical}: Code.ZipFile (inline code): write it to a file and give the "
+            "function's path"
+        )
+    elif code is not None:
+        notes.append(f"{logical}: Code is not a local folder: give the function's path / cwd")
+    return props
 
 
 def _mapping_name(*parts: str) -> str:
@@ -371,8 +387,10 @@ def import_template(
     for logical, resource in template.resources.items():
         if resource.get("Type") == "AWS::Serverless::Function":
             importer.function(logical, _merge(defaults, resource.get("Properties") or {}))
+        elif resource.get("Type") == "AWS::Lambda::Function":
+            importer.function(logical, _plain_function(logical, resource, notes))
     if not importer.functions:
-        notes.append("no AWS::Serverless::Function in the template")
+        notes.append("no AWS::Serverless::Function or AWS::Lambda::Function in the template")
     for logical, resource in template.resources.items():
         if resource.get("Type") != "AWS::Serverless::Function":
             continue

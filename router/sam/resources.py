@@ -183,6 +183,7 @@ reported."""
 
 HANDLED = (
     "AWS::Serverless::Function",
+    "AWS::Lambda::Function",
     "AWS::Lambda::EventSourceMapping",
     "AWS::Scheduler::Schedule",
     "AWS::Events::Rule",

@@ -145,3 +145,50 @@ def test_cloudformation_notifications_urls_invoke_configs_and_conditions(
         assert f"{PORTS}: {note}" in notes
     assert not any("FailedQueue" in n for n in notes)  # read for its ARN: mapped
     assert not any("DevOnly" in n for n in notes[1:])
+
+
+def test_a_cloudformation_function(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "template.yaml"
+    path.write_text(
+        """
+Conditions:
+  Never: !Equals [a, b]
+Resources:
+  Jobs:
+    Type: AWS::SQS::Queue
+  Worker:
+    Type: AWS::Lambda::Function
+    Properties:
+      FunctionName: worker
+      Runtime: python3.12
+      Handler: app.handler
+      Timeout: !If [Never, 1, 20]
+      Role: !GetAtt WorkerRole.Arn
+      Code:
+        ZipFile: |
+          def handler(event, context):
+              return event
+  WorkerRole:
+    Type: AWS::IAM::Role
+  WorkerJobs:
+    Type: AWS::Lambda::EventSourceMapping
+    Properties:
+      FunctionName: !Ref Worker
+      EventSourceArn: !GetAtt Jobs.Arn
+      BatchSize: 5
+"""
+    )
+    code, out, err = _import(capsys, str(path), "--endpoint-url", "http://127.0.0.1:4566")
+    assert code == 0
+    config = load_config_text(out, "imported.yaml")
+    assert config.functions["worker"].timeout == 20
+    (mapping,) = config.mappings
+    assert (mapping.name, mapping.function, mapping.source.type) == ("WorkerJobs", "worker", "sqs")
+    assert mapping.batch_size == 5
+    assert err.splitlines() == [
+        f"{path}: Worker: Code.ZipFile (inline code): write it to a file and give the "
+        "function's path",
+        f"{path}: Worker: not carried over: Role",
+        f"{path}: WorkerRole: ignored (IAM roles and policies: the router does not check "
+        "permissions)",
+    ]
