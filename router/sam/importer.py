@@ -43,6 +43,12 @@ EVENT_TYPES = frozenset(
 )
 """SAM event types a mapping is made of."""
 
+PUSHED = frozenset({"SNS", "EventBridgeRule", "CloudWatchEvent", "HttpApi"})
+"""Event types whose events are pushed to the router's ingress listener."""
+
+INGRESS_LISTEN = "127.0.0.1:9000"
+"""The ingress listener written when a mapping or an asynchronous invocation needs it."""
+
 AWS_SOURCES = frozenset({"SQS", "Kinesis", "DynamoDB", "S3"})
 """Event types read through an AWS API (``--endpoint-url`` is written beside them)."""
 
@@ -139,6 +145,8 @@ class Importer:
         self.mappings: list[dict[str, Any]] = []
         self._listen_port = 9001
         self._url_paths: set[str] = set()
+        self.pushed: list[str] = []
+        """What needs the ingress listener (events pushed to it, asynchronous Invoke)."""
 
     # -- functions --------------------------------------------------------------------------
 
@@ -254,6 +262,7 @@ class Importer:
             self.notes.append(f"{where}: not carried over: {', '.join(left)}")
         if function in self.functions:
             self.functions[function]["event_invoke_config"] = out
+            self.pushed.append(where)
 
     def function_url(self, function: str, name: str, props: dict[str, Any], where: str) -> None:
         """SAM's ``FunctionUrlConfig`` or an ``AWS::Lambda::Url``: an ``http`` mapping on the
@@ -266,6 +275,7 @@ class Importer:
                 f"{where}: another function URL serves every path: this one serves {path}"
             )
         self._url_paths.add(path)
+        self.pushed.append(where)
         out: dict[str, Any] = {"Path": path, "Method": "ANY"}
         if "AuthType" in props:
             out["AuthType"] = props["AuthType"]
@@ -280,8 +290,7 @@ class Importer:
         if left:
             self.notes.append(f"{where}: not carried over: {', '.join(left)}")
         self.notes.append(
-            f"{where}: the function URL is served on the ingress listener "
-            "(router.ingress.listen) at " + path
+            f"{where}: the function URL is http://{INGRESS_LISTEN}{path} (the ingress listener)"
         )
         self.mappings.append({"name": _mapping_name(name), "function": self.names[function], **out})
 
@@ -316,6 +325,8 @@ class Importer:
 
     def add(self, name: str, function: str, kind: str, props: dict[str, Any], where: str) -> None:
         props = dict(props)
+        if kind in PUSHED:
+            self.pushed.append(where)
         for key in DROPPED.get(kind, ()):
             if key in props:
                 props.pop(key)
@@ -398,8 +409,13 @@ def import_template(
         for event, entry in events.items():
             importer.event(logical, str(event), entry)
     other_resources(importer)
-    config: dict[str, Any] = {
-        "functions": {importer.names[k]: v for k, v in importer.functions.items()}
-    }
+    config: dict[str, Any] = {}
+    if importer.pushed:
+        config["router"] = {"ingress": {"listen": INGRESS_LISTEN}}
+        notes.append(
+            f"router.ingress.listen: {INGRESS_LISTEN} (function URLs, SNS, EventBridge and "
+            "asynchronous Invoke calls reach the functions there), adjust"
+        )
+    config["functions"] = {importer.names[k]: v for k, v in importer.functions.items()}
     config["mappings"] = importer.mappings
     return Imported(config, [*template.notes, *notes])

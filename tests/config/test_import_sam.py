@@ -114,6 +114,8 @@ def test_cloudformation_notifications_urls_invoke_configs_and_conditions(
     url: Any = mappings["ResizeFunction.Url"].source.settings
     assert (url.path, url.auth_type) == ("/{proxy+}", "AWS_IAM")
     assert url.cors.allow_origins == ("https://example.com",) and url.cors.max_age == 300
+    assert config.settings.ingress is not None  # the function URLs are served there
+    assert config.settings.ingress.listen == "127.0.0.1:9000"
     cleanup_url: Any = mappings["CleanupUrl"].source.settings
     assert (cleanup_url.path, cleanup_url.auth_type) == ("/cleanup/{proxy+}", "NONE")
     functions = config.functions
@@ -137,6 +139,10 @@ def test_cloudformation_notifications_urls_invoke_configs_and_conditions(
         "StateMachine: resource type AWS::StepFunctions::StateMachine is not mapped; skipped",
         "CleanupUrl: InvokeMode RESPONSE_STREAM is not served here; answers are buffered",
         "CleanupInvokeConfig: not carried over: Qualifier",
+        "CleanupUrl: the function URL is http://127.0.0.1:9000/cleanup/{proxy+} (the ingress "
+        "listener)",
+        "router.ingress.listen: 127.0.0.1:9000 (function URLs, SNS, EventBridge and "
+        "asynchronous Invoke calls reach the functions there), adjust",
         "ResizePermission, CleanupPermission: ignored (who may invoke a function: the router "
         "invokes its own)",
         "ResizeRole: ignored (IAM roles and policies: the router does not check permissions)",
@@ -181,6 +187,7 @@ Resources:
     code, out, err = _import(capsys, str(path), "--endpoint-url", "http://127.0.0.1:4566")
     assert code == 0
     config = load_config_text(out, "imported.yaml")
+    assert config.settings.ingress is None  # nothing is pushed to the router
     assert config.functions["worker"].timeout == 20
     (mapping,) = config.mappings
     assert (mapping.name, mapping.function, mapping.source.type) == ("WorkerJobs", "worker", "sqs")
