@@ -61,6 +61,11 @@ DROPPED = {
 }
 """Event properties with no counterpart here, left out and reported."""
 
+DROPPED_ALL = ("ProvisionedPollerConfig", "MetricsConfig", "KmsKeyArn", "Tags")
+"""Properties of any event or ``AWS::Lambda::EventSourceMapping`` with no counterpart here
+(pollers are the router's own, its metrics are always on, filter criteria are not
+encrypted), left out and reported."""
+
 FUNCTION_KEYS_USED = frozenset(
     {
         "Handler",
@@ -158,9 +163,14 @@ class Importer:
             if k in FUNCTION_KEYS_USED
             and k not in ("Events", "FunctionUrlConfig", "EventInvokeConfig")
         }
-        others = sorted(k for k in props if k not in FUNCTION_KEYS_USED)
+        others = sorted(k for k in props if k not in FUNCTION_KEYS_USED and k != "InlineCode")
         if others:
             self.notes.append(f"{where}: not carried over: {', '.join(others)}")
+        if "InlineCode" in props:
+            self.notes.append(
+                f"{where}: InlineCode is not carried over: write it to a file in a folder and "
+                "give the function's path (or CodeUri)"
+            )
         runtime = str(resolved.get("Runtime") or "")
         handler = str(resolved.get("Handler") or "")
         code = resolved.get("CodeUri")
@@ -327,7 +337,7 @@ class Importer:
         props = dict(props)
         if kind in PUSHED:
             self.pushed.append(where)
-        for key in DROPPED.get(kind, ()):
+        for key in dict.fromkeys((*DROPPED.get(kind, ()), *DROPPED_ALL)):
             if key in props:
                 props.pop(key)
                 self.notes.append(f"{where}: {key} has no counterpart here; left out")

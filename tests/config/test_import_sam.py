@@ -182,6 +182,8 @@ Resources:
       FunctionName: !Ref Worker
       EventSourceArn: !GetAtt Jobs.Arn
       BatchSize: 5
+      ProvisionedPollerConfig: {MinimumPollers: 2}
+      MetricsConfig: {Metrics: [EventCount]}
 """
     )
     code, out, err = _import(capsys, str(path), "--endpoint-url", "http://127.0.0.1:4566")
@@ -196,6 +198,8 @@ Resources:
         f"{path}: Worker: Code.ZipFile (inline code): write it to a file and give the "
         "function's path",
         f"{path}: Worker: not carried over: Role",
+        f"{path}: WorkerJobs: ProvisionedPollerConfig has no counterpart here; left out",
+        f"{path}: WorkerJobs: MetricsConfig has no counterpart here; left out",
         f"{path}: WorkerRole: ignored (IAM roles and policies: the router does not check "
         "permissions)",
     ]
