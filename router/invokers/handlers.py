@@ -36,13 +36,16 @@ def parse_handler(spec: str) -> tuple[str, str]:
     """Split ``module:function`` (or AWS's ``module.function``) into module and attribute.
 
     After a colon the attribute may be dotted (``pkg.mod:App.handle``); without a colon the
-    last dot separates the function, as in a Lambda function's ``Handler`` setting.
+    last dot separates the function, as in a Lambda function's ``Handler`` setting. A module
+    written as a path (``hello_world/app.lambda_handler``, as SAM templates do) is imported as
+    the dotted name (``hello_world.app``), as Lambda's Python runtime imports it.
     """
     spec = spec.strip()
     if ":" in spec:
         module, _, attr = spec.partition(":")
     else:
         module, _, attr = spec.rpartition(".")
+    module = module.strip("/").replace("/", ".")
     if not module or not attr or ":" in attr:
         raise ValueError(f"handler {spec!r} must look like 'module:function' or 'module.function'")
     return module, attr

@@ -60,6 +60,8 @@ async def started(make: Factory, handler: str, **settings: Any) -> PythonInvoker
         ("app.handler", ("app", "handler")),
         ("pkg.mod.handler", ("pkg.mod", "handler")),
         ("pkg.mod:App.handle", ("pkg.mod", "App.handle")),
+        ("hello_world/app.lambda_handler", ("hello_world.app", "lambda_handler")),
+        ("src/handlers/app:handler", ("src.handlers.app", "handler")),
     ],
 )
 def test_handler_forms(spec: str, expected: tuple[str, str]) -> None:
@@ -123,6 +125,18 @@ async def test_aws_dotted_handler_form_and_example_module(make: Factory) -> None
     assert result.outcome is Outcome.SUCCESS
     assert result.payload["message"] == "hello"
     assert result.payload["event"] == {"name": "x"}
+
+
+async def test_handler_written_as_a_path_as_sam_templates_do(make: Factory, tmp_path: Any) -> None:
+    package = tmp_path / "hello_world_sam"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    source = "def lambda_handler(event, context):\n    return {'got': event}\n"
+    (package / "app.py").write_text(source)
+    invoker = await started(make, "hello_world_sam/app.lambda_handler", path=str(tmp_path))
+    result = await invoker.invoke(invocation({"name": "x"}))
+    assert result.outcome is Outcome.SUCCESS
+    assert result.payload == {"got": {"name": "x"}}
 
 
 async def test_async_handler(make: Factory) -> None:
