@@ -337,6 +337,13 @@ class Importer:
         props = dict(props)
         if kind in PUSHED:
             self.pushed.append(where)
+        for key in ("Queue", "Stream", "EventSourceArn"):
+            value = props.get(key)
+            if isinstance(value, str) and not value.startswith(("arn:", "<")):
+                self.notes.append(
+                    f"{where}: {key} {value!r} is not an ARN (a parameter's Default?): give the "
+                    "source's ARN"
+                )
         for key in dict.fromkeys((*DROPPED.get(kind, ()), *DROPPED_ALL)):
             if key in props:
                 props.pop(key)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from router.cli import main
 from router.config import load_config_text
@@ -157,11 +158,18 @@ def test_a_cloudformation_function(tmp_path: Path, capsys: pytest.CaptureFixture
     path = tmp_path / "template.yaml"
     path.write_text(
         """
+Parameters:
+  StreamArn: {Type: String, Default: StreamARNNotPassed}
 Conditions:
   Never: !Equals [a, b]
 Resources:
   Jobs:
     Type: AWS::SQS::Queue
+  Placeholder:
+    Type: AWS::Lambda::EventSourceMapping
+    Properties:
+      FunctionName: !Ref Worker
+      EventSourceArn: !Ref StreamArn
   Worker:
     Type: AWS::Lambda::Function
     Properties:
@@ -187,17 +195,23 @@ Resources:
 """
     )
     code, out, err = _import(capsys, str(path), "--endpoint-url", "http://127.0.0.1:4566")
-    assert code == 0
-    config = load_config_text(out, "imported.yaml")
-    assert config.settings.ingress is None  # nothing is pushed to the router
-    assert config.functions["worker"].timeout == 20
+    assert code == 0 and "name: Placeholder" in out
+    mappings = {m["name"]: m for m in yaml.safe_load(out)["mappings"]}
+    assert mappings["Placeholder"]["EventSourceArn"] == "StreamARNNotPassed"
+    del mappings["Placeholder"]
+    rest = yaml.safe_dump({**yaml.safe_load(out), "mappings": [*mappings.values()]})
+    config = load_config_text(rest, "imported.yaml")
     (mapping,) = config.mappings
     assert (mapping.name, mapping.function, mapping.source.type) == ("WorkerJobs", "worker", "sqs")
     assert mapping.batch_size == 5
+    assert config.settings.ingress is None  # nothing is pushed to the router
+    assert config.functions["worker"].timeout == 20
     assert err.splitlines() == [
         f"{path}: Worker: Code.ZipFile (inline code): write it to a file and give the "
         "function's path",
         f"{path}: Worker: not carried over: Role",
+        f"{path}: Placeholder: EventSourceArn 'StreamARNNotPassed' is not an ARN (a "
+        "parameter's Default?): give the source's ARN",
         f"{path}: WorkerJobs: ProvisionedPollerConfig has no counterpart here; left out",
         f"{path}: WorkerJobs: MetricsConfig has no counterpart here; left out",
         f"{path}: WorkerRole: ignored (IAM roles and policies: the router does not check "
