@@ -327,6 +327,13 @@ class Importer:
             self.notes.append(f"{where}: not a mapping; skipped")
             return
         kind = str(entry.get("Type", ""))
+        if kind == "Api":
+            self.notes.append(
+                f"{where}: event type Api is not mapped; skipped (a REST API's payload format "
+                "1.0 is not produced here: an HttpApi event or a FunctionUrlConfig gives the "
+                "2.0 event)"
+            )
+            return
         if kind not in EVENT_TYPES:
             self.notes.append(f"{where}: event type {kind or '(none)'} is not mapped; skipped")
             return

@@ -63,7 +63,11 @@ def test_the_shop_template_converts_and_validates(capsys: pytest.CaptureFixture[
     assert functions["StockFunction"].settings.memory_size == 512  # type: ignore[attr-defined]
     assert functions["InvoiceFunction"].settings.listen == "127.0.0.1:9001"  # type: ignore[attr-defined]
     notes = err.splitlines()
-    assert f"{SHOP}: ApiFunction.Events.Legacy: event type Api is not mapped; skipped" in notes
+    assert (
+        f"{SHOP}: ApiFunction.Events.Legacy: event type Api is not mapped; skipped (a REST "
+        "API's payload format 1.0 is not produced here: an HttpApi event or a FunctionUrlConfig "
+        "gives the 2.0 event)"
+    ) in notes
     assert f"{SHOP}: OrdersFunction: not carried over: Policies" in notes
     assert (
         f"{SHOP}: NightlyFunction.Events.Nightly: RoleArn has no counterpart here; left out"
