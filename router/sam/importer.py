@@ -270,7 +270,7 @@ class Importer:
         )
         if left:
             self.notes.append(f"{where}: not carried over: {', '.join(left)}")
-        if function in self.functions:
+        if function in self.functions and out:
             self.functions[function]["event_invoke_config"] = out
             self.pushed.append(where)
 

@@ -81,6 +81,9 @@ class Template:
         self._where = ""
         self._conditions: dict[str, bool] = {}
         self._evaluating: set[str] = set()
+        for logical, resource in doc["Resources"].items():
+            if not isinstance(resource, dict):
+                self._note(f"{logical}: not a resource (no Type / Properties mapping); skipped")
         self.skipped: list[str] = []
         """Resources left out because their ``Condition`` is false."""
         for logical, resource in list(self.resources.items()):

@@ -221,3 +221,41 @@ Resources:
         f"{path}: WorkerRole: ignored (IAM roles and policies: the router does not check "
         "permissions)",
     ]
+
+
+def test_undecidable_conditions_and_odd_resources(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "template.yaml"
+    path.write_text(
+        """
+Conditions:
+  Loop: !Condition Loop
+Resources:
+  F:
+    Type: AWS::Serverless::Function
+    Properties:
+      Runtime: python3.12
+      Handler: app.handler
+      Timeout: !If [Loop, 7, 8]
+      MemorySize: !If [Missing, 256, 512]
+      EventInvokeConfig:
+        DestinationConfig:
+          OnFailure: {Type: Lambda, Destination: arn:aws:lambda:us-east-1:123456789012:function:g}
+  Bad: 7
+"""
+    )
+    code, out, err = _import(capsys, str(path))
+    assert code == 0
+    config = load_config_text(out, "imported.yaml")
+    f = config.functions["F"]
+    assert f.timeout == 7 and f.settings.memory_size == 256  # type: ignore[attr-defined]
+    assert "event_invoke_config" not in out and "ingress" not in out
+    assert err.splitlines() == [
+        f"{path}: Bad: not a resource (no Type / Properties mapping); skipped",
+        f"{path}: F: condition Loop cannot be decided (condition Loop depends on itself): "
+        "assumed true",
+        f"{path}: F: condition Missing cannot be decided (no such condition): assumed true",
+        f"{path}: F.EventInvokeConfig: DestinationConfig.OnFailure of Type Lambda has no "
+        "counterpart here; left out",
+    ]
