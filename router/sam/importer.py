@@ -275,9 +275,9 @@ class Importer:
             self.pushed.append(where)
 
     def function_url(self, function: str, name: str, props: dict[str, Any], where: str) -> None:
-        """SAM's ``FunctionUrlConfig`` or an ``AWS::Lambda::Url``: an ``http`` mapping on the
+        """SAM's ``FunctionUrlConfig`` or an ``AWS::Lambda::Url``: ``http`` mappings on the
         ingress listener serving every path and method (the first one at ``/``, later ones
-        under ``/FUNCTION/``)."""
+        under ``/FUNCTION/``): ``NAME`` at ``/{proxy+}``, ``NAME.root`` at ``/``."""
         path = "/{proxy+}"
         if path in self._url_paths:
             path = f"/{self.names[function]}/{{proxy+}}"
@@ -299,10 +299,18 @@ class Importer:
         left = sorted(set(props) - {"AuthType", "Cors", "InvokeMode", "TargetFunctionArn"})
         if left:
             self.notes.append(f"{where}: not carried over: {', '.join(left)}")
+        root = path.removesuffix("/{proxy+}") or "/"
         self.notes.append(
-            f"{where}: the function URL is http://{INGRESS_LISTEN}{path} (the ingress listener)"
+            f"{where}: the function URL is http://{INGRESS_LISTEN}{root} (the ingress "
+            f"listener; mappings {_mapping_name(name)} and {_mapping_name(name, 'root')})"
         )
-        self.mappings.append({"name": _mapping_name(name), "function": self.names[function], **out})
+        function_name = self.names[function]
+        self.mappings.append({"name": _mapping_name(name), "function": function_name, **out})
+        # {proxy+} takes one character or more: the URL itself is a route of its own.
+        root_props = {**out, "Path": root}
+        self.mappings.append(
+            {"name": _mapping_name(name, "root"), "function": function_name, **root_props}
+        )
 
     def _environment(self, where: str, env: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -107,7 +107,9 @@ def test_cloudformation_notifications_urls_invoke_configs_and_conditions(
         "ImagesBucket.CleanupFunction.1": "s3",
         "ReportsBucket.ResizeFunction": "s3",
         "ResizeFunction.Url": "http",
+        "ResizeFunction.Url.root": "http",
         "CleanupUrl": "http",
+        "CleanupUrl.root": "http",
     }
     images: Any = mappings["ImagesBucket.ResizeFunction.0"].source.settings
     assert (images.bucket, images.prefix, images.suffix) == ("prod-images", "incoming/", ".jpg")
@@ -121,8 +123,12 @@ def test_cloudformation_notifications_urls_invoke_configs_and_conditions(
     assert url.cors.allow_origins == ("https://example.com",) and url.cors.max_age == 300
     assert config.settings.ingress is not None  # the function URLs are served there
     assert config.settings.ingress.listen == "127.0.0.1:9000"
+    root: Any = mappings["ResizeFunction.Url.root"].source.settings
+    assert (root.path, root.auth_type, root.cors) == ("/", "AWS_IAM", url.cors)
     cleanup_url: Any = mappings["CleanupUrl"].source.settings
     assert (cleanup_url.path, cleanup_url.auth_type) == ("/cleanup/{proxy+}", "NONE")
+    cleanup_root: Any = mappings["CleanupUrl.root"].source.settings
+    assert cleanup_root.path == "/cleanup"
     functions = config.functions
     # DevOnlyFunction's condition is false; AlarmFunction's cannot be decided (taken as true)
     assert set(functions) == {"resize", "cleanup", "alarms", "everystage"}
@@ -144,8 +150,8 @@ def test_cloudformation_notifications_urls_invoke_configs_and_conditions(
         "StateMachine: resource type AWS::StepFunctions::StateMachine is not mapped; skipped",
         "CleanupUrl: InvokeMode RESPONSE_STREAM is not served here; answers are buffered",
         "CleanupInvokeConfig: not carried over: Qualifier",
-        "CleanupUrl: the function URL is http://127.0.0.1:9000/cleanup/{proxy+} (the ingress "
-        "listener)",
+        "CleanupUrl: the function URL is http://127.0.0.1:9000/cleanup (the ingress "
+        "listener; mappings CleanupUrl and CleanupUrl.root)",
         "router.ingress.listen: 127.0.0.1:9000 (function URLs, SNS, EventBridge and "
         "asynchronous Invoke calls reach the functions there), adjust",
         "ResizePermission, CleanupPermission: ignored (who may invoke a function: the router "
