@@ -43,6 +43,16 @@ ARN_SERVICES = {
 }
 """The source type of an event source ARN, by the ARN's service."""
 
+ARN_EXAMPLES = {
+    "Queue": "arn:aws:sqs:us-east-1:123456789012:orders",
+    "Stream": (
+        "arn:aws:kinesis:us-east-1:123456789012:stream/clicks or "
+        "arn:aws:kafka:us-east-1:123456789012:cluster/shop/0"
+    ),
+    "Topic": "arn:aws:sns:us-east-1:123456789012:alerts",
+}
+"""An example ARN for each naming property whose value is one (the SQS one otherwise)."""
+
 PROPERTY_TYPES = {
     "Topics": "kafka",
     "Queues": "rabbitmq",
@@ -69,7 +79,7 @@ def derived_source_type(raw: Mapping[str, Any]) -> tuple[str, str] | None:
         if len(parts) != 6 or parts[0] != "arn":
             raise ValueError(
                 f"{key} must be an ARN (arn:aws:SERVICE:REGION:ACCOUNT:NAME), e.g. "
-                "arn:aws:sqs:us-east-1:123456789012:orders"
+                + ARN_EXAMPLES.get(key, ARN_EXAMPLES["Queue"])
             )
         source_type = ARN_SERVICES.get(parts[2])
         if source_type is None:

@@ -185,6 +185,16 @@ def test_an_arn_of_a_service_no_source_reads() -> None:
     assert "no source type reads 'docdb' ARNs" in line and "write source:" in line
 
 
+def test_a_stream_that_is_not_an_arn_gets_a_stream_example() -> None:
+    (line,) = _errors("- name: m\n  function: f\n  Stream: StreamARNNotPassed\n")
+    assert line == (
+        "t.yaml:6: mappings[0].Stream: Stream must be an ARN "
+        "(arn:aws:SERVICE:REGION:ACCOUNT:NAME), e.g. "
+        "arn:aws:kinesis:us-east-1:123456789012:stream/clicks or "
+        "arn:aws:kafka:us-east-1:123456789012:cluster/shop/0"
+    )
+
+
 def test_the_destination_type_must_match_the_arn() -> None:
     (line,) = _errors(
         "- name: m\n  function: f\n"
