@@ -94,10 +94,19 @@ def check(function: FunctionConfig) -> list[SettingsProblem]:
         command = worker_command(settings, check=True)
     except HandlerError as e:
         return [SettingsProblem((e.key,), e.message)]
+    # The region variables Lambda sets (and a worker of ``router run`` gets): a module that
+    # makes a boto3 client at import time imports here as it does there.
+    region = function.invoked_arn.split(":")[3] or "us-east-1"
+    variables = {
+        **inherited_environment(),
+        "AWS_LAMBDA_FUNCTION_NAME": function.name,
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+    }
     try:
         done = subprocess.run(
             command,
-            env=inherited_environment(),
+            env=variables,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=INIT_TIMEOUT,

@@ -18,7 +18,7 @@ import pytest
 
 from router.errors import ConfigError
 from router.invokers.python import Isolation, PythonInvoker, PythonInvokerSettings
-from router.models import Invocation, Outcome
+from router.models import FunctionConfig, Invocation, Outcome
 from tests.invokers.helpers import HANDLERS, InitErrors, function, invocation
 
 LOGS = "router.invokers.runtime.logs"
@@ -275,6 +275,28 @@ def test_the_check_imports_the_handler_in_a_process_of_its_own() -> None:
     )
     assert PythonInvoker.check(function("fn", "python", config)) == []
     assert "check_probe" not in sys.modules
+
+
+def test_the_check_imports_with_the_region_variables_a_worker_gets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As SAM examples do: a boto3 client made at import time needs AWS_REGION, which Lambda
+    # (and a worker of router run) sets from the function's ARN.
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    (tmp_path / "region_at_import.py").write_text(
+        "import os\n"
+        "assert os.environ['AWS_REGION'] == os.environ['AWS_DEFAULT_REGION'] == 'eu-west-1'\n"
+        "assert os.environ['AWS_LAMBDA_FUNCTION_NAME'] == 'orders'\n"
+        "def handler(event, context):\n"
+        "    return None\n"
+    )
+    config = PythonInvokerSettings(
+        handler="region_at_import:handler", path=str(tmp_path), isolation="process"
+    )
+    arn = "arn:aws:lambda:eu-west-1:123456789012:function:orders"
+    fn = FunctionConfig(name="orders", invoker="python", timeout=3.0, settings=config, arn=arn)
+    assert PythonInvoker.check(fn) == []
 
 
 @pytest.mark.parametrize(
