@@ -408,7 +408,11 @@ def _import_sam(args: argparse.Namespace) -> int:
         return _fail(f"{args.template}: {e.strerror}", EXIT_BAD_INPUT)
     try:
         imported = import_template(
-            text, args.template, endpoint_url=args.endpoint_url, region=args.region
+            text,
+            args.template,
+            endpoint_url=args.endpoint_url,
+            region=args.region,
+            inline_code=args.inline_code,
         )
     except ValueError as e:
         return _fail(f"{args.template}: {e}", EXIT_BAD_INPUT)
@@ -533,6 +537,11 @@ def _parser() -> argparse.ArgumentParser:
         help="written beside the SQS, Kinesis, DynamoDB and S3 events (an emulator's URL)",
     )
     p.add_argument("--region", default="us-east-1", help="AWS::Region (default us-east-1)")
+    p.add_argument(
+        "--inline-code",
+        metavar="DIR",
+        help="write each Python / Node.js function's InlineCode to DIR/FUNCTION/ (its folder)",
+    )
 
     p = sub.add_parser("replay", help="re-invoke failed events kept by the table destination")
     common(p)

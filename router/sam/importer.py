@@ -149,6 +149,8 @@ class Importer:
         self.names: dict[str, str] = {}
         self.mappings: list[dict[str, Any]] = []
         self._listen_port = 9001
+        self.inline_code: str | None = None
+        """``--inline-code DIR``: where functions' ``InlineCode`` is written."""
         self._url_paths: set[str] = set()
         self.pushed: list[str] = []
         """What needs the ingress listener (events pushed to it, asynchronous Invoke)."""
@@ -166,17 +168,14 @@ class Importer:
         others = sorted(k for k in props if k not in FUNCTION_KEYS_USED and k != "InlineCode")
         if others:
             self.notes.append(f"{where}: not carried over: {', '.join(others)}")
-        if "InlineCode" in props:
-            self.notes.append(
-                f"{where}: InlineCode is not carried over: write it to a file in a folder and "
-                "give the function's path (or CodeUri)"
-            )
         runtime = str(resolved.get("Runtime") or "")
         handler = str(resolved.get("Handler") or "")
         code = resolved.get("CodeUri")
         cwd = os.path.normpath(os.path.join(self.base, code)) if isinstance(code, str) else None
         if code is not None and cwd is None:
             self.notes.append(f"{where}: CodeUri {code!r} is not a local folder: give path / cwd")
+        if "InlineCode" in props:
+            cwd = self._inline_code(logical, where, runtime, handler, props["InlineCode"]) or cwd
         env = {
             str(k): v
             for k, v in ((resolved.get("Environment") or {}).get("Variables") or {}).items()
@@ -229,6 +228,28 @@ class Importer:
         if isinstance(props.get("FunctionUrlConfig"), dict):
             url = self.t.resolve(props["FunctionUrlConfig"], f"{where}.FunctionUrlConfig")
             self.function_url(logical, f"{logical}.Url", url, f"{where}.FunctionUrlConfig")
+
+    def _inline_code(
+        self, logical: str, where: str, runtime: str, handler: str, code: Any
+    ) -> str | None:
+        """With ``--inline-code DIR``: a function's ``InlineCode`` written as the module its
+        handler names, in ``DIR/FUNCTION/``, which becomes its folder."""
+        suffix = ".py" if runtime.startswith("python") else ".js" if "nodejs" in runtime else ""
+        if self.inline_code is None or not suffix or "." not in handler:
+            self.notes.append(
+                f"{where}: InlineCode is not carried over: write it to a file in a folder and "
+                "give the function's path (or CodeUri)"
+                + (", or give --inline-code DIR" if suffix and self.inline_code is None else "")
+            )
+            return None
+        folder = os.path.join(self.inline_code, logical)
+        module = handler.rsplit(".", 1)[0]
+        file = os.path.join(folder, module.replace(".", "/").replace("/", os.sep) + suffix)
+        os.makedirs(os.path.dirname(file), exist_ok=True)
+        with open(file, "w", encoding="utf-8") as f:
+            f.write(str(self.t.resolve(code, where)))
+        self.notes.append(f"{where}: InlineCode written to {file}")
+        return os.path.normpath(folder)
 
     def event_invoke_config(self, function: str, props: dict[str, Any], where: str) -> None:
         """SAM's ``EventInvokeConfig`` or an ``AWS::Lambda::EventInvokeConfig``: the
@@ -417,8 +438,10 @@ def import_template(
     endpoint_url: str | None = None,
     region: str = "us-east-1",
     account: str = "123456789012",
+    inline_code: str | None = None,
 ) -> Imported:
-    """The router configuration of the SAM template ``text`` read from ``path``."""
+    """The router configuration of the SAM template ``text`` read from ``path``; with
+    ``inline_code``, functions' ``InlineCode`` is written to files under that folder."""
     from router.sam.resources import other_resources
 
     doc = load_template(text)
@@ -426,6 +449,7 @@ def import_template(
     template = Template(doc, region=region, account=account, stack=stack)
     notes: list[str] = []
     importer = Importer(template, os.path.dirname(path), endpoint_url, notes)
+    importer.inline_code = inline_code
     defaults = ((doc.get("Globals") or {}).get("Function")) or {}
     for logical, resource in template.resources.items():
         if resource.get("Type") == "AWS::Serverless::Function":

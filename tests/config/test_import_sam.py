@@ -265,3 +265,34 @@ Resources:
         f"{path}: F.EventInvokeConfig: DestinationConfig.OnFailure of Type Lambda has no "
         "counterpart here; left out",
     ]
+
+
+INLINE = """
+Resources:
+  Api:
+    Type: AWS::Serverless::Function
+    Properties:
+      Runtime: python3.12
+      Handler: index.handler
+      InlineCode: |
+        def handler(event, context):
+            return {"statusCode": 200, "body": "inline"}
+"""
+
+
+def test_inline_code_written_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "template.yaml"
+    path.write_text(INLINE)
+    code, out, err = _import(capsys, str(path))
+    assert code == 0 and "path" not in yaml.safe_load(out)["functions"]["Api"]
+    assert err.splitlines() == [
+        f"{path}: Api: InlineCode is not carried over: write it to a file in a folder and give "
+        "the function's path (or CodeUri), or give --inline-code DIR"
+    ]
+    folder = tmp_path / "inline"
+    code, out, err = _import(capsys, str(path), "--inline-code", str(folder))
+    assert code == 0
+    assert err.splitlines() == [f"{path}: Api: InlineCode written to {folder / 'Api' / 'index.py'}"]
+    assert 'return {"statusCode": 200' in (folder / "Api" / "index.py").read_text()
+    config = load_config_text(out, "imported.yaml")  # imports index.handler from the folder
+    assert config.functions["Api"].settings.path == str(folder / "Api")  # type: ignore[attr-defined]
