@@ -28,6 +28,8 @@ WRITES = (
     "put_checkpoints",
     "delete_checkpoints",
     "claim_fire",
+    "claim_fires",
+    "update_checkpoints",
     "acquire_lease",
     "release_lease",
     "add_stats",

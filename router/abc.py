@@ -463,6 +463,30 @@ class Store(Protocol):
 
     async def last_fire(self, schedule_key: str) -> datetime | None: ...
 
+    async def claim_fires(
+        self, claims: Sequence[tuple[str, datetime, Mapping[str, str]]], owner: str
+    ) -> set[tuple[str, datetime]]:
+        """:meth:`claim_fire` of many (schedule key, scheduled time, pending checkpoints) in
+        one transaction; the (key, UTC time) pairs ``owner`` won."""
+
+    async def last_fires(self, schedule_keys: Collection[str]) -> dict[str, datetime]:
+        """:meth:`last_fire` of many schedules in one query (those never fired left out)."""
+
+    async def get_checkpoints_many(
+        self, mapping_uuids: Collection[str]
+    ) -> dict[str, dict[str, str]]:
+        """:meth:`get_checkpoints` of many mappings (those without any left out)."""
+
+    async def checkpoints_with_prefix(self, prefix: str) -> list[tuple[str, str, str]]:
+        """Every (mapping, key, value) checkpoint whose key starts with ``prefix``."""
+
+    async def update_checkpoints(
+        self,
+        put: Mapping[str, Mapping[str, str]],
+        delete: Mapping[str, Collection[str]] | None = None,
+    ) -> None:
+        """Write ``put`` and delete ``delete`` (keys by mapping) in one transaction."""
+
     # leases (shards, bucket cursors shared by replicas)
     async def acquire_lease(self, key: str, owner: str, ttl: float) -> bool:
         """Take or renew ``key`` for ``owner`` until now + ttl; False if another owner holds

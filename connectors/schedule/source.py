@@ -9,11 +9,13 @@ Delivery is at-least-once:
 * the claim writes the fire as pending (checkpoint ``fire:<time>`` = replica id) in the same
   transaction, and the fire is put into the sink; ``ack`` deletes the pending row and advances the
   ``delivered`` checkpoint;
-* every replica holds a liveness lease ``schedule:<mapping>:<replica>``. A replica that starts
-  again under the same id re-delivers its own pending fires; a replica that finds pending fires
-  of another replica whose lease has expired takes that lease over and re-delivers them. The
-  claim and the pending row are written in one store transaction, so no crash leaves a claim
-  without its pending row.
+* every replica holds one liveness lease ``schedules:<replica>`` for all its schedules
+  (:mod:`connectors.schedule.coordinator`). A replica that starts again under the same id
+  re-delivers its own pending fires; a replica that finds pending fires of another replica
+  whose lease has expired takes that lease over and re-delivers them. The claim and the
+  pending row are written in one store transaction, so no crash leaves a claim without its
+  pending row. Claims, catch-up reads and checkpoint updates of many schedules made at the
+  same moment are batched into one store call.
 * a replica that is alive but cannot renew its lease for ``lease_ttl`` seconds may see its
   in-flight fires re-delivered by another one; the event ``id`` is stable per scheduled time
   so a function can recognise the duplicate.
@@ -47,21 +49,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import orjson
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from connectors.schedule.coordinator import PENDING_PREFIX, ScheduleCoordinator
 from connectors.schedule.cron import RateSchedule, Schedule, parse_schedule
-from router import logs
 from router.abc import MetricFamily, Sink, Source, SourceContext, SourceTraits
 from router.errors import SourceError, StoreError
 from router.models import PluginSettings, Record, SourceKind, current_account
 from router.supervisor import describe
 
 logger = logging.getLogger(__name__)
-warnings = logs.LimitedLogger(logger)
 
 EVENT_NAMESPACE = uuid.UUID("5c6b7f0e-2f3a-4d9b-9a43-1d0e8f6c2b71")
 """Namespace of the uuid5 event ids: stable per (mapping, scheduled time)."""
 MAX_SLEEP = 60.0
 """Longest single sleep: a wall-clock step is noticed within AWS's 60 s precision."""
-PENDING_PREFIX = "fire:"
 DELIVERED_KEY = "delivered"
 SINCE_KEY = "since"
 """When a schedule that never fired first ran: where its catch-up starts."""
@@ -224,12 +224,12 @@ class ScheduleSource(Source):
         self._schedule: Schedule = schedule
         mapping = context.mapping
         self._key = mapping.uuid or mapping.name
+        self._coordinator = ScheduleCoordinator.of(context.store, context.replica_id)
         self._lane = mapping.name
         self._arn = (
             f"arn:aws:scheduler:{settings.region}:{settings.account}:schedule/default/"
             f"{mapping.name}"
         )
-        self._lease_key = self._lease_for(context.replica_id)
         self._inflight: set[datetime] = set()
         self.fire_delay: float | None = None
         """Seconds from the last delivered fire's due time until its ack."""
@@ -238,20 +238,21 @@ class ScheduleSource(Source):
 
     # ------------------------------------------------------------------ contract
 
+    @property
+    def key(self) -> str:
+        """The schedule's key in the store (the mapping's uuid)."""
+        return self._key
+
     async def run(self, sink: Sink) -> None:
-        store, me, ttl = self.context.store, self.context.replica_id, self.settings.lease_ttl
-        what = f"acquiring the lease {self._lease_key}"
-        while not await sink.supervisor.retry(
-            what, lambda: store.acquire_lease(self._lease_key, me, ttl)
-        ):
-            # Another replica is re-delivering the fires we left pending; it releases our
-            # lease when done (or the lease simply expires).
-            logger.info("schedule %s: waiting for lease %s", self._lane, self._lease_key)
-            await asyncio.sleep(ttl / 3)
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._keep_lease(sink))
+        coordinator = self._coordinator
+        try:
+            await coordinator.register(self, sink)
             await self._fire_loop(sink)
             logger.info("schedule %s: no further fires (%s)", self._lane, self.settings.schedule)
+            # Stays registered: a fire of it left pending by a dead replica is re-delivered.
+            await asyncio.Event().wait()
+        finally:
+            coordinator.unregister(self)
 
     def build_event(self, records: Sequence[Record]) -> dict[str, Any]:
         if self._input is not _NO_INPUT:
@@ -264,14 +265,15 @@ class ScheduleSource(Source):
             return
         times: list[datetime] = [r.position for r in records]
         latest = max(times)
-        store = self.context.store
         if self._delivered is None or latest > self._delivered:
             self._delivered = latest
         try:
-            await store.put_checkpoints(self._key, {DELIVERED_KEY: _iso(self._delivered)})
-            # Once a fire is claimed, catch-up starts from it: ``since`` is no longer needed.
+            # One write (batched with other schedules' acks): the ``delivered`` checkpoint,
+            # the pending rows deleted, and ``since`` (once a fire is claimed, catch-up starts
+            # from it).
             done = [PENDING_PREFIX + _iso(t) for t in times]
-            await store.delete_checkpoints(self._key, [*done, SINCE_KEY])
+            update = (self._key, {DELIVERED_KEY: _iso(self._delivered)}, [*done, SINCE_KEY])
+            await self._coordinator.update(update)
         except StoreError as e:
             fires = ", ".join(map(_iso, times))
             raise SourceError(describe(e, f"recording the fire of {fires} as delivered")) from e
@@ -298,7 +300,7 @@ class ScheduleSource(Source):
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):
-            await self.context.store.release_lease(self._lease_key, self.context.replica_id)
+            await self._coordinator.release()
 
     # ------------------------------------------------------------------ firing
 
@@ -342,23 +344,20 @@ class ScheduleSource(Source):
             await self._fire(sink, scheduled, due)
 
     async def _catch_up(self, sink: Sink, now: datetime) -> datetime:
-        store, retry = self.context.store, sink.supervisor.retry
-        checkpoints = await retry(
-            f"reading the checkpoints of schedule {self._lane}",
-            lambda: store.get_checkpoints(self._key),
+        retry, coordinator = sink.supervisor.retry, self._coordinator
+        checkpoints, last = await retry(
+            f"reading the checkpoints and last fire of schedule {self._lane}",
+            lambda: coordinator.read(self._key),
         )
         if DELIVERED_KEY in checkpoints:
             self._delivered = _parse_iso(checkpoints[DELIVERED_KEY])
-        last = await retry(
-            f"reading the last fire of schedule {self._lane}", lambda: store.last_fire(self._key)
-        )
         if last is None:
             # Never fired: catch up from the first time the schedule ran, so that a router
             # stopped before the first fire still delivers it when it comes back.
             if SINCE_KEY not in checkpoints:
                 await retry(
                     f"recording the start of schedule {self._lane}",
-                    lambda: store.put_checkpoints(self._key, {SINCE_KEY: _iso(now)}),
+                    lambda: coordinator.update((self._key, {SINCE_KEY: _iso(now)}, ())),
                 )
                 return now
             last = _parse_iso(checkpoints[SINCE_KEY])
@@ -388,7 +387,7 @@ class ScheduleSource(Source):
         return now
 
     async def _fire(self, sink: Sink, scheduled: datetime, due: datetime) -> None:
-        store, me, retry = self.context.store, self.context.replica_id, sink.supervisor.retry
+        me, retry, coordinator = self.context.replica_id, sink.supervisor.retry, self._coordinator
         when = _iso(scheduled)
         # In flight before the pending row exists, so the recovery task never mistakes it
         # for a fire left behind by an earlier life of this replica.
@@ -399,7 +398,7 @@ class ScheduleSource(Source):
         try:
             won = await retry(
                 f"claiming the fire of {when}",
-                lambda: store.claim_fire(self._key, scheduled, me, pending=pending),
+                lambda: coordinator.claim((self._key, scheduled, pending)),
             )
         except BaseException:
             # Stopped while claiming: if the claim did commit, its pending row is there for
@@ -435,62 +434,12 @@ class ScheduleSource(Source):
 
     # ------------------------------------------------------------------ recovery
 
-    def _lease_for(self, replica: str) -> str:
-        return f"schedule:{self._key}:{replica}"
+    def in_flight(self, scheduled: datetime) -> bool:
+        """Whether this life of the replica is delivering the fire of ``scheduled``."""
+        return scheduled in self._inflight
 
-    async def _keep_lease(self, sink: Sink) -> None:
-        store, me, ttl = self.context.store, self.context.replica_id, self.settings.lease_ttl
-        retry = sink.supervisor.retry
-        renewing = f"renewing the lease {self._lease_key}"
-        recovering = f"re-delivering pending fires of schedule {self._lane}"
-        while True:
-            if not await retry(renewing, lambda: store.acquire_lease(self._lease_key, me, ttl)):
-                warnings.warning(
-                    (self._lease_key, "lease"),
-                    "schedule %s: lease %s is held by another replica",
-                    self._lane,
-                    self._lease_key,
-                    mapping=self._lane,
-                    cause="lease",
-                )
-            # Safe to run again after a failure half-way: fires already re-delivered are
-            # pending under this replica and in flight.
-            await retry(recovering, lambda: self._recover(sink))
-            await asyncio.sleep(ttl / 3)
-
-    async def _recover(self, sink: Sink) -> None:
-        """Re-deliver pending fires of this replica's earlier life, and of dead replicas."""
-        store, me, ttl = self.context.store, self.context.replica_id, self.settings.lease_ttl
-        by_owner: dict[str, list[datetime]] = {}
-        for key, owner in (await store.get_checkpoints(self._key)).items():
-            if key.startswith(PENDING_PREFIX):
-                by_owner.setdefault(owner, []).append(_parse_iso(key[len(PENDING_PREFIX) :]))
-        for owner, times in by_owner.items():
-            if owner == me:
-                await self._redeliver(sink, [t for t in times if t not in self._inflight])
-                continue
-            lease = self._lease_for(owner)
-            if not await store.acquire_lease(lease, me, ttl):
-                continue  # that replica is alive and delivering them
-            try:
-                logger.warning(
-                    "schedule %s: replica %s stopped with %d undelivered fire(s); delivering",
-                    self._lane,
-                    owner,
-                    len(times),
-                )
-                await self._redeliver(sink, times)
-            finally:
-                await store.release_lease(lease, me)
-
-    async def _redeliver(self, sink: Sink, times: list[datetime]) -> None:
-        if not times:
-            return
-        times.sort()
-        me = self.context.replica_id
-        await self.context.store.put_checkpoints(
-            self._key, {PENDING_PREFIX + _iso(t): me for t in times}
-        )
+    async def redeliver(self, sink: Sink, times: list[datetime]) -> None:
+        """Deliver again fires found pending (already pending under this replica)."""
         self._inflight.update(times)
         await sink.put([self.record(t, t + self.offset(t)) for t in times])
 

@@ -36,6 +36,7 @@ from router.store.engine import (
     normalize_url,
     store_errors,
 )
+from router.store.fires import FireMethods
 from router.store.lag import LagMethods
 from router.store.notify import ChangeFeed, PgChangeFeed, PollingChangeFeed
 from router.store.queue import QueueMethods
@@ -73,7 +74,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class SQLStore(QueueMethods, LagMethods):
+class SQLStore(QueueMethods, LagMethods, FireMethods):
     """The :class:`router.abc.Store` on SQLite or PostgreSQL.
 
     ``url`` is the store's URL with any password replaced by ``***`` (safe to log); the
