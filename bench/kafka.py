@@ -182,7 +182,7 @@ async def memory_per_record(bootstrap: str, topic: str, count: int = 20_000) -> 
         await consumer.stop()
 
 
-def bare_consumer(bootstrap: str, topic: str) -> AIOKafkaConsumer:
+def bare_consumer(bootstrap: str, topic: str, fetch_max_wait_ms: int = 500) -> AIOKafkaConsumer:
     """A consumer of ``topic`` from its start on a new group, committing by hand."""
     return AIOKafkaConsumer(
         topic,
@@ -192,6 +192,7 @@ def bare_consumer(bootstrap: str, topic: str) -> AIOKafkaConsumer:
         auto_offset_reset="earliest",
         session_timeout_ms=1000,
         heartbeat_interval_ms=100,
+        fetch_max_wait_ms=fetch_max_wait_ms,
     )
 
 

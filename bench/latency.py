@@ -160,9 +160,9 @@ async def kafka_topic(bootstrap: str) -> AsyncIterator[tuple[str, Write]]:
         await producer.stop()
 
 
-async def kafka_bare(bootstrap: str, rate: float, seconds: float) -> list[float]:
+async def kafka_bare(bootstrap: str, rate: float, seconds: float, wait_ms: int) -> list[float]:
     async with kafka_topic(bootstrap) as (topic, write):
-        consumer = bare_consumer(bootstrap, topic)
+        consumer = bare_consumer(bootstrap, topic, fetch_max_wait_ms=wait_ms)
         await consumer.start()
 
         async def loop() -> None:
@@ -184,7 +184,9 @@ async def kafka_bare(bootstrap: str, rate: float, seconds: float) -> list[float]
             await consumer.stop()
 
 
-async def kafka_router(bootstrap: str, rate: float, seconds: float, handler: str) -> list[float]:
+async def kafka_router(
+    bootstrap: str, rate: float, seconds: float, handler: str, wait_ms: int
+) -> list[float]:
     async with kafka_topic(bootstrap) as (topic, write):
         text = f"""
 functions:
@@ -201,6 +203,7 @@ mappings:
       consumer_group_id: router-{uuid.uuid4().hex[:8]}
       session_timeout_ms: 1000
       heartbeat_interval_ms: 100
+      fetch_max_wait_ms: {wait_ms}
 """
         async with running_router(text):
             return await measure(write, rate, seconds)
@@ -368,6 +371,12 @@ async def main() -> None:
     )
     parser.add_argument("--only", default="kafka,sqs,directory", help="sources, comma-separated")
     parser.add_argument("--async-handler", action="store_true", help="an async def handler")
+    parser.add_argument(
+        "--fetch-max-wait-ms",
+        type=int,
+        default=500,
+        help="Kafka fetch_max_wait_ms, the same on both sides (500 is the client's default)",
+    )
     args = parser.parse_args()
     LOOP = asyncio.get_running_loop()
     fake_aws_credentials(REGION)
@@ -386,8 +395,8 @@ async def main() -> None:
             runs.append(
                 (
                     "kafka",
-                    lambda: kafka_bare(bootstrap, rate, seconds),
-                    lambda: kafka_router(bootstrap, rate, seconds, handler),
+                    lambda: kafka_bare(bootstrap, rate, seconds, args.fetch_max_wait_ms),
+                    lambda: kafka_router(bootstrap, rate, seconds, handler, args.fetch_max_wait_ms),
                 )
             )
         if "sqs" in only:

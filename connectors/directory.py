@@ -61,6 +61,9 @@ WATCH_DEBOUNCE_MS = 100
 """watchfiles' ``debounce``: while changes keep coming, they are handed over this often."""
 WATCH_STEP_MS = 50
 """watchfiles' ``step``: changes are handed over once none came for this long."""
+INLINE_HASH_BYTES = 64 * 1024
+"""Files up to this size are hashed on the event loop (tens of microseconds on a local disk);
+larger ones on a thread, so that one big file does not hold up the loop."""
 REJECTED_ETAG = "rejected"
 """The etag part of the checkpoint of a file that was rejected rather than delivered."""
 PRINCIPAL_ID = "ROUTER"
@@ -435,7 +438,10 @@ class DirectorySource(Source):
                 await self._reject(sink, key, path, before, problem, remember=True)
                 return
             try:
-                etag = await asyncio.to_thread(_md5, path)
+                if before[1] <= INLINE_HASH_BYTES:
+                    etag = _md5(path)
+                else:
+                    etag = await asyncio.to_thread(_md5, path)
             except FileNotFoundError:
                 return  # deleted while hashing
             except OSError as e:
