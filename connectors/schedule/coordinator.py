@@ -172,6 +172,18 @@ class ScheduleCoordinator:
                 )
                 await asyncio.sleep(min(ttl / 3, STORE_RETRY))
                 continue
+            except Exception as e:  # noqa: BLE001 - the renewals must outlive any failure
+                warnings.log(
+                    logging.ERROR,
+                    (self.lease_key, "error"),
+                    "schedules: renewing the lease %s or re-delivering pending fires failed "
+                    "(%s); trying again",
+                    self.lease_key,
+                    e,
+                    exc_info=e,
+                )
+                await asyncio.sleep(min(ttl / 3, STORE_RETRY))
+                continue
             await asyncio.sleep(ttl / 3)
 
     async def _recover(self, ttl: float) -> None:

@@ -488,3 +488,27 @@ async def test_fire_delay_is_the_lag(store: SQLStore, mapping_uuid: str) -> None
         ]
         await source.ack(records[1:])  # the newest acked is 00:03
         assert lag_of(source.metrics()) == Lag(10.0, "s fire delay")
+
+
+async def test_a_failing_recovery_pass_does_not_end_the_lease_renewals(
+    sqlite_store: SQLStore, mapping_uuid: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock(T0, T0 + timedelta(minutes=10))
+    source = make_source(
+        sqlite_store, clock, mapping_uuid=mapping_uuid, schedule="rate(1 minute)", lease_ttl=1
+    )
+    passes = 0
+    read = sqlite_store.checkpoints_with_prefix
+
+    async def failing_once(prefix: str) -> Any:
+        nonlocal passes
+        passes += 1
+        if passes == 1:
+            raise RuntimeError("unexpected")
+        return await read(prefix)
+
+    sqlite_store.checkpoints_with_prefix = failing_once  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR, logger="connectors.schedule.coordinator"):
+        async with running(source, RecordingSink()):
+            await until(lambda: passes >= 3)
+    assert any("re-delivering pending fires failed" in r.getMessage() for r in caplog.records)
