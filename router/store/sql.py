@@ -272,33 +272,7 @@ class SQLStore(QueueMethods, LagMethods, FireMethods):
         """Insert ``row``. An empty ``uuid`` is filled in (on ``row`` too), as are missing
         ``created_at`` / ``updated_at``. A deleted mapping of the same name is forgotten: its
         checkpoints and stats go to ``row`` if it has that mapping's uuid, else they go."""
-        if not row.uuid:
-            row.uuid = str(uuidlib.uuid4())
-        now = _now()
-        row.created_at = row.created_at or now
-        row.updated_at = row.updated_at or now
-        values = row.columns()
-        deleted = t.deleted_mappings
-        try:
-            async with self._write(f"creating mapping {row.name!r}") as conn:
-                gone = (
-                    await conn.execute(sa.select(deleted.c.uuid).where(deleted.c.name == row.name))
-                ).scalar()
-                if gone is not None and gone != row.uuid:
-                    await self._delete_kept(conn, gone)
-                await conn.execute(
-                    sa.delete(deleted).where(
-                        (deleted.c.name == row.name) | (deleted.c.uuid == row.uuid)
-                    )
-                )
-                await conn.execute(sa.insert(t.event_source_mappings).values(values))
-        except StoreError as e:
-            if isinstance(e.__cause__, exc.IntegrityError):
-                raise PermanentStoreError(
-                    f"store {self.url}: cannot create mapping {row.name!r} ({row.uuid}): "
-                    "a mapping with that name or uuid already exists"
-                ) from e.__cause__
-            raise
+        await self.create_mappings([row])
 
     async def create_mappings(self, rows: Collection[MappingRow]) -> None:
         """:meth:`create_mapping` of many rows, in one transaction of a few statements."""
@@ -314,7 +288,7 @@ class SQLStore(QueueMethods, LagMethods, FireMethods):
         uuids = {row.name: row.uuid for row in rows}
         deleted = t.deleted_mappings
         try:
-            async with self._write(f"creating {len(rows)} mappings") as conn:
+            async with self._write(f"creating {len(rows)} mapping(s)") as conn:
                 for start in range(0, len(names), _IN_CHUNK):
                     chunk = names[start : start + _IN_CHUNK]
                     found = await conn.execute(
@@ -334,9 +308,15 @@ class SQLStore(QueueMethods, LagMethods, FireMethods):
                 )
         except StoreError as e:
             if isinstance(e.__cause__, exc.IntegrityError):
+                if len(rows) == 1:
+                    [row] = rows
+                    what = f"mapping {row.name!r} ({row.uuid}): a mapping with that name or uuid"
+                else:
+                    what = (
+                        f"mappings {', '.join(names)}: a mapping with one of these names or uuids"
+                    )
                 raise PermanentStoreError(
-                    f"store {self.url}: cannot create mappings {', '.join(names)}: a mapping "
-                    "with one of these names or uuids already exists"
+                    f"store {self.url}: cannot create {what} already exists"
                 ) from e.__cause__
             raise
 
