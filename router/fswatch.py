@@ -5,12 +5,21 @@ per-user limit of inotify instances, 128 by default, shared by every process of 
 ``No space left on device``: the limit of watches). A watcher that gave up would leave the
 router blind to changes without a word, so :func:`watch` says so at WARNING, once, with the
 limit to raise, and polls the path instead.
+
+``watchfiles.awatch`` blocks one of anyio's worker threads for as long as it waits for a
+change (up to 5 s at a time), and anyio's default thread limiter lends 40 threads in all, to
+every caller in the event loop: with more than ~40 watches (directory mappings and the
+configuration watcher), the others waited for a thread, and a file dropped into a folder
+whose watch was waiting was seen up to 5 s late. Every watch therefore raises that limit by
+one for as long as it runs.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator
+import math
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +39,14 @@ async def watch(path: str | Path, *, what: str, **options: Any) -> AsyncGenerato
     polling = False
     while True:
         try:
-            async for changes in awatch(
-                path, force_polling=True if polling else None, poll_delay_ms=POLL_MS, **options
-            ):
-                yield changes
+            with _own_thread():
+                async for changes in awatch(
+                    path,
+                    force_polling=True if polling else None,
+                    poll_delay_ms=POLL_MS,
+                    **options,
+                ):
+                    yield changes
             return
         except RuntimeError as e:
             if polling or not any(s in str(e) for s in _OUT_OF_WATCHES):
@@ -49,3 +62,18 @@ async def watch(path: str | Path, *, what: str, **options: Any) -> AsyncGenerato
                 POLL_MS,
             )
             polling = True
+
+
+@contextmanager
+def _own_thread() -> Iterator[None]:
+    """One more thread in anyio's default limiter (of the running event loop) for as long as
+    the block runs: the thread the watch holds while it waits."""
+    from anyio.to_thread import current_default_thread_limiter
+
+    limiter = current_default_thread_limiter()
+    limiter.total_tokens += 1
+    try:
+        yield
+    finally:
+        if not math.isinf(limiter.total_tokens):
+            limiter.total_tokens = max(1, int(limiter.total_tokens) - 1)

@@ -55,3 +55,38 @@ async def test_a_watch_the_os_refuses_polls_instead_and_says_so(
     message = record.getMessage()
     assert "directory source inbox: cannot watch" in message
     assert "fs.inotify.max_user_instances" in message and "polling it every" in message
+
+
+async def test_watches_beyond_anyios_thread_limit_each_get_a_thread(tmp_path: Path) -> None:
+    # Each watch holds a worker thread while it waits; anyio lends 40 by default in all.
+    from anyio.to_thread import current_default_thread_limiter
+
+    limiter = current_default_thread_limiter()
+    total = limiter.total_tokens
+    count = int(total) + 5
+    folders = [tmp_path / f"d{i}" for i in range(count)]
+    stop = asyncio.Event()
+    watches = []
+    for folder in folders:
+        folder.mkdir()
+        watches.append(watch(folder, what=f"directory {folder.name}", stop_event=stop))
+    waiting = [asyncio.ensure_future(anext(w)) for w in watches]
+    try:
+        for _ in range(200):
+            if limiter.borrowed_tokens >= count:
+                break
+            await asyncio.sleep(0.05)
+        # Every watch is waiting on its own thread, none for a thread.
+        assert limiter.borrowed_tokens >= count
+        assert limiter.statistics().tasks_waiting == 0
+        (folders[-1] / "a.txt").write_text("a")
+        got = await asyncio.wait_for(waiting[-1], 10)
+        assert any(p.endswith("a.txt") for _, p in got)
+    finally:
+        stop.set()
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        for w in watches:
+            await w.aclose()
+    assert limiter.total_tokens == total
