@@ -14,6 +14,8 @@ from array import array
 from binascii import b2a_base64
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from datetime import UTC, datetime
+from itertools import groupby
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -23,6 +25,10 @@ from router.models import Record
 from router.tracing import upstream_header
 
 EVENT_SOURCE = "SelfManagedKafka"
+
+_LANE = attrgetter("lane")
+_DATA = attrgetter("data")
+_b64 = b2a_base64
 
 # JSON overhead of one record dict besides key, value and headers (field names, offsets).
 _RECORD_OVERHEAD = 130
@@ -116,36 +122,29 @@ def identifiers(records: Sequence[Record]) -> list[str]:
 def build_event(bootstrap: str, records: Sequence[Record]) -> dict[str, Any]:
     """The ``SelfManagedKafka`` event: records grouped by ``<topic>-<partition>``, in order."""
     grouped: dict[str, list[dict[str, Any]]] = {}
-    b64 = b2a_base64
-    lane: Any = None
-    current: list[dict[str, Any]] = []
-    append = current.append
-    for record in records:
-        if record.lane is not lane:
-            lane = record.lane
-            current = grouped.setdefault(f"{lane[0]}-{lane[1]}", [])
-            append = current.append
-        msg = record.data
-        key = msg.key
-        value = msg.value
-        if key is not None and value is not None and not msg.headers:
-            # The common case in one dict literal (cheaper than inserting keys).
-            append(
-                {
-                    "topic": msg.topic,
-                    "partition": msg.partition,
-                    "offset": msg.offset,
-                    "timestamp": msg.timestamp,
-                    "timestampType": "LOG_APPEND_TIME"
-                    if msg.timestamp_type == 1
-                    else "CREATE_TIME",
-                    "key": b64(key, newline=False).decode(),
-                    "value": b64(value, newline=False).decode(),
-                    "headers": [],
-                }
-            )
-        else:
-            append(lambda_record(msg))
+    for lane, run in groupby(records, _LANE):
+        # One comprehension per run of a lane (a batch is one run): topic and partition are
+        # the lane's, the common case (key, value, no headers) is one dict literal.
+        messages = list(map(_DATA, run))
+        first = messages[0]
+        topic = first.topic
+        partition = first.partition
+        current = grouped.setdefault(f"{lane[0]}-{lane[1]}", [])
+        current += [
+            {
+                "topic": topic,
+                "partition": partition,
+                "offset": msg.offset,
+                "timestamp": msg.timestamp,
+                "timestampType": "LOG_APPEND_TIME" if msg.timestamp_type == 1 else "CREATE_TIME",
+                "key": _b64(msg.key, newline=False).decode(),
+                "value": _b64(msg.value, newline=False).decode(),
+                "headers": [],
+            }
+            if msg.key is not None and msg.value is not None and not msg.headers
+            else lambda_record(msg)
+            for msg in messages
+        ]
     return {"eventSource": EVENT_SOURCE, "bootstrapServers": bootstrap, "records": grouped}
 
 
@@ -166,11 +165,17 @@ def filter_viewer(fields: frozenset[str] | None) -> Callable[[Record], Any]:
     of its Lambda record. When the patterns name only ``value`` (the usual case), the view is
     built straight from the message's bytes, without base64."""
     if fields is not None and fields <= {"value"}:
+        loads = orjson.loads
+        JSONDecodeError = orjson.JSONDecodeError
 
         def value_only(record: Record) -> Any:
             raw = record.data.value
-            # A null value (tombstone) has no "value" key in the Lambda record.
-            return {} if raw is None else {"value": decode_text(raw)}
+            if raw is None:
+                return {}  # a null value (tombstone) has no "value" key in the Lambda record
+            try:
+                return {"value": loads(raw)}  # decode_text's first step, without its call
+            except JSONDecodeError:
+                return {"value": decode_text(raw)}
 
         return value_only
 

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from connectors.kafka.membership import (
@@ -51,6 +52,9 @@ warnings = logs.LimitedLogger(logger)
 """Warnings repeated on every attempt while the broker is away, per group and cause."""
 
 _RETRY_BACKOFF = 1.0
+_LANE = attrgetter("lane")
+_POSITION = attrgetter("position")
+_OFFSET = attrgetter("offset")
 
 
 class KafkaSource(Source):
@@ -165,7 +169,7 @@ class KafkaSource(Source):
                     tracker = offsets.get(tp)
                     if tracker is None:
                         continue  # revoked while the fetch was on its way
-                    tracker.fetched([m.offset for m in messages])
+                    tracker.fetched(map(_OFFSET, messages))
                     out.extend(convert(tp.topic, tp.partition, messages))
                 if out:
                     await sink.put(out)
@@ -306,6 +310,12 @@ class KafkaSource(Source):
 
     async def ack(self, records: Sequence[Record]) -> None:
         # Records come in runs of one lane (a batch is one lane): one tracker call per run.
+        lanes = list(map(_LANE, records))
+        if lanes and lanes.count(lanes[0]) == len(lanes):
+            # The usual case, the batch of one lane: its offsets in one pass in C.
+            if self._ack_run(lanes[0], list(map(_POSITION, records))):
+                self._wake.set()
+            return
         lane: Any = None
         run: list[int] = []
         changed = False

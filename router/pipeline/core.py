@@ -14,6 +14,8 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
+from itertools import groupby, repeat
+from operator import attrgetter, itemgetter, not_
 from typing import Any, Protocol
 
 from router import tracing
@@ -43,7 +45,11 @@ POLICIES: Mapping[SourceKind, type[Delivery]] = {
 }
 """The delivery policy of each kind of source."""
 
-_NO_LANE = object()
+_LANE = attrgetter("lane")
+_SIZE = attrgetter("size")
+_UNFILTERED = attrgetter("unfiltered")
+_RECORD = itemgetter(0)
+_FLAG = itemgetter(1)
 
 
 class Matcher(Protocol):
@@ -213,35 +219,47 @@ class Pipeline(Sink):
         view = self._filter_view
         settled: list[Record] = []
         entries: list[Entry]
+        filtered = 0
         if matcher is not None and view is not None:
-            matches = matcher.matches
-            entries = [(r, not r.unfiltered and not matches(view(r))) for r in records]
-            filtered = sum([f for _, f in entries])
+            if any(map(_UNFILTERED, records)):
+                matches = matcher.matches
+                entries = [(r, not r.unfiltered and not matches(view(r))) for r in records]
+            else:
+                # One pass in C over the records: view, match, pair each with its flag.
+                dropped = map(not_, map(matcher.matches, map(view, records)))
+                entries = list(zip(records, dropped, strict=True))
+            filtered = sum(map(_FLAG, entries))
             counters.filtered += filtered
             if filtered:
                 entries, settled = self.delivery.sort_filtered(entries)
         else:
-            entries = [(r, False) for r in records]
-        # Group by lane; a source puts runs of one lane, so the lane rarely changes.
+            entries = list(zip(records, repeat(False)))
+        # Group by lane: a source puts runs of one lane (a fetched partition, a shard), each
+        # found and sliced in C.
         groups: dict[Hashable, list[Entry]] = {}
-        last: Any = _NO_LANE
-        group: list[Entry] = []
-        for entry in entries:
-            key = entry[0].lane
-            if key is not last:
-                last = key
+        lanes_of = list(map(_LANE, map(_RECORD, entries)))
+        if lanes_of and lanes_of.count(lanes_of[0]) == len(lanes_of):
+            groups[lanes_of[0]] = entries
+        else:
+            start = 0
+            for key, run in groupby(lanes_of):
+                end = start + len(list(run))
                 found = groups.get(key)
                 if found is None:
-                    found = groups[key] = []
-                group = found
-            group.append(entry)
+                    groups[key] = entries[start:end]
+                else:
+                    found += entries[start:end]
+                start = end
         lanes = self._lanes
         now = time.monotonic()
         for key, group in groups.items():
             lane = lanes.get(key)
             if lane is None:
                 lane = lanes[key] = Lane(key)
-            sizes = [r.size for r, f in group if not f]
+            if filtered:
+                sizes = [r.size for r, f in group if not f]
+            else:
+                sizes = list(map(_SIZE, map(_RECORD, group)))
             if sizes:
                 if lane.count == 0:
                     lane.oldest = now

@@ -33,6 +33,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -64,6 +65,7 @@ from router.pipeline.status import MappingStatus
 from router.secrets import redact
 
 logger = logging.getLogger(__name__)
+_SIZE = attrgetter("size")
 warnings = logs.LimitedLogger(logger)
 """Warnings about a mapping, rate-limited per (mapping, cause)."""
 
@@ -293,7 +295,7 @@ class Delivery(ABC):
         """Invoke the function with ``records``; throttles and transport errors are retried
         here (without spending the retry budget) until the records expire."""
         attempt = 0
-        size = sum([r.size for r in records])
+        size = sum(map(_SIZE, records))
         fields = self.source.invocation_fields(records)
         while True:
             event = self.source.build_event(records)

@@ -7,9 +7,14 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Hashable
+from itertools import repeat
+from operator import attrgetter, itemgetter
 
 from router.models import Record
 from router.pipeline.batcher import EVENT_OVERHEAD, RECORD_OVERHEAD, BatchPolicy
+
+_SIZE = attrgetter("size")
+_RECORD = itemgetter(0)
 
 Entry = tuple[Record, bool]
 """``(record, filtered)``: filtered records ride along in their lane so that acks stay in
@@ -51,14 +56,14 @@ class Lane:
                 return batch
             if self.count == len(entries):
                 # Nothing rides along: the batch is the first batch_size entries.
-                popleft = entries.popleft
-                batch = [popleft() for _ in range(policy.batch_size)]
+                # popleft() batch_size times, in C.
+                batch = list(map(deque.popleft, repeat(entries, policy.batch_size)))
                 self.count -= len(batch)
-                self.nbytes -= sum([r.size for r, _ in batch])
+                self.nbytes -= sum(map(_SIZE, map(_RECORD, batch)))
                 self.oldest = time.monotonic()
                 return batch
         n = policy.cut(None if f else r.size for r, f in entries)
-        batch = [entries.popleft() for _ in range(n)]
+        batch = list(map(deque.popleft, repeat(entries, n)))
         for record, filtered in batch:
             if not filtered:
                 self.count -= 1

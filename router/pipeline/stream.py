@@ -11,6 +11,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 
 from router.models import InvokeResult, Outcome, Record
 from router.pipeline.delivery import PLATFORM, Abandoned, Delivery
@@ -18,6 +19,8 @@ from router.pipeline.destination_records import stream_failure_record
 from router.pipeline.lanes import Entry, Lane
 
 logger = logging.getLogger(__name__)
+_RECORD = itemgetter(0)
+_FLAG = itemgetter(1)
 
 
 @dataclass(slots=True)
@@ -50,10 +53,12 @@ class StreamDelivery(Delivery):
 
     async def stream(self, batch: list[Entry]) -> None:
         """Deliver a stream batch in order; returns when every entry is acknowledged."""
-        sent = [r for r, filtered in batch if not filtered]
         finished: set[int] = set()
-        if len(sent) < len(batch):
+        if any(map(_FLAG, batch)):
+            sent = [r for r, filtered in batch if not filtered]
             finished.update(id(r) for r, filtered in batch if filtered)
+        else:
+            sent = list(map(_RECORD, batch))
         work = [_Segment(sent)]
         while work:
             await self._ack_prefix(batch, finished)
