@@ -219,7 +219,11 @@ class ScheduleCoordinator:
             entry = self._sources.get(key)
             if entry is None:
                 continue
-            todo = sorted(t for t in times if not own or not entry[0].in_flight(t))
+            source = entry[0]
+            # A fire claimed ahead of its due time is not delivered before it.
+            todo = sorted(
+                t for t in times if (not own or not source.in_flight(t)) and source.is_due(t)
+            )
             if todo:
                 chosen[key] = todo
         if not chosen:

@@ -32,6 +32,7 @@ it against ``CronTrigger`` on the expressions both understand.
 
 from __future__ import annotations
 
+import functools
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -304,7 +305,13 @@ def _parse_values(text: str, spec: _Field) -> frozenset[int]:
         else:  # wrapping day-of-week range, e.g. FRI-MON
             span = list(range(low, spec.high + 1)) + list(range(spec.low, high + 1))
             values.update(span[::step])
-    return frozenset(values)
+    parsed = frozenset(values)
+    # Shared by every expression with the same set (the years of every AWS cron(...), ~230
+    # values): thousands of schedules hold one copy.
+    return _INTERNED.setdefault(parsed, parsed)
+
+
+_INTERNED: dict[frozenset[int], frozenset[int]] = {}
 
 
 def _field_error(expression: str, spec: _Field, text: str, why: str) -> ScheduleExpressionError:
@@ -465,10 +472,13 @@ def _parse_at(expression: str, body: str) -> AtSchedule:
 _FORMS = re.compile(r"^(cron|rate|at)\((.*)\)$", re.DOTALL)
 
 
+@functools.lru_cache(maxsize=16384)
 def parse_schedule(expr: str) -> Schedule:
     """Parse ``cron(...)``, ``rate(...)``, ``at(...)`` or a 5-field crontab line.
 
     Raises :class:`ScheduleExpressionError` (a ``ValueError``) saying what is wrong and where.
+    The schedules are immutable: the same expression gives the same object (parsed once for
+    the configuration's validation and once more for the source otherwise).
     """
     expression = expr.strip()
     if not expression:
