@@ -238,6 +238,8 @@ class Delivery(ABC):
         while True:
             try:
                 await self.source.ack(records)
+                if attempt:
+                    self.status.report("OK")  # the problem shown while retrying is over
                 break
             except Exception as e:  # noqa: BLE001 - any source failure: retry, never lose
                 attempt += 1
