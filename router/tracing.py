@@ -133,8 +133,10 @@ def invocation_header(upstream: str) -> str:
 
 
 def enabled() -> bool:
-    """Whether spans can be made (the OpenTelemetry API is installed)."""
-    return otel is not None
+    """Whether spans are made: the OpenTelemetry API is installed and a tracer provider is
+    (by :func:`configure` or the embedding program). Before that every span would be a
+    no-op that still costs its context switches, a few microseconds a batch."""
+    return otel is not None and not isinstance(otel.get_tracer_provider(), otel.ProxyTracerProvider)
 
 
 def configure() -> Any:
