@@ -19,7 +19,8 @@ has done its catch-up), then every fire due in the whole minutes after start-up,
 per fire, store writes per fire (by method) and store rows added per fire. The baseline,
 in the same run before the router: one bare asyncio task per schedule sleeping until its due
 time on one minute, the delay of its wake-up.
-Targets: p99 fire delay <= 1 s, RSS <= 300 MB, no duplicate fire, start-up <= 10 s.
+Targets: p99 fire delay <= 1 s, RSS <= 300 MB, no duplicate (or missing) fire, start-up <= 10 s.
+With several stores, each runs in a process of its own (RSS is a high-water mark).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import subprocess
 import sys
 import time
 import types
@@ -39,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sqlalchemy as sa
 
 from bench.support import count_writes, load, percentile, rss_mb, store_at
+from connectors.schedule.source import CLAIM_AHEAD
 from router.app import Router, tune_gc
 from router.config import apply_config, load_config_text
 from router.store import SQLStore
@@ -158,6 +161,7 @@ async def one_store(backend: str, count: int, minutes: int, startup_allowance: f
             while await started_schedules(store) < count:  # noqa: ASYNC110 - no event for it
                 await asyncio.sleep(0.1)
             ready = time.perf_counter()
+            startup = ready - began
             print(
                 f"  start-up {ready - began:6.1f} s: load+apply {applied - began:.1f} s, "
                 f"Router.start {started - applied:.1f} s, every catch-up done "
@@ -167,9 +171,10 @@ async def one_store(backend: str, count: int, minutes: int, startup_allowance: f
             if datetime.now(UTC) >= first:
                 print("  start-up overran the allowance: raise --startup-allowance")
             try:
-                await asyncio.sleep(max(0.0, first.timestamp() - time.time() - 2))
-                # Counted from before the bare timers start: they sleep until the first
-                # measured second, when the router's first claims are made.
+                # Counted from before the first measured fires are claimed (CLAIM_AHEAD
+                # before their due time).
+                claims_at = first - CLAIM_AHEAD - timedelta(seconds=2)
+                await asyncio.sleep(max(0.0, claims_at.timestamp() - time.time()))
                 writes.clear()
                 stored = await rows(store)
                 cpu = time.process_time()
@@ -199,7 +204,8 @@ async def one_store(backend: str, count: int, minutes: int, startup_allowance: f
         f"  router: {len(fired):,} fires of {len(due):,} due ({missing} missing, "
         f"{dups} duplicated, {extra} not due): {ms(fired)}"
     )
-    verdict = "meets" if percentile(fired, 0.99) <= 1 and not dups and rss <= 300 else "misses"
+    met = percentile(fired, 0.99) <= 1 and not dups and not missing and rss <= 300
+    verdict = "meets" if met and startup <= 10 else "misses"
     print(
         f"  RSS {rss:.0f} MB; CPU {cpu_used / n * 1000:.2f} ms per fire; store "
         f"{total_writes / n:.2f} writes per fire ({dict(counted.most_common())}), "
@@ -223,8 +229,14 @@ async def main() -> None:
     module = types.ModuleType("schedule_bench")
     module.handle = handle  # type: ignore[attr-defined]
     sys.modules["schedule_bench"] = module
-    for backend in args.store.split(","):
-        await one_store(backend, args.schedules, args.minutes, args.startup_allowance)
+    backends = args.store.split(",")
+    if len(backends) == 1:
+        await one_store(backends[0], args.schedules, args.minutes, args.startup_allowance)
+        return
+    # One process per store: the second one's RSS is not the first one's high-water mark.
+    for backend in backends:
+        argv = [sys.executable, __file__, *sys.argv[1:], "--store", backend]
+        await asyncio.to_thread(subprocess.run, argv, check=True)
 
 
 if __name__ == "__main__":
