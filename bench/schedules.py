@@ -156,6 +156,7 @@ async def one_store(backend: str, count: int, minutes: int, startup_allowance: f
             applied = time.perf_counter()
             writes = count_writes(store)
             router = Router(config, store, shutdown_timeout=30)
+            del config, text  # as `router run` does: the mappings are in the store
             await router.start()
             started = time.perf_counter()
             while await started_schedules(store) < count:  # noqa: ASYNC110 - no event for it

@@ -153,7 +153,7 @@ class Router:
         shutdown_timeout: float | None = None,
         ingress: Ingress | None = None,
     ) -> None:
-        self.config = config
+        self.config = config.running()
         self.store = store
         self.ingress = ingress
         """Handed to every source (pushed sources register with its listener)."""

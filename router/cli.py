@@ -125,6 +125,7 @@ async def _run(args: argparse.Namespace) -> int:
         watch_loaded=loaded,
         replica_id=args.replica_id,
     )
+    del config  # the service keeps what it runs with (the mappings go to the store)
     async with service:
         await stop.wait()
     return EXIT_OK

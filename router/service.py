@@ -144,6 +144,8 @@ class Service:
                 listener = OperationsListener(self.router, self.http_listen, self.metrics)
                 await self._start(stack, "the operations listener", listener)
             await apply_config(config, self.store)
+            # The mappings are in the store now; the loaded ones are not kept.
+            self.config = config = config.running()
             await self._start(stack, "the router", self.router)
             if self.ingress is not None:
                 # Stopping: no new connections before the router drains (callers retry

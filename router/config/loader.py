@@ -41,6 +41,11 @@ class RouterConfig:
     key_lines: Mapping[str, Mapping[KeyPath, int]] = field(default_factory=dict)
     """The line of every key, by file (see :class:`YamlDocument`)."""
 
+    def running(self) -> RouterConfig:
+        """What a running router keeps: its functions and settings, without the mappings
+        (once applied they are in the store; 10,000 of them are ~70 MB)."""
+        return dataclasses.replace(self, mappings=(), locations={})
+
     def locate(self, file: str | None, path: KeyPath) -> Location:
         """``FILE:LINE: key.path`` of ``path`` in ``file`` (the line of its nearest key)."""
         if file is None:
