@@ -49,6 +49,7 @@ from router.abc import MetricFamily, Sink, Source, SourceContext, SourceTraits
 from router.errors import LeaseLost, SourceError, StoreError
 from router.fswatch import watch
 from router.models import PluginSettings, Record, SourceKind
+from router.store.checkpoints import CheckpointWriter
 from router.supervisor import describe
 
 logger = logging.getLogger(__name__)
@@ -217,6 +218,9 @@ class DirectorySource(Source):
         self._tasks: asyncio.TaskGroup | None = None
         self._pending: set[str] = set()
         """Keys handed to the pipeline and not acknowledged yet."""
+        self._checkpoints = CheckpointWriter(context.store, self._key)
+        """Acknowledgements made while a checkpoint write is in flight go in the next one
+        (one transaction for many files: a trickle of files is not a commit each)."""
 
     # ------------------------------------------------------------------ contract
 
@@ -253,7 +257,7 @@ class DirectorySource(Source):
             if isinstance(r.position, FileVersion)
         }
         try:
-            await self.context.store.put_checkpoints(self._key, values)
+            await self._checkpoints.put(values)
         except StoreError as e:
             names = ", ".join(f"{self.bucket}/{printable(r.position.key)}" for r in records)
             raise SourceError(describe(e, f"writing the checkpoint of {names}")) from e
@@ -277,6 +281,7 @@ class DirectorySource(Source):
         ]
 
     async def aclose(self) -> None:
+        await self._checkpoints.aclose()
         with contextlib.suppress(Exception):
             await self.context.store.release_lease(self._lease, self.context.replica_id)
 

@@ -51,6 +51,7 @@ from router.abc import Sink, Source, SourceContext, SourceTraits
 from router.aio import wait_event
 from router.errors import SourceError
 from router.models import Record, SourceKind
+from router.store.checkpoints import CheckpointWriter
 
 logger = logging.getLogger(__name__)
 
@@ -212,6 +213,7 @@ class S3Source(Source):
         self._s3: Any = None
         self._seen: dict[str, str] | None = None
         self._polled: dict[str, str] = {}
+        self._checkpoints = CheckpointWriter(context.store, context.mapping.uuid)
         self._lease_key = f"s3poll:{context.mapping.uuid}"
         self._leased = False
 
@@ -459,7 +461,7 @@ class S3Source(Source):
             key, etag = r.position
             name, value = self._cursor_entry(key, etag)
             values[name] = value
-        await self.context.store.put_checkpoints(self.context.mapping.uuid, values)
+        await self._checkpoints.put(values)
         for r in records:
             key, etag = r.position
             if self._seen is not None:
@@ -468,6 +470,7 @@ class S3Source(Source):
                 del self._polled[key]
 
     async def aclose(self) -> None:
+        await self._checkpoints.aclose()
         if self.queue is not None:
             await self.queue.aclose()
         stack, self._stack = self._stack, None

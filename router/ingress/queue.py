@@ -23,22 +23,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import orjson
 
 from router.abc import MetricFamily, Sink, Store
-from router.aio import cancel_and_wait, wait_event
+from router.aio import GroupCommit, cancel_and_wait, wait_event
 from router.backoff import Backoff
 from router.errors import RouterError
 from router.models import MappingConfig, QueueDepth, QueuedEvent, Record
 from router.secrets import redact
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 CLAIM_LIMIT = 100
 """Events claimed at most per look (fewer when the pipeline has less room)."""
@@ -57,53 +55,6 @@ def function_target(name: str) -> str:
 def mapping_target(mapping: MappingConfig) -> str:
     """The queue target of a mapping (a front-end's events for it)."""
     return f"mapping:{mapping.uuid}"
-
-
-class GroupCommit(Generic[T]):
-    """Writes items submitted concurrently in as few calls of ``write`` as possible: while
-    ``writers`` writes run, the items that arrive wait and go together in the next one.
-    ``submit`` returns once its item was written (or raises what the write raised)."""
-
-    def __init__(
-        self, write: Callable[[list[T]], Awaitable[None]], limit: int, writers: int = 1
-    ) -> None:
-        self._write = write
-        self._limit = limit
-        self._writers = writers
-        self._pending: list[tuple[T, asyncio.Future[None]]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def submit(self, item: T) -> None:
-        future = asyncio.get_running_loop().create_future()
-        self._pending.append((item, future))
-        if len(self._tasks) < self._writers:
-            task = asyncio.create_task(self._run(), name="queue-group-commit")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        await future
-
-    async def _run(self) -> None:
-        try:
-            while self._pending:
-                batch = self._pending[: self._limit]
-                del self._pending[: self._limit]
-                try:
-                    await self._write([item for item, _ in batch])
-                except Exception as e:  # noqa: BLE001 - each submitter gets the error
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(e)
-                    continue
-                for _, future in batch:
-                    if not future.done():
-                        future.set_result(None)
-        finally:
-            # Done with this one (an item submitted meanwhile starts another writer).
-            self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type,unused-ignore]
-
-    async def aclose(self) -> None:
-        if self._tasks:
-            await asyncio.wait(list(self._tasks))
 
 
 class AsyncQueue:
