@@ -135,6 +135,11 @@ def _syntax_error(e: yaml.MarkedYAMLError, filename: str) -> ConfigError:
     return ConfigError(message, Location(file=filename, line=line))
 
 
+_FAST_LOADER: Any = getattr(yaml, "CSafeLoader", None)
+"""libyaml's parser when PyYAML has it (~10 times faster: 10,000 mappings parse in well under
+a second instead of seconds); errors are reported by the pure-Python one."""
+
+
 def load_yaml(text: str, filename: str = "<string>") -> YamlDocument:
     """Parse one YAML document; raises :class:`ConfigErrors` for bad syntax or duplicate keys.
 
@@ -142,7 +147,17 @@ def load_yaml(text: str, filename: str = "<string>") -> YamlDocument:
     """
     from router.errors import ConfigErrors
 
-    loader = yaml.SafeLoader(text)
+    if _FAST_LOADER is not None:
+        try:
+            return _load_yaml(_FAST_LOADER(text), filename)
+        except ConfigErrors:
+            pass  # parsed again below: the messages (and their lines) of the documented parser
+    return _load_yaml(yaml.SafeLoader(text), filename)
+
+
+def _load_yaml(loader: Any, filename: str) -> YamlDocument:
+    from router.errors import ConfigErrors
+
     try:
         try:
             node = loader.get_single_node()
