@@ -43,8 +43,13 @@ class RouterConfig:
 
     def running(self) -> RouterConfig:
         """What a running router keeps: its functions and settings, without the mappings
-        (once applied they are in the store; 10,000 of them are ~70 MB)."""
-        return dataclasses.replace(self, mappings=(), locations={})
+        (once applied they are in the store; 10,000 of them are ~70 MB), nor the lines of
+        their keys."""
+        lines = {
+            file: {path: line for path, line in keys.items() if path[:1] != ("mappings",)}
+            for file, keys in self.key_lines.items()
+        }
+        return dataclasses.replace(self, mappings=(), locations={}, key_lines=lines)
 
     def locate(self, file: str | None, path: KeyPath) -> Location:
         """``FILE:LINE: key.path`` of ``path`` in ``file`` (the line of its nearest key)."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from router.config import RouterSettings, load_config, load_config_text
-from router.errors import ConfigError, ConfigErrors
+from router.errors import ConfigError, ConfigErrors, Location
 from router.secrets import SecretUrl
 
 pytestmark = pytest.mark.usefixtures("test_plugins")
@@ -67,6 +67,17 @@ def test_brief_example_is_accepted() -> None:
     assert (m.maximum_retry_attempts, m.maximum_record_age) == (2, 21_600)
     assert m.enabled and m.origin == "yaml" and m.uuid == ""
     assert str(config.locations["inbox"]) == "router.yaml:9: mappings[0].name"
+
+
+def test_what_a_running_router_keeps_still_locates_its_functions() -> None:
+    config = load_config_text(BRIEF_EXAMPLE, "router.yaml")
+    running = config.running()
+    assert running.mappings == () and running.functions == config.functions
+    # The lines of the mappings' keys go with them; the functions' stay, for later errors.
+    assert all(path[:1] != ("mappings",) for path in running.key_lines["router.yaml"])
+    error = running.relocate(ConfigError("bad", Location(path="functions.echo.handler")))
+    assert str(error.location) == str(config.locate_function("echo", ("handler",)))
+    assert error.location.line == 6
 
 
 @pytest.mark.parametrize("text", ["", "# nothing yet\n", "\n\n  \n# a\n---\n"])
