@@ -14,8 +14,6 @@ from array import array
 from binascii import b2a_base64
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from datetime import UTC, datetime
-from itertools import groupby
-from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -25,10 +23,6 @@ from router.models import Record
 from router.tracing import upstream_header
 
 EVENT_SOURCE = "SelfManagedKafka"
-
-_LANE = attrgetter("lane")
-_DATA = attrgetter("data")
-_b64 = b2a_base64
 
 # JSON overhead of one record dict besides key, value and headers (field names, offsets).
 _RECORD_OVERHEAD = 130
@@ -122,29 +116,36 @@ def identifiers(records: Sequence[Record]) -> list[str]:
 def build_event(bootstrap: str, records: Sequence[Record]) -> dict[str, Any]:
     """The ``SelfManagedKafka`` event: records grouped by ``<topic>-<partition>``, in order."""
     grouped: dict[str, list[dict[str, Any]]] = {}
-    for lane, run in groupby(records, _LANE):
-        # One comprehension per run of a lane (a batch is one run): topic and partition are
-        # the lane's, the common case (key, value, no headers) is one dict literal.
-        messages = list(map(_DATA, run))
-        first = messages[0]
-        topic = first.topic
-        partition = first.partition
-        current = grouped.setdefault(f"{lane[0]}-{lane[1]}", [])
-        current += [
-            {
-                "topic": topic,
-                "partition": partition,
-                "offset": msg.offset,
-                "timestamp": msg.timestamp,
-                "timestampType": "LOG_APPEND_TIME" if msg.timestamp_type == 1 else "CREATE_TIME",
-                "key": _b64(msg.key, newline=False).decode(),
-                "value": _b64(msg.value, newline=False).decode(),
-                "headers": [],
-            }
-            if msg.key is not None and msg.value is not None and not msg.headers
-            else lambda_record(msg)
-            for msg in messages
-        ]
+    b64 = b2a_base64
+    lane: Any = None
+    current: list[dict[str, Any]] = []
+    append = current.append
+    for record in records:
+        if record.lane is not lane:
+            lane = record.lane
+            current = grouped.setdefault(f"{lane[0]}-{lane[1]}", [])
+            append = current.append
+        msg = record.data
+        key = msg.key
+        value = msg.value
+        if key is not None and value is not None and not msg.headers:
+            # The common case in one dict literal (cheaper than inserting keys).
+            append(
+                {
+                    "topic": msg.topic,
+                    "partition": msg.partition,
+                    "offset": msg.offset,
+                    "timestamp": msg.timestamp,
+                    "timestampType": "LOG_APPEND_TIME"
+                    if msg.timestamp_type == 1
+                    else "CREATE_TIME",
+                    "key": b64(key, newline=False).decode(),
+                    "value": b64(value, newline=False).decode(),
+                    "headers": [],
+                }
+            )
+        else:
+            append(lambda_record(msg))
     return {"eventSource": EVENT_SOURCE, "bootstrapServers": bootstrap, "records": grouped}
 
 
