@@ -166,17 +166,11 @@ def filter_viewer(fields: frozenset[str] | None) -> Callable[[Record], Any]:
     of its Lambda record. When the patterns name only ``value`` (the usual case), the view is
     built straight from the message's bytes, without base64."""
     if fields is not None and fields <= {"value"}:
-        loads = orjson.loads
-        JSONDecodeError = orjson.JSONDecodeError
 
         def value_only(record: Record) -> Any:
             raw = record.data.value
-            if raw is None:
-                return {}  # a null value (tombstone) has no "value" key in the Lambda record
-            try:
-                return {"value": loads(raw)}  # decode_text's first step, without its call
-            except JSONDecodeError:
-                return {"value": decode_text(raw)}
+            # A null value (tombstone) has no "value" key in the Lambda record.
+            return {} if raw is None else {"value": decode_text(raw)}
 
         return value_only
 

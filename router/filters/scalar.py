@@ -26,8 +26,6 @@ from router.filters.spec import (
     Exists,
     Numeric,
     Path,
-    Prefix,
-    Suffix,
     ValueTest,
 )
 
@@ -98,19 +96,12 @@ def scalar_matcher(
         for j, (path, cond) in enumerate(conj.items()):
             assert isinstance(cond, tuple)
             terms.append(_term(cond, paths[path], f"{c}_{j}", namespace, predicate))
-        # The conditions of a conjunction are pure and ANDed: the cheapest are tested first
-        # (set lookups, then inline comparisons, then calls of a leaf predicate).
-        terms.sort(key=_cost)
-        lines.append(f"    if {' and '.join(term for _, term in terms)}:")
+        lines.append(f"    if {' and '.join(terms)}:")
         lines.append("        return True")
     lines.append("    return False")
     exec("\n".join(lines), namespace)  # code built from field names by repr()
     match: ScalarMatcher = namespace["match"]
     return match
-
-
-def _cost(term: tuple[int, str]) -> int:
-    return term[0]
 
 
 def _term(
@@ -119,39 +110,30 @@ def _term(
     name: str,
     namespace: dict[str, Any],
     predicate: Callable[[tuple[ValueTest, ...]], Callable[[Any], bool]],
-) -> tuple[int, str]:
-    """The condition's test as an expression, with its rank in cost (0: cheapest)."""
+) -> str:
     # An array of plain values holds when one of its values does (array consistency only
     # concerns objects inside arrays).
     namespace[f"P{name}"] = predicate(cond)
-    cost, test = _scalar_term(cond, i, name, namespace)
-    return cost, f"({test} if t{i} is not list else A(P{name}, v{i}))"
+    return f"({_scalar_term(cond, i, name, namespace)} if t{i} is not list else A(P{name}, v{i}))"
 
 
-def _scalar_term(
-    cond: tuple[ValueTest, ...], i: int, name: str, namespace: dict[str, Any]
-) -> tuple[int, str]:
+def _scalar_term(cond: tuple[ValueTest, ...], i: int, name: str, namespace: dict[str, Any]) -> str:
     v, t = f"v{i}", f"t{i}"
     if all(isinstance(test, Exact) and type(test.value) is str for test in cond):
         namespace[f"S{name}"] = frozenset(test.value for test in cond if isinstance(test, Exact))
-        return 0, f"({t} is str and {v} in S{name})"
+        return f"({t} is str and {v} in S{name})"
     if any(isinstance(test, Exists) for test in cond):
-        return 0, "True"  # exists: true holds for any plain value
+        return "True"  # exists: true holds for any plain value
     if len(cond) == 1 and isinstance(cond[0], Numeric):
         test = cond[0]
         lo, hi = numeric_bounds(test.low, test.low_inclusive, test.high, test.high_inclusive)
         namespace[f"L{name}"], namespace[f"H{name}"] = lo, hi
         # number_key() inline: numbers beyond +/-5e9 have no key and match no range.
-        return 1, (
+        return (
             f"(({t} is int or {t} is float) and -F <= {v} <= F"
             f" and L{name} <= int(1e6 * (F + float({v}))) <= H{name})"
         )
-    if len(cond) == 1 and isinstance(cond[0], Prefix | Suffix) and not cond[0].ignore_case:
-        # As the leaf predicate: a string starting (ending) with the text.
-        namespace[f"X{name}"] = cond[0].text
-        method = "startswith" if isinstance(cond[0], Prefix) else "endswith"
-        return 1, f"({t} is str and {v}.{method}(X{name}))"
-    return 2, f"P{name}({v})"
+    return f"P{name}({v})"
 
 
 def _plain(values: list[Any]) -> bool:

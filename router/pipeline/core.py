@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from itertools import groupby, repeat
-from operator import attrgetter, itemgetter, not_
+from operator import attrgetter, itemgetter
 from typing import Any, Protocol
 
 from router import tracing
@@ -47,7 +47,6 @@ POLICIES: Mapping[SourceKind, type[Delivery]] = {
 
 _LANE = attrgetter("lane")
 _SIZE = attrgetter("size")
-_UNFILTERED = attrgetter("unfiltered")
 _RECORD = itemgetter(0)
 _FLAG = itemgetter(1)
 
@@ -221,14 +220,9 @@ class Pipeline(Sink):
         entries: list[Entry]
         filtered = 0
         if matcher is not None and view is not None:
-            if any(map(_UNFILTERED, records)):
-                matches = matcher.matches
-                entries = [(r, not r.unfiltered and not matches(view(r))) for r in records]
-            else:
-                # One pass in C over the records: view, match, pair each with its flag.
-                dropped = map(not_, map(matcher.matches, map(view, records)))
-                entries = list(zip(records, dropped, strict=True))
-            filtered = sum(map(_FLAG, entries))
+            matches = matcher.matches
+            entries = [(r, not r.unfiltered and not matches(view(r))) for r in records]
+            filtered = sum([f for _, f in entries])
             counters.filtered += filtered
             if filtered:
                 entries, settled = self.delivery.sort_filtered(entries)
