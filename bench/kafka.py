@@ -52,7 +52,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.support import free_port, load, running_router, server
+from bench.support import filter_yaml, free_port, load, running_router, server
 from connectors.kafka.records import record_converter
 from router.app import Router, tune_gc
 
@@ -234,11 +234,7 @@ async def through_router(
 ) -> tuple[Rate, float]:
     """The router's rate, and the store's writes per second while it ran."""
     group = f"router-{uuid.uuid4().hex[:8]}"
-    filters = ""
-    if patterns:
-        filters = "    filter_criteria:\n      filters:\n" + "".join(
-            f"        - pattern: '{p}'\n" for p in patterns
-        )
+    filters = filter_yaml(patterns)
     text = f"""
 functions:
   count:

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from bench.kafka import COUNTER, PATTERNS, value
-from bench.support import load, running_router
+from bench.support import filter_yaml, load, running_router
 from connectors.kafka import source as kafka_source
 from connectors.kafka.offsets import PartitionOffsets
 from router.app import tune_gc
@@ -123,11 +123,7 @@ async def run(records: int, patterns: list[str], handler: str) -> tuple[float, f
     fetched = messages(records)
     total = sum(len(ms) for ms in fetched.values())
     stub_the_client(StubConsumer(fetched), list(fetched))
-    filters = ""
-    if patterns:
-        filters = "    filter_criteria:\n      filters:\n" + "".join(
-            f"        - pattern: '{p}'\n" for p in patterns
-        )
+    filters = filter_yaml(patterns)
     text = f"""
 functions:
   count:

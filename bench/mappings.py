@@ -204,18 +204,30 @@ async def sql_changes(
         target = targets[i // 2]
         enabled = i % 2 == 1
         await asyncio.sleep(1.3)  # not in step with the SQLite poll interval, nor with the last
-        t0 = time.perf_counter()
-        async with store.engine.begin() as conn:
-            await conn.execute(
-                sa.text("UPDATE event_source_mappings SET enabled = :e WHERE uuid = :u"),
-                {"u": target, "e": enabled},
+        out.append(
+            (
+                "enable" if enabled else "disable",
+                await set_enabled(store, router, target, enabled, limit),
             )
-        while (target in router.running) != enabled:
-            if time.perf_counter() - t0 > limit:
-                raise SystemExit(f"the SQL change was not applied within {limit:.0f} s")
-            await asyncio.sleep(0.01)
-        out.append(("enable" if enabled else "disable", time.perf_counter() - t0))
+        )
     return out
+
+
+async def set_enabled(
+    store: SQLStore, router: Router, target: str, enabled: bool, limit: float
+) -> float:
+    """Enable or disable mapping ``target`` with SQL; seconds until ``router`` applied it."""
+    t0 = time.perf_counter()
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            sa.text("UPDATE event_source_mappings SET enabled = :e WHERE uuid = :u"),
+            {"u": target, "e": enabled},
+        )
+    while (target in router.running) != enabled:
+        if time.perf_counter() - t0 > limit:
+            raise SystemExit(f"the SQL change was not applied within {limit:.0f} s")
+        await asyncio.sleep(0.01)
+    return time.perf_counter() - t0
 
 
 async def grow(
@@ -296,20 +308,11 @@ async def restart(store: SQLStore, lines: Sequence[str], changes: int) -> None:
         if target is None:
             names = sorted(router.enabled.items(), key=lambda item: (item[1][0] != "s", item[1]))
             target = names[0][0]
-        enabled = not states[target]
-        t0 = time.perf_counter()
-        async with store.engine.begin() as conn:
-            await conn.execute(
-                sa.text("UPDATE event_source_mappings SET enabled = :e WHERE uuid = :u"),
-                {"u": target, "e": enabled},
-            )
-        while (target in router.running) != enabled:
-            if time.perf_counter() - t0 > 60:
-                raise SystemExit("the SQL change was not applied within 60 s")
-            await asyncio.sleep(0.01)
+        made = time.perf_counter()
+        took = await set_enabled(store, router, target, not states[target], 60)
         print(
-            f"  one SQL change made {t0 - t1:.2f} s after that start applied in "
-            f"{time.perf_counter() - t0:.2f} s ({load()})"
+            f"  one SQL change made {made - t1:.2f} s after that start applied in "
+            f"{took:.2f} s ({load()})"
         )
     finally:
         await router.stop()

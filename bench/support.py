@@ -175,3 +175,13 @@ __all__ = [
     "server",
     "store_at",
 ]
+
+
+def filter_yaml(patterns: Sequence[str]) -> str:
+    """The ``filter_criteria`` lines of a mapping (indented for a list item's keys) with
+    ``patterns``; nothing without any."""
+    if not patterns:
+        return ""
+    return "    filter_criteria:\n      filters:\n" + "".join(
+        f"        - pattern: '{p}'\n" for p in patterns
+    )
