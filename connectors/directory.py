@@ -218,7 +218,7 @@ class DirectorySource(Source):
         self._tasks: asyncio.TaskGroup | None = None
         self._pending: set[str] = set()
         """Keys handed to the pipeline and not acknowledged yet."""
-        self._checkpoints = CheckpointWriter(context.store, self._key)
+        self._checkpoints = CheckpointWriter(context.store.put_checkpoints, self._key)
         """Acknowledgements made while a checkpoint write is in flight go in the next one
         (one transaction for many files: a trickle of files is not a commit each)."""
 

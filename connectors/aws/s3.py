@@ -213,7 +213,7 @@ class S3Source(Source):
         self._s3: Any = None
         self._seen: dict[str, str] | None = None
         self._polled: dict[str, str] = {}
-        self._checkpoints = CheckpointWriter(context.store, context.mapping.uuid)
+        self._checkpoints = CheckpointWriter(context.store.put_checkpoints, context.mapping.uuid)
         self._lease_key = f"s3poll:{context.mapping.uuid}"
         self._leased = False
 

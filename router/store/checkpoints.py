@@ -10,22 +10,26 @@ is committed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
-from router.abc import Store
 from router.aio import GroupCommit
+
+PutCheckpoints = Callable[[str, Mapping[str, str]], Awaitable[None]]
+"""``Store.put_checkpoints``."""
 
 GROUP_LIMIT = 500
 """Acknowledgements written at most in one transaction."""
 
 
 class CheckpointWriter:
-    """``store.put_checkpoints(mapping_uuid, ...)`` for concurrent callers, in as few
-    transactions as possible (one write in flight at a time, so a key's later value is
+    """``put_checkpoints(mapping_uuid, ...)`` (the store's) for concurrent callers, in as
+    few transactions as possible (one write in flight at a time, so a key's later value is
     always written after its earlier one)."""
 
-    def __init__(self, store: Store, mapping_uuid: str, limit: int = GROUP_LIMIT) -> None:
-        self.store = store
+    def __init__(
+        self, put_checkpoints: PutCheckpoints, mapping_uuid: str, limit: int = GROUP_LIMIT
+    ) -> None:
+        self._put_checkpoints = put_checkpoints
         self.mapping_uuid = mapping_uuid
         self._group: GroupCommit[Mapping[str, str]] = GroupCommit(self._write, limit)
 
@@ -39,7 +43,7 @@ class CheckpointWriter:
         values: dict[str, str] = {}
         for ack in acks:
             values.update(ack)  # in order: the later value of a key wins
-        await self.store.put_checkpoints(self.mapping_uuid, values)
+        await self._put_checkpoints(self.mapping_uuid, values)
 
     async def aclose(self) -> None:
         """Wait for the writes in flight."""

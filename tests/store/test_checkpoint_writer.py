@@ -29,7 +29,7 @@ def count_checkpoint_writes(store: SQLStore) -> list[int]:
 async def test_concurrent_puts_share_transactions_and_return_once_committed(
     store: SQLStore,
 ) -> None:
-    writer = CheckpointWriter(store, "m")
+    writer = CheckpointWriter(store.put_checkpoints, "m")
     writes = count_checkpoint_writes(store)
 
     # 50 acknowledgements at once: the first is written alone, the rest wait for it and go
@@ -45,7 +45,7 @@ async def test_concurrent_puts_share_transactions_and_return_once_committed(
 
 
 async def test_a_later_value_of_a_key_wins(store: SQLStore) -> None:
-    writer = CheckpointWriter(store, "m")
+    writer = CheckpointWriter(store.put_checkpoints, "m")
     await asyncio.gather(*(writer.put({"file": f"v{i}"}) for i in range(10)))
     assert await store.get_checkpoints("m") == {"file": "v9"}
     await writer.put({})  # nothing to write
@@ -53,7 +53,7 @@ async def test_a_later_value_of_a_key_wins(store: SQLStore) -> None:
 
 
 async def test_a_failed_write_is_raised_to_each_of_its_acknowledgements(store: SQLStore) -> None:
-    writer = CheckpointWriter(store, "m")
+    writer = CheckpointWriter(store.put_checkpoints, "m")
     await writer.put({"before": "x"})
 
     def fails(conn: object, cursor: object, statement: str, *a: object) -> None:
@@ -78,7 +78,7 @@ async def test_a_failed_write_is_raised_to_each_of_its_acknowledgements(store: S
 
 @pytest.mark.parametrize("limit", [1, 2])
 async def test_limit_bounds_one_transaction(store: SQLStore, limit: int) -> None:
-    writer = CheckpointWriter(store, "m", limit=limit)
+    writer = CheckpointWriter(store.put_checkpoints, "m", limit=limit)
     writes = count_checkpoint_writes(store)
     await asyncio.gather(*(writer.put({f"k{i}": "v"}) for i in range(6)))
     assert max(writes) <= limit
