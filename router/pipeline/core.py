@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from itertools import groupby, repeat
-from operator import attrgetter, itemgetter
 from typing import Any, Protocol
 
 from router import tracing
@@ -29,7 +28,7 @@ from router.pipeline.backpressure import Backpressure
 from router.pipeline.batcher import BatchPolicy
 from router.pipeline.delivery import Abandoned, Delivery
 from router.pipeline.destination_records import rejected_record
-from router.pipeline.lanes import Entry, Lane
+from router.pipeline.lanes import Entry, Lane, entry_record, record_lane, record_size
 from router.pipeline.queue import QueueDelivery
 from router.pipeline.status import MappingStatus
 from router.pipeline.stream import StreamDelivery
@@ -44,11 +43,6 @@ POLICIES: Mapping[SourceKind, type[Delivery]] = {
     SourceKind.ASYNC: AsyncDelivery,
 }
 """The delivery policy of each kind of source."""
-
-_LANE = attrgetter("lane")
-_SIZE = attrgetter("size")
-_RECORD = itemgetter(0)
-_FLAG = itemgetter(1)
 
 
 class Matcher(Protocol):
@@ -231,7 +225,7 @@ class Pipeline(Sink):
         # Group by lane: a source puts runs of one lane (a fetched partition, a shard), each
         # found and sliced in C.
         groups: dict[Hashable, list[Entry]] = {}
-        lanes_of = list(map(_LANE, map(_RECORD, entries)))
+        lanes_of = list(map(record_lane, map(entry_record, entries)))
         if lanes_of and lanes_of.count(lanes_of[0]) == len(lanes_of):
             groups[lanes_of[0]] = entries
         else:
@@ -253,7 +247,7 @@ class Pipeline(Sink):
             if filtered:
                 sizes = [r.size for r, f in group if not f]
             else:
-                sizes = list(map(_SIZE, map(_RECORD, group)))
+                sizes = list(map(record_size, map(entry_record, group)))
             if sizes:
                 if lane.count == 0:
                     lane.oldest = now

@@ -33,7 +33,6 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -60,12 +59,11 @@ from router.pipeline.batch_responses import (
     names_no_failure,
 )
 from router.pipeline.destination_records import stream_failure_record
-from router.pipeline.lanes import Entry, Lane
+from router.pipeline.lanes import Entry, Lane, record_size
 from router.pipeline.status import MappingStatus
 from router.secrets import redact
 
 logger = logging.getLogger(__name__)
-_SIZE = attrgetter("size")
 warnings = logs.LimitedLogger(logger)
 """Warnings about a mapping, rate-limited per (mapping, cause)."""
 
@@ -297,7 +295,7 @@ class Delivery(ABC):
         """Invoke the function with ``records``; throttles and transport errors are retried
         here (without spending the retry budget) until the records expire."""
         attempt = 0
-        size = sum(map(_SIZE, records))
+        size = sum(map(record_size, records))
         fields = self.source.invocation_fields(records)
         while True:
             event = self.source.build_event(records)

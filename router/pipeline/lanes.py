@@ -13,12 +13,15 @@ from operator import attrgetter, itemgetter
 from router.models import Record
 from router.pipeline.batcher import EVENT_OVERHEAD, RECORD_OVERHEAD, BatchPolicy
 
-_SIZE = attrgetter("size")
-_RECORD = itemgetter(0)
-
 Entry = tuple[Record, bool]
 """``(record, filtered)``: filtered records ride along in their lane so that acks stay in
 order."""
+
+# Getters for map() over many entries or records at once (the loop runs in C).
+entry_record = itemgetter(0)
+entry_filtered = itemgetter(1)
+record_size = attrgetter("size")
+record_lane = attrgetter("lane")
 
 
 class Lane:
@@ -59,7 +62,7 @@ class Lane:
                 # popleft() batch_size times, in C.
                 batch = list(map(deque.popleft, repeat(entries, policy.batch_size)))
                 self.count -= len(batch)
-                self.nbytes -= sum(map(_SIZE, map(_RECORD, batch)))
+                self.nbytes -= sum(map(record_size, map(entry_record, batch)))
                 self.oldest = time.monotonic()
                 return batch
         n = policy.cut(None if f else r.size for r, f in entries)

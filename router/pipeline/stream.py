@@ -11,16 +11,13 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from operator import itemgetter
 
 from router.models import InvokeResult, Outcome, Record
 from router.pipeline.delivery import PLATFORM, Abandoned, Delivery
 from router.pipeline.destination_records import stream_failure_record
-from router.pipeline.lanes import Entry, Lane
+from router.pipeline.lanes import Entry, Lane, entry_filtered, entry_record
 
 logger = logging.getLogger(__name__)
-_RECORD = itemgetter(0)
-_FLAG = itemgetter(1)
 
 
 @dataclass(slots=True)
@@ -54,11 +51,11 @@ class StreamDelivery(Delivery):
     async def stream(self, batch: list[Entry]) -> None:
         """Deliver a stream batch in order; returns when every entry is acknowledged."""
         finished: set[int] = set()
-        if any(map(_FLAG, batch)):
+        if any(map(entry_filtered, batch)):
             sent = [r for r, filtered in batch if not filtered]
             finished.update(id(r) for r, filtered in batch if filtered)
         else:
-            sent = list(map(_RECORD, batch))
+            sent = list(map(entry_record, batch))
         work = [_Segment(sent)]
         while work:
             await self._ack_prefix(batch, finished)
