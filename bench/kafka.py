@@ -53,6 +53,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.support import filter_yaml, free_port, load, running_router, server
+from connectors.kafka.client import hand_out_parsed_records
 from connectors.kafka.records import record_converter
 from router.app import Router, tune_gc
 
@@ -152,7 +153,8 @@ Rate = tuple[float, float]
 
 
 async def memory_per_record(bootstrap: str, topic: str, count: int = 20_000) -> tuple[int, int]:
-    """Bytes per buffered record: (the client's message alone, message + Record + entry)."""
+    """Bytes per buffered record: (the client's record alone, record + Record + entry), the
+    client's records handed out as the Kafka source's consumer hands them out (as parsed)."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -162,6 +164,7 @@ async def memory_per_record(bootstrap: str, topic: str, count: int = 20_000) -> 
     )
     await consumer.start()
     try:
+        assert hand_out_parsed_records(consumer)
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
         kept: list[tuple[str, int, list[object]]] = []
@@ -324,7 +327,7 @@ async def main() -> None:
         print(f"router batch size {args.batch_size}; bare loop getmany(max_records=1000)")
         topic = await prepare(bootstrap, args.records)
         message, buffered = await memory_per_record(bootstrap, topic)
-        print(f"memory per buffered record: {buffered} B ({message} B of it the client's message)")
+        print(f"memory per buffered record: {buffered} B ({message} B of it the client's record)")
         for round_ in range(1, args.rounds + 1):
             print(f"round {round_} ({load()})")
             for name, _, patterns, handler in runs:

@@ -14,7 +14,7 @@ from array import array
 from binascii import b2a_base64
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -46,11 +46,14 @@ def key_slot(key: bytes | None, slots: int) -> int:
 Converter = Callable[[str, int, Sequence[Any]], list[Record]]
 
 
-def lambda_record(msg: Any) -> dict[str, Any]:
-    """One aiokafka ``ConsumerRecord`` as the record Lambda puts in the event."""
+def lambda_record(topic: str, partition: int, msg: Any) -> dict[str, Any]:
+    """One record of ``topic``/``partition`` as the record Lambda puts in the event. ``msg``
+    is the client's record: the one aiokafka parsed from the fetched bytes, or its
+    ``ConsumerRecord`` (both have ``offset``, ``timestamp``, ``timestamp_type``, ``key``,
+    ``value`` and ``headers``)."""
     data: dict[str, Any] = {
-        "topic": msg.topic,
-        "partition": msg.partition,
+        "topic": topic,
+        "partition": partition,
         "offset": msg.offset,
         "timestamp": msg.timestamp,
         "timestampType": "LOG_APPEND_TIME" if msg.timestamp_type == 1 else "CREATE_TIME",
@@ -64,10 +67,11 @@ def lambda_record(msg: Any) -> dict[str, Any]:
 
 
 def record_converter(slots: int) -> Converter:
-    """A function turning aiokafka ``ConsumerRecord``s of one partition into
-    :class:`Record`s: ``convert(topic, partition, messages)``.
+    """A function turning the client's records of one partition (see
+    :func:`hand_out_records`) into :class:`Record`s: ``convert(topic, partition, messages)``.
 
-    A record keeps the client's message as ``data`` and its offset as ``position``; the
+    A record keeps the client's record as ``data`` and its offset as ``position``; the
+    topic and partition are those of its lane (the client's record may not carry them). The
     Lambda record is built only when a batch is invoked (:func:`build_event`), so records
     the filter drops never pay for it. ``slots`` is the mapping's parallelization factor:
     1 gives one lane per partition ``(topic, partition)``; more gives
@@ -90,14 +94,19 @@ def record_converter(slots: int) -> Converter:
         out: list[Record] = []
         append = out.append
         for msg in messages:
-            # Sizes of key and value are -1 when null; base64 grows them by a third.
-            size = base_size + (msg.serialized_key_size + msg.serialized_value_size) * 4 // 3
+            # base64 grows key and value by a third.
+            key = msg.key
+            value = msg.value
+            size = base_size
+            if key is not None:
+                size += len(key) * 4 // 3
+            if value is not None:
+                size += len(value) * 4 // 3
             headers = msg.headers
             if headers:
                 for name, raw in headers:
                     size += len(name) + 8 + (len(raw) * 4 if raw else 0)
             if slots > 1:
-                key = msg.key
                 lane: Hashable = shared[crc(key) % slots] if key is not None else base_lane
             else:
                 lane = base_lane
@@ -110,7 +119,13 @@ def record_converter(slots: int) -> Converter:
 
 def identifiers(records: Sequence[Record]) -> list[str]:
     """The ``itemIdentifier`` of each record: ``<topic>-<partition>:<offset>``."""
-    return [f"{r.data.topic}-{r.data.partition}:{r.data.offset}" for r in records]
+    return [f"{_partition_key(r)}:{r.position}" for r in records]
+
+
+def _partition_key(record: Record) -> str:
+    # A lane is (topic, partition) or (topic, partition, slot).
+    lane = cast(tuple[Any, ...], record.lane)
+    return f"{lane[0]}-{lane[1]}"
 
 
 def build_event(bootstrap: str, records: Sequence[Record]) -> dict[str, Any]:
@@ -118,12 +133,15 @@ def build_event(bootstrap: str, records: Sequence[Record]) -> dict[str, Any]:
     grouped: dict[str, list[dict[str, Any]]] = {}
     b64 = b2a_base64
     lane: Any = None
+    topic = ""
+    partition = 0
     current: list[dict[str, Any]] = []
     append = current.append
     for record in records:
         if record.lane is not lane:
             lane = record.lane
-            current = grouped.setdefault(f"{lane[0]}-{lane[1]}", [])
+            topic, partition = lane[0], lane[1]
+            current = grouped.setdefault(f"{topic}-{partition}", [])
             append = current.append
         msg = record.data
         key = msg.key
@@ -132,8 +150,8 @@ def build_event(bootstrap: str, records: Sequence[Record]) -> dict[str, Any]:
             # The common case in one dict literal (cheaper than inserting keys).
             append(
                 {
-                    "topic": msg.topic,
-                    "partition": msg.partition,
+                    "topic": topic,
+                    "partition": partition,
                     "offset": msg.offset,
                     "timestamp": msg.timestamp,
                     "timestampType": "LOG_APPEND_TIME"
@@ -145,7 +163,7 @@ def build_event(bootstrap: str, records: Sequence[Record]) -> dict[str, Any]:
                 }
             )
         else:
-            append(lambda_record(msg))
+            append(lambda_record(topic, partition, msg))
     return {"eventSource": EVENT_SOURCE, "bootstrapServers": bootstrap, "records": grouped}
 
 
@@ -175,7 +193,8 @@ def filter_viewer(fields: frozenset[str] | None) -> Callable[[Record], Any]:
         return value_only
 
     def full(record: Record) -> Any:
-        return kafka_view(lambda_record(record.data))
+        lane = cast(tuple[Any, ...], record.lane)
+        return kafka_view(lambda_record(lane[0], lane[1], record.data))
 
     return full
 
@@ -191,7 +210,7 @@ def batch_info(bootstrap: str, records: Sequence[Record]) -> dict[str, Any]:
     infos: dict[str, dict[str, str]] = {}
     for record in records:
         msg = record.data
-        key = f"{msg.topic}-{msg.partition}"
+        key = _partition_key(record)
         info = infos.get(key)
         offset = str(msg.offset)
         stamp = _iso_ms(msg.timestamp)

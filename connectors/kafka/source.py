@@ -55,6 +55,7 @@ _RETRY_BACKOFF = 1.0
 _LANE = attrgetter("lane")
 _POSITION = attrgetter("position")
 _OFFSET = attrgetter("offset")
+"""The offset of a client's record (parsed, or a ConsumerRecord)."""
 
 
 class KafkaSource(Source):
@@ -187,7 +188,7 @@ class KafkaSource(Source):
         """Start a consumer and join the group: as a static member while the cluster
         handles it (see connectors.kafka.membership), else as a dynamic one. Raises
         SourceError when the cluster cannot be reached."""
-        from connectors.kafka.client import KafkaError
+        from connectors.kafka.client import KafkaError, hand_out_parsed_records
 
         consumer = self._consumer = self._new_consumer()  # the listener may run during start
         try:
@@ -202,6 +203,8 @@ class KafkaSource(Source):
             raise SourceError(
                 f"kafka {self._bootstrap}: cannot join group {self._group_id!r}: {describe(e)}"
             ) from e
+        if not hand_out_parsed_records(consumer):
+            logger.debug("kafka %s: the consumer hands out ConsumerRecords", self._bootstrap)
         if not self._membership_told:
             self._membership_told = True
             session = self.settings.session_timeout_ms

@@ -70,7 +70,7 @@ def test_value_only_view_matches_as_the_full_lambda_record(pattern: str) -> None
     fast = filter_viewer(matcher.fields)
     records = record_converter(1)("orders", 3, [message(i, v) for i, v in enumerate(VALUES)])
     for record in records:
-        full = kafka_view(lambda_record(record.data))
+        full = kafka_view(lambda_record("orders", 3, record.data))
         assert matcher.matches(fast(record)) == matcher.matches(full), record.data.value
 
 
@@ -80,7 +80,7 @@ def test_patterns_on_other_fields_see_the_whole_record() -> None:
     record = record_converter(1)("orders", 3, [message(0, VALUES[0])])[0]
     assert view(record)["key"] == "aw=="
     assert matcher.matches(view(record))
-    assert filter_viewer(None)(record) == kafka_view(lambda_record(record.data))
+    assert filter_viewer(None)(record) == kafka_view(lambda_record("orders", 3, record.data))
 
 
 def test_event_identifiers_and_lanes() -> None:
@@ -94,7 +94,7 @@ def test_event_identifiers_and_lanes() -> None:
     event = build_event("b:9092", records)
     assert event["eventSource"] == "SelfManagedKafka"
     assert event["bootstrapServers"] == "b:9092"
-    assert event["records"] == {"orders-3": [lambda_record(r.data) for r in records]}
+    assert event["records"] == {"orders-3": [lambda_record("orders", 3, r.data) for r in records]}
     tombstone = event["records"]["orders-3"][1]
     assert "key" not in tombstone
     assert "value" not in tombstone

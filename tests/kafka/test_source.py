@@ -10,15 +10,18 @@ import time
 from collections import defaultdict
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.structs import ConsumerRecord
 
-from connectors.kafka.records import key_slot
+from connectors.kafka.client import hand_out_parsed_records
+from connectors.kafka.records import key_slot, record_converter
 from connectors.kafka.source import KafkaSource
 from router.errors import SourceError
+from router.models import Record
 from router.store import SQLStore
 from tests.fixtures.kafka import TopicFactory
 from tests.kafka.helpers import Message, committed, make_source, offsets, produce, running
@@ -35,8 +38,13 @@ async def wait_until(predicate: Any, timeout: float = 20.0, what: str = "conditi
         await asyncio.sleep(0.02)
 
 
+def partition_of(record: Record) -> int:
+    """The partition of a record: its lane is (topic, partition) or (topic, partition, slot)."""
+    return cast(tuple[Any, ...], record.lane)[1]  # type: ignore[no-any-return]
+
+
 def _has_partition(sink: RecordingSink, partition: int) -> bool:
-    return any(r.data.partition == partition for r in sink.records)
+    return any(partition_of(r) == partition for r in sink.records)
 
 
 async def assigned(source: KafkaSource, n: int = 1) -> None:
@@ -109,6 +117,55 @@ async def test_delivers_records_in_the_exact_aws_shape(
     assert part["firstRecordTimestamp"].endswith("Z")
 
 
+async def test_records_are_the_clients_parsed_records_and_build_the_same_event(
+    sqlite_store: SQLStore, kafka_broker: str, kafka_topic: str
+) -> None:
+    # Produced once the source's consumer runs: fetched after it was told to hand out the
+    # records it parses, without a ConsumerRecord each.
+    source = make_source(sqlite_store, kafka_broker, [kafka_topic])
+    sink = RecordingSink()
+    messages: list[Message | bytes] = [
+        (b"k", b'{"n":1}', [("h", b"\x01\xff")]),
+        (None, b"v", None),
+        (b"tomb", None, None),
+    ]
+    async with running(source, sink):
+        await assigned(source)
+        await produce(kafka_broker, kafka_topic, messages)
+        records = await sink.wait_count(3)
+    assert all(not isinstance(r.data, ConsumerRecord) for r in records)
+    # The same messages read by a bare consumer, as ConsumerRecords, give the same event.
+    consumer = AIOKafkaConsumer(
+        kafka_topic, bootstrap_servers=kafka_broker, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        fetched: list[ConsumerRecord[bytes, bytes]] = []
+        while len(fetched) < 3:
+            for got in (await consumer.getmany(timeout_ms=1000)).values():
+                fetched.extend(got)
+    finally:
+        await consumer.stop()
+    converted = record_converter(1)(kafka_topic, 0, fetched)
+    assert source.build_event(records) == source.build_event(converted)
+    assert source.identifiers(records) == source.identifiers(converted)
+    assert source.batch_info(records) == source.batch_info(converted)
+    assert [r.size for r in records] == [r.size for r in converted]
+
+
+async def test_a_consumer_with_a_deserializer_keeps_its_consumer_records(
+    kafka_broker: str, kafka_topic: str
+) -> None:
+    consumer = AIOKafkaConsumer(
+        kafka_topic, bootstrap_servers=kafka_broker, value_deserializer=bytes.decode
+    )
+    await consumer.start()
+    try:
+        assert not hand_out_parsed_records(consumer)
+    finally:
+        await consumer.stop()
+
+
 async def test_order_per_partition_and_acks_commit_only_the_acked_prefix(
     sqlite_store: SQLStore, kafka_broker: str, make_topic: TopicFactory
 ) -> None:
@@ -127,12 +184,14 @@ async def test_order_per_partition_and_acks_commit_only_the_acked_prefix(
         records = await sink.wait_count(150)
         by_partition: dict[int, list[int]] = defaultdict(list)
         for record in records:
-            assert record.lane == (topic, record.data.partition)
-            by_partition[record.data.partition].append(record.data.offset)
+            # The lane is the partition the record was produced to.
+            assert record.lane == (topic, partition_of(record))
+            assert record.data.value == f"{partition_of(record)}-{record.data.offset}".encode()
+            by_partition[partition_of(record)].append(record.data.offset)
         assert by_partition == {p: list(range(50)) for p in range(3)}
         # Partition 0: ack 0..9; partition 1: everything; partition 2: nothing.
-        await source.ack([r for r in records if r.data.partition == 0][:10])
-        await source.ack([r for r in records if r.data.partition == 1])
+        await source.ack([r for r in records if partition_of(r) == 0][:10])
+        await source.ack([r for r in records if partition_of(r) == 1])
         await wait_until(
             lambda: source._offsets[TopicPartition(topic, 1)].committed == 50, what="commit"
         )
@@ -153,7 +212,7 @@ async def test_order_per_partition_and_acks_commit_only_the_acked_prefix(
         records = await sink2.wait_count(90)
     firsts: dict[int, int] = {}
     for record in records:
-        firsts.setdefault(record.data.partition, record.data.offset)
+        firsts.setdefault(partition_of(record), record.data.offset)
     assert firsts == {0: 10, 2: 0}
 
 
@@ -304,7 +363,7 @@ async def test_operator_reset_rows_move_the_group(
     sink2 = RecordingSink()
     async with running(again, sink2):
         records = await sink2.wait_count(9)
-        got = sorted((r.data.partition, r.data.offset) for r in records)
+        got = sorted((partition_of(r), r.data.offset) for r in records)
         assert got == [(0, o) for o in range(7, 10)] + [(1, o) for o in range(4, 10)]
         await wait_until(
             lambda: all(t.committed is not None for t in again._offsets.values()),
@@ -357,7 +416,7 @@ async def test_rebalance_between_two_sources_loses_nothing(
     async with running(first, sink1):
         await sink1.wait_count(20)
         # Acknowledge only partitions 0 and 1 before the second member arrives.
-        await first.ack([r for r in sink1.records if r.data.partition in (0, 1)])
+        await first.ack([r for r in sink1.records if partition_of(r) in (0, 1)])
         second = make_source(sqlite_store, kafka_broker, [topic], group=group)
         sink2 = RecordingSink()
         async with running(second, sink2):
@@ -381,7 +440,7 @@ async def test_rebalance_between_two_sources_loses_nothing(
                 )
             starts: dict[int, int] = {}
             for record in sink2.records:
-                starts.setdefault(record.data.partition, record.data.offset)
+                starts.setdefault(partition_of(record), record.data.offset)
             for partition in theirs:
                 if partition in (0, 1):
                     assert partition not in starts  # nothing new to read
@@ -465,8 +524,8 @@ async def test_lane_lag_is_the_end_offset_minus_the_next_offset_to_acknowledge(
         records = await sink.wait_count(35)
         # Fetched, none acknowledged: everything is behind.
         await wait_until(lambda: lag() == {f"{topic}:0": 30, f"{topic}:1": 5}, what="lag 30/5")
-        await source.ack([r for r in records if r.data.partition == 0][:10])
-        await source.ack([r for r in records if r.data.partition == 1])
+        await source.ack([r for r in records if partition_of(r) == 0][:10])
+        await source.ack([r for r in records if partition_of(r) == 1])
         assert lag() == {f"{topic}:0": 20, f"{topic}:1": 0}
         # New records at the end of partition 1 are behind once fetched.
         await produce(kafka_broker, topic, [b"c0", b"c1", b"c2"], partition=1)
