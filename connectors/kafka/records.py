@@ -68,7 +68,8 @@ def lambda_record(topic: str, partition: int, msg: Any) -> dict[str, Any]:
 
 def record_converter(slots: int) -> Converter:
     """A function turning the client's records of one partition (see
-    :func:`hand_out_records`) into :class:`Record`s: ``convert(topic, partition, messages)``.
+    :func:`connectors.kafka.client.hand_out_parsed_records`) into :class:`Record`s:
+    ``convert(topic, partition, messages)``.
 
     A record keeps the client's record as ``data`` and its offset as ``position``; the
     topic and partition are those of its lane (the client's record may not carry them). The
