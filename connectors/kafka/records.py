@@ -123,10 +123,15 @@ def identifiers(records: Sequence[Record]) -> list[str]:
     return [f"{_partition_key(r)}:{r.position}" for r in records]
 
 
-def _partition_key(record: Record) -> str:
+def _topic_partition(record: Record) -> tuple[str, int]:
     # A lane is (topic, partition) or (topic, partition, slot).
     lane = cast(tuple[Any, ...], record.lane)
-    return f"{lane[0]}-{lane[1]}"
+    return lane[0], lane[1]
+
+
+def _partition_key(record: Record) -> str:
+    topic, partition = _topic_partition(record)
+    return f"{topic}-{partition}"
 
 
 def build_event(bootstrap: str, records: Sequence[Record]) -> dict[str, Any]:
@@ -194,8 +199,7 @@ def filter_viewer(fields: frozenset[str] | None) -> Callable[[Record], Any]:
         return value_only
 
     def full(record: Record) -> Any:
-        lane = cast(tuple[Any, ...], record.lane)
-        return kafka_view(lambda_record(lane[0], lane[1], record.data))
+        return kafka_view(lambda_record(*_topic_partition(record), record.data))
 
     return full
 
