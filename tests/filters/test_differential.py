@@ -11,7 +11,8 @@ from router.filters import compile_patterns
 from router.filters.compile import make_predicate
 from router.filters.parse import load_pattern, parse_pattern
 from router.filters.reference import patterns_match
-from router.filters.scalar import scalar_matcher
+from router.filters.scalar import integer_bounds, numeric_bounds, scalar_matcher
+from router.filters.spec import FIVE_BILLION, number_key
 
 KEYS = st.sampled_from(["a", "b", "c"])
 SCALARS = st.sampled_from(
@@ -233,3 +234,71 @@ def test_generated_matcher_agrees_where_it_answers(
     found = generated(event)
     if found is not None:
         assert found is patterns_match(everything, event)
+
+
+@settings(SETTINGS, max_examples=150)
+@given(
+    patterns=st.lists(PATTERNS, min_size=1, max_size=4),
+    cases=st.lists(PATTERN_AND_EVENT, min_size=2, max_size=12),
+)
+def test_generated_matcher_agrees_over_a_stream_of_events(
+    patterns: list[dict[str, Any]], cases: list[tuple[dict[str, Any], dict[str, Any]]]
+) -> None:
+    # One generated matcher sees many events in a row, so the conjunction it tries first
+    # (the one that held most lately) changes as it goes; every answer it gives is still
+    # the reference's. Events are sent twice, so a hint set by an event meets it again.
+    everything = [*patterns, *(p for p, _ in cases)]
+    conjunctions = [c for p in everything for c in parse_pattern(load_pattern(p))]
+    generated = scalar_matcher(conjunctions, make_predicate)
+    if generated is None:
+        return
+    for _, event in [*cases, *cases]:
+        found = generated(event)
+        if found is not None:
+            assert found is patterns_match(everything, event)
+
+
+def test_a_stream_matching_one_pattern_is_tried_against_it_first() -> None:
+    # The last pattern holds for every record but comes last in order: after a few records
+    # it is the matcher's first try, and the answers stay exact.
+    patterns: list[dict[str, Any]] = [
+        {"kind": ["order"], "amount": [{"numeric": [">", 50]}]},
+        {"kind": ["refund"]},
+        {"amount": [{"numeric": [">=", 0]}]},
+    ]
+    conjunctions = [c for p in patterns for c in parse_pattern(load_pattern(p))]
+    generated = scalar_matcher(conjunctions, make_predicate)
+    assert generated is not None
+    kinds = ["order", "refund", "invoice"]
+    events = [{"kind": kinds[i % 3], "amount": i % 100} for i in range(300)]
+    events += [{"kind": "invoice", "amount": -1}, {"kind": "order", "amount": 2.5}]
+    for event in events:
+        assert generated(event) is patterns_match(patterns, event)
+    hint = generated.__globals__["H"][0]
+    assert hint is not None
+    assert hint({"kind": "invoice", "amount": 7}) is True
+
+
+@settings(SETTINGS, max_examples=200)
+@given(
+    low=st.integers(-(6 * 10**9), 6 * 10**9),
+    width=st.integers(0, 10**4),
+    inclusive=st.tuples(st.booleans(), st.booleans()),
+    values=st.lists(st.integers(-(6 * 10**9), 6 * 10**9), max_size=20),
+    near=st.lists(st.integers(-3, 3), max_size=10),
+)
+def test_integer_bounds_are_those_of_number_key(
+    low: int, width: int, inclusive: tuple[bool, bool], values: list[int], near: list[int]
+) -> None:
+    # The generated matcher compares integers with bounds instead of number keys: for any
+    # range of keys, an integer is within the bounds exactly when its key is in the range.
+    lo, hi = numeric_bounds(
+        number_key(low) if -FIVE_BILLION <= low <= FIVE_BILLION else None,
+        inclusive[0],
+        number_key(low + width) if -FIVE_BILLION <= low + width <= FIVE_BILLION else None,
+        inclusive[1],
+    )
+    first, last = integer_bounds(lo, hi)
+    for v in [*values, *(low + d for d in near), *(low + width + d for d in near), first, last]:
+        key = number_key(v)
+        assert (first <= v <= last) is (key is not None and lo <= key <= hi)
