@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import orjson
+from orjson import JSONDecodeError, loads
 
 from router.filters.view import decode_base64, decode_text, with_decoded
 from router.models import Record
@@ -193,8 +194,14 @@ def filter_viewer(fields: frozenset[str] | None) -> Callable[[Record], Any]:
 
         def value_only(record: Record) -> Any:
             raw = record.data.value
-            # A null value (tombstone) has no "value" key in the Lambda record.
-            return {} if raw is None else {"value": decode_text(raw)}
+            if raw is None:
+                # A null value (tombstone) has no "value" key in the Lambda record.
+                return {}
+            try:
+                # JSON, the usual value, without a call more (decode_text tries it first).
+                return {"value": loads(raw)}
+            except JSONDecodeError:
+                return {"value": decode_text(raw)}
 
         return value_only
 
