@@ -234,6 +234,15 @@ class Source(Plugin, ABC):
 
         return view
 
+    def filter_payload(self) -> tuple[str, Callable[[Record], object]] | None:
+        """The top-level key of the filter view that is decoded from a record's raw bytes
+        (Kafka ``value``), and a function giving a record's bytes for it; None (the default)
+        when there is none. When every pattern needs a string under that key, the pipeline
+        drops a record whose bytes hold none of them without building its view (see
+        :mod:`router.filters.raw`). The function may give anything but bytes for a record
+        whose view must be built (a null value)."""
+        return None
+
     @classmethod
     def validate_mapping(cls, mapping: MappingConfig) -> Sequence[MappingProblem]:
         """This source type's rules on a mapping that its traits cannot say: one setting's

@@ -55,6 +55,7 @@ _RETRY_BACKOFF = 1.0
 _LANE = attrgetter("lane")
 _POSITION = attrgetter("position")
 _OFFSET = attrgetter("offset")
+_VALUE = attrgetter("data.value")
 """The offset of a client's record (parsed, or a ConsumerRecord)."""
 
 
@@ -345,6 +346,9 @@ class KafkaSource(Source):
 
     def filter_viewer(self, fields: frozenset[str] | None) -> Callable[[Record], Any]:
         return filter_viewer(fields)
+
+    def filter_payload(self) -> tuple[str, Callable[[Record], object]]:
+        return "value", _VALUE
 
     def batch_info(self, records: Sequence[Record]) -> dict[str, Any]:
         return batch_info(self._bootstrap, records)

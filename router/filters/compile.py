@@ -30,6 +30,7 @@ from typing import Any
 from router.filters.index import anchored_matcher
 from router.filters.leaves import FieldIndex
 from router.filters.parse import PatternError, load_pattern, parse_pattern
+from router.filters.raw import needed_strings
 from router.filters.scalar import numeric_bounds, scalar_matcher
 from router.filters.spec import (
     ABSENT,
@@ -291,6 +292,7 @@ class Matcher:
     __slots__ = (
         "_all",
         "_anchored",
+        "_conjunctions",
         "_evaluators",
         "_fails",
         "_loose",
@@ -302,6 +304,7 @@ class Matcher:
 
     def __init__(self, conjunctions: Sequence[Conjunction], *, match_all: bool) -> None:
         self._match_all = match_all
+        self._conjunctions = tuple(conjunctions)
         self.fields: frozenset[str] | None = None
         """The top-level keys the patterns look at (None: any). Keys outside it never change
         whether an event matches, so a source may leave them out of the event it builds."""
@@ -349,6 +352,14 @@ class Matcher:
         return False
 
     __call__ = matches
+
+    def needed_strings(self, field: str) -> frozenset[bytes] | None:
+        """The strings (UTF-8) of which the raw text decoded into the top-level ``field``
+        must hold one for any pattern to match (see :mod:`router.filters.raw`), or None when
+        some pattern needs none there."""
+        if self._match_all:
+            return None
+        return needed_strings(self._conjunctions, field)
 
 
 def compile_patterns(patterns: Sequence[str | bytes | Mapping[str, Any]]) -> Matcher:

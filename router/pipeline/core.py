@@ -22,6 +22,7 @@ from router.abc import Destination, Invoker, Sink, Source
 from router.aio import cancel_and_wait, close_logged, wait_event
 from router.backoff import Backoff
 from router.counters import Counters
+from router.filters.raw import may_match
 from router.models import FunctionConfig, MappingConfig, Record, SourceKind
 from router.pipeline.asynchronous import AsyncDelivery
 from router.pipeline.backpressure import Backpressure
@@ -52,6 +53,21 @@ class Matcher(Protocol):
 
     def matches(self, event: Any) -> bool: ...
 
+    def needed_strings(self, field: str) -> frozenset[bytes] | None: ...
+
+
+def _payload_check(
+    source: Source, matcher: Matcher | None
+) -> tuple[Callable[[Record], object], Callable[[object], bool]] | None:
+    """``(payload, may_match)`` when every pattern needs a string in the raw bytes the
+    source decodes for the filter (:meth:`Source.filter_payload`), else None."""
+    found = source.filter_payload() if matcher is not None else None
+    if matcher is None or found is None:
+        return None
+    field, payload = found
+    needed = matcher.needed_strings(field)
+    return None if needed is None else (payload, may_match(needed))
+
 
 class Pipeline(Sink):
     """Runs one mapping: its source feeds lanes, lanes feed the function.
@@ -81,6 +97,7 @@ class Pipeline(Sink):
         self.source = source
         self._matcher = matcher
         self._filter_view = source.filter_viewer(matcher.fields) if matcher is not None else None
+        self._payload_check = _payload_check(source, matcher)
         self.mapping_status = MappingStatus(report)
         self.policy = BatchPolicy(
             batch_size=max(1, mapping.batch_size), window=max(0.0, mapping.maximum_batching_window)
@@ -215,7 +232,16 @@ class Pipeline(Sink):
         filtered = 0
         if matcher is not None and view is not None:
             matches = matcher.matches
-            entries = [(r, not r.unfiltered and not matches(view(r))) for r in records]
+            check = self._payload_check
+            if check is None:
+                entries = [(r, not r.unfiltered and not matches(view(r))) for r in records]
+            else:
+                # A record whose raw bytes cannot match is dropped before its view is built.
+                payload, may_match = check
+                entries = [
+                    (r, not r.unfiltered and not (may_match(payload(r)) and matches(view(r))))
+                    for r in records
+                ]
             filtered = sum([f for _, f in entries])
             counters.filtered += filtered
             if filtered:

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer
 from router.store import SQLStore
 from tests.fixtures.kafka import TopicFactory
 from tests.helpers import eventually, run_router
-from tests.kafka.helpers import committed, produce
+from tests.kafka.helpers import Message, committed, produce
 
 pytestmark = pytest.mark.kafka
 
@@ -126,6 +126,37 @@ async def test_filtered_records_are_committed(
 
         await eventually(all_committed, what="filtered records committed")
     assert [offset for _, offset, _ in delivered(handlers)] == list(range(0, 30, 3))
+
+
+async def test_records_ruled_out_on_their_bytes_are_committed_and_never_delivered(
+    sqlite_store: SQLStore, kafka_broker: str, kafka_topic: str, handlers: Path
+) -> None:
+    # Every pattern needs a string, so records whose bytes hold none are dropped before
+    # decoding; records spelling it with an escape, or holding it elsewhere, are decoded and
+    # matched as usual.
+    values: list[Message | bytes] = [
+        orjson.dumps({"kind": "refund", "i": 0}),  # 0 kept
+        orjson.dumps({"kind": "order", "i": 1}),
+        b'{"kind": "re\\u0066und", "i": 2}',  # 2 kept (an escape)
+        b"refund, not JSON",  # a nested pattern never matches text
+        (b"k", None, None),  # a tombstone
+        orjson.dumps({"kind": "invoice", "note": "refund"}),  # holds the text, no match
+        orjson.dumps({"kind": "refund-late"}),  # 6 kept (prefix)
+        orjson.dumps({"kind": "shipment"}),
+    ]
+    await produce(kafka_broker, kafka_topic, values)
+    extra = """    filter_criteria:
+      filters:
+        - pattern: '{"value": {"kind": ["refund"]}}'
+        - pattern: '{"value": {"kind": [{"prefix": "refund-"}]}}'"""
+    text = config(kafka_broker, kafka_topic, "record", "g-raw", extra)
+    async with run_router(text, sqlite_store):
+
+        async def all_committed() -> bool:
+            return await committed(kafka_broker, "g-raw", kafka_topic) == [len(values)]
+
+        await eventually(all_committed, what="every record committed")
+    assert [offset for _, offset, _ in delivered(handlers)] == [0, 2, 6]
 
 
 async def test_bisect_isolates_a_poison_record_into_the_kafka_destination(
