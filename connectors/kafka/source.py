@@ -55,8 +55,9 @@ _RETRY_BACKOFF = 1.0
 _LANE = attrgetter("lane")
 _POSITION = attrgetter("position")
 _OFFSET = attrgetter("offset")
-_VALUE = attrgetter("data.value")
 """The offset of a client's record (parsed, or a ConsumerRecord)."""
+_VALUE = attrgetter("data.value")
+"""The value bytes of a record's client record (what the filter view decodes)."""
 
 
 class KafkaSource(Source):
