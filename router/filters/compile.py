@@ -30,7 +30,7 @@ from typing import Any
 from router.filters.index import anchored_matcher
 from router.filters.leaves import FieldIndex
 from router.filters.parse import PatternError, load_pattern, parse_pattern
-from router.filters.raw import needed_strings
+from router.filters.raw import may_match, needed_strings
 from router.filters.scalar import numeric_bounds, scalar_matcher
 from router.filters.spec import (
     ABSENT,
@@ -361,6 +361,13 @@ class Matcher:
         if self._match_all:
             return None
         return needed_strings(self._conjunctions, field)
+
+    def payload_check(self, field: str) -> Callable[[object], bool] | None:
+        """``check(payload)``, False for raw bytes decoded into the top-level ``field`` that
+        no pattern can match (see :meth:`needed_strings`); None when there is nothing to
+        look for."""
+        needed = self.needed_strings(field)
+        return None if needed is None else may_match(needed)
 
 
 def compile_patterns(patterns: Sequence[str | bytes | Mapping[str, Any]]) -> Matcher:

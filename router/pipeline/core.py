@@ -22,7 +22,6 @@ from router.abc import Destination, Invoker, Sink, Source
 from router.aio import cancel_and_wait, close_logged, wait_event
 from router.backoff import Backoff
 from router.counters import Counters
-from router.filters.raw import may_match
 from router.models import FunctionConfig, MappingConfig, Record, SourceKind
 from router.pipeline.asynchronous import AsyncDelivery
 from router.pipeline.backpressure import Backpressure
@@ -53,7 +52,7 @@ class Matcher(Protocol):
 
     def matches(self, event: Any) -> bool: ...
 
-    def needed_strings(self, field: str) -> frozenset[bytes] | None: ...
+    def payload_check(self, field: str) -> Callable[[object], bool] | None: ...
 
 
 def _payload_check(
@@ -65,8 +64,8 @@ def _payload_check(
     if matcher is None or found is None:
         return None
     field, payload = found
-    needed = matcher.needed_strings(field)
-    return None if needed is None else (payload, may_match(needed))
+    check = matcher.payload_check(field)
+    return None if check is None else (payload, check)
 
 
 class Pipeline(Sink):
