@@ -18,6 +18,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from connectors.nats.records import (
@@ -31,6 +32,9 @@ from connectors.nats.settings import NatsSourceSettings, consumer_name, describe
 from router.abc import MappingProblem, MetricFamily, Sink, Source, SourceContext, SourceTraits
 from router.errors import ConfigError, SourceError
 from router.models import MappingConfig, Record, SourceKind
+
+_DATA = attrgetter("data.data")
+"""The payload bytes of a record's message (what the filter view decodes as ``data``)."""
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -179,6 +183,9 @@ class NatsSource(Source):
 
     def filter_viewer(self, fields: frozenset[str] | None) -> Callable[[Record], Any]:
         return filter_viewer(fields)
+
+    def filter_payload(self) -> tuple[str, Callable[[Record], object]]:
+        return "data", _DATA
 
     def batch_info(self, records: Sequence[Record]) -> dict[str, Any]:
         return batch_info(self._address, self.settings.stream, self._durable, records)

@@ -217,6 +217,14 @@ class RedisSource(Source):
     def filter_viewer(self, fields: frozenset[str] | None) -> Callable[[Record], Any]:
         return filter_viewer(self._data_field, fields)
 
+    def filter_payload(self) -> tuple[str, Callable[[Record], object]]:
+        field = self._data_field
+
+        def data(record: Record) -> object:
+            return record.data.fields.get(field)
+
+        return "data", data
+
     def batch_info(self, records: Sequence[Record]) -> dict[str, Any]:
         return batch_info(self._address, self._group, self._data_field, records)
 

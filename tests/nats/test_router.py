@@ -147,6 +147,29 @@ async def all_acked(url: str, stream: str, consumer: str = "orders") -> bool:
         return False
 
 
+async def test_messages_ruled_out_on_their_bytes_are_acknowledged_and_never_delivered(
+    sqlite_store: SQLStore, nats_url: str, nats_streams: StreamFactory, handlers: Path
+) -> None:
+    # The pattern needs a string: messages whose bytes hold none are dropped before decoding,
+    # those spelling it with an escape or holding it elsewhere are decoded and matched.
+    stream = await nats_streams("RAW")
+    payloads = [
+        orjson.dumps({"kind": "refund"}),  # kept
+        orjson.dumps({"kind": "order"}),
+        b'{"kind": "re\\u0066und"}',  # kept (an escape)
+        b"refund, not JSON",
+        orjson.dumps({"kind": "invoice", "note": "refund"}),
+    ]
+    seqs = await publish(nats_url, [(f"{stream}.eu", p) for p in payloads])
+    extra = """    filter_criteria:
+      filters:
+        - pattern: '{"data": {"kind": ["refund"]}}'"""
+    async with run_router(config(nats_url, stream, "shape", extra), sqlite_store):
+        await eventually(lambda: len(delivered(handlers)) == 2, what="kept messages")
+        await eventually(lambda: all_acked(nats_url, stream), what="all acknowledged")
+    assert [s for _, s, _, _ in delivered(handlers)] == [seqs[0], seqs[2]]
+
+
 async def test_event_shape_and_filtering_on_data(
     sqlite_store: SQLStore, nats_url: str, nats_streams: StreamFactory, handlers: Path
 ) -> None:

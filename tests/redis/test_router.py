@@ -151,6 +151,30 @@ async def all_acked(url: str, stream: str, group: str, total: int) -> bool:
     )
 
 
+async def test_entries_ruled_out_on_their_bytes_are_acknowledged_and_never_delivered(
+    sqlite_store: SQLStore, redis_url: str, redis_streams: Callable[[str], str], handlers: Path
+) -> None:
+    # The pattern needs a string: entries whose data bytes hold none are dropped before
+    # decoding; an escape, a string held elsewhere and an entry without data are decoded.
+    stream = redis_streams("raw")
+    items: list[dict[Any, Any]] = [
+        {"data": orjson.dumps({"kind": "refund"})},  # kept
+        {"data": orjson.dumps({"kind": "order"})},
+        {"data": b'{"kind": "re\\u0066und"}'},  # kept (an escape)
+        {"data": b"refund, not JSON"},
+        {"data": orjson.dumps({"kind": "invoice", "note": "refund"})},
+        {"other": b"refund"},
+    ]
+    ids = await add(redis_url, stream, items)
+    extra = """    filter_criteria:
+      filters:
+        - pattern: '{"data": {"kind": ["refund"]}}'"""
+    async with run_router(config(redis_url, [stream], "shape", "g", extra), sqlite_store):
+        await eventually(lambda: len(delivered(handlers)) == 2, what="kept entries")
+        await eventually(lambda: all_acked(redis_url, stream, "g", 6), what="all acknowledged")
+    assert [i for _, i, _, _ in delivered(handlers)] == [ids[0], ids[2]]
+
+
 async def test_event_shape_and_filtering_on_data(
     sqlite_store: SQLStore, redis_url: str, redis_streams: Callable[[str], str], handlers: Path
 ) -> None:
