@@ -60,8 +60,10 @@ def _payload_check(
 ) -> tuple[Callable[[Record], object], Callable[[object], bool]] | None:
     """``(payload, may_match)`` when every pattern needs a string in the raw bytes the
     source decodes for the filter (:meth:`Source.filter_payload`), else None."""
-    found = source.filter_payload() if matcher is not None else None
-    if matcher is None or found is None:
+    if matcher is None:
+        return None
+    found = source.filter_payload()
+    if found is None:
         return None
     field, payload = found
     check = matcher.payload_check(field)
