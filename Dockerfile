@@ -28,7 +28,7 @@ print('\n'.join(p['dependencies'] + [d for e in wanted for d in o[e]]))" > requi
 # The router goes to /opt/router-app (on the environment's path through a .pth file), so that
 # a change to the code changes only that small layer of the image, not the environment's.
 RUN echo /opt/router-app > "$(/opt/router/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/router-app.pth"
-COPY README.md ./
+COPY README.md setup.py ./
 COPY router ./router
 COPY connectors ./connectors
 COPY migrations ./migrations
