@@ -92,6 +92,10 @@ class PythonInvokerSettings(PluginSettings):
     every other function. ``process``: in worker processes of its own."""
     max_threads: int = Field(default=16, ge=1, le=1024)
     """Shared: how many invocations of a sync handler may run at once (worker threads)."""
+    quick_wait_ms: float = Field(default=1.0, ge=0, le=100)
+    """Shared: how long the event loop waits, blocked, for a sync handler whose recent
+    invocations took at most half of it (0: never). Handing a quick handler's result back
+    through the loop costs more than the handler; a slow handler is never waited for."""
     max_processes: int = Field(default=DEFAULT_MAX_PROCESSES, ge=1, le=1000)
     """Process: most worker processes at once, each running one invocation at a time."""
     memory_size: int = Field(default=128, ge=128, le=10240)
@@ -114,6 +118,11 @@ class PythonInvokerSettings(PluginSettings):
             raise ValueError(
                 "max_threads is for isolation: shared; with isolation: process each worker "
                 "process runs one invocation at a time: set max_processes"
+            )
+        if self.isolation == "process" and "quick_wait_ms" in self.model_fields_set:
+            raise ValueError(
+                "quick_wait_ms is for isolation: shared (sync handlers on threads of the "
+                "router); worker processes answer over a pipe"
             )
         return self
 
@@ -154,6 +163,9 @@ class PythonInvoker(Invoker):
         self._handler: Handler | None = None
         self._is_async = False
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._quick_wait = self.settings.quick_wait_ms / 1000
+        self._typical = 0.0
+        """Seconds a sync invocation took lately, weighted to the latest (see _call_sync)."""
         self._arn = function.invoked_arn
         self._log_stream = ""
         self._isolated: ProcessIsolation | None = None
@@ -248,10 +260,7 @@ class PythonInvoker(Invoker):
                 if self._is_async:
                     result = await handler(invocation.event, context)
                 else:
-                    loop = asyncio.get_running_loop()
-                    result = await loop.run_in_executor(
-                        self._executor, _call_sync, handler, invocation.event, context
-                    )
+                    result = await self._call_sync(handler, invocation.event, context, remaining)
                     if inspect.isawaitable(result):
                         # A sync wrapper around an async handler (some frameworks do this).
                         result = await result
@@ -264,6 +273,34 @@ class PythonInvoker(Invoker):
         except (Exception, SystemExit) as e:  # noqa: BLE001 - any handler failure is a result
             return _exception_result(e, request_id)
         return self._encode(result)
+
+    async def _call_sync(
+        self, handler: Handler, event: Any, context: LambdaContext, remaining: float
+    ) -> Any:
+        """Run a sync handler on one of the worker threads. A handler that has lately been
+        quick (:attr:`PythonInvokerSettings.quick_wait_ms`) is waited for with the loop
+        blocked: the thread then takes the interpreter lock at once, and its result needs no
+        trip through the loop (on a 2-CPU machine that hand-off cost about 1 us of CPU time
+        for every record of a batch of 1,000)."""
+        executor = self._executor
+        if executor is None:
+            raise RuntimeError("PythonInvoker.invoke() called before start()")
+        future = executor.submit(self._timed, handler, event, context)
+        budget = self._quick_wait
+        if budget and self._typical <= budget / 2:
+            concurrent.futures.wait((future,), timeout=min(budget, remaining))
+        if future.done():
+            return future.result()
+        return await asyncio.wrap_future(future)
+
+    def _timed(self, handler: Handler, event: Any, context: LambdaContext) -> Any:
+        """:func:`_call_sync` on a worker thread, keeping an average of the latest durations
+        (1/8 the newest) to tell a quick handler from a slow one."""
+        started = time.monotonic()
+        try:
+            return _call_sync(handler, event, context)
+        finally:
+            self._typical += (time.monotonic() - started - self._typical) / 8
 
     def _encode(self, result: Any) -> InvokeResult:
         if result is None:

@@ -5,6 +5,7 @@ worker processes (``isolation: process``): both modes keep the same contract."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -290,3 +291,66 @@ async def test_aclose_is_idempotent(make: Factory) -> None:
     invoker = await started(make, "invoker_handlers:returns_none")
     await invoker.aclose()
     await invoker.aclose()
+
+
+class WaitCalls:
+    """Records the loop's blocking waits for a sync handler's result (then waits)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.timeouts: list[float] = []
+        real = concurrent.futures.wait
+
+        def wait(futures: Any, timeout: float | None = None) -> Any:
+            assert timeout is not None
+            self.timeouts.append(timeout)
+            return real(futures, timeout=timeout)
+
+        monkeypatch.setattr(concurrent.futures, "wait", wait)
+
+
+async def test_a_quick_sync_handler_is_waited_for_a_slow_one_is_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    waits = WaitCalls(monkeypatch)
+    config = PythonInvokerSettings(handler="invoker_handlers:sleep", path=str(HANDLERS))
+    invoker = PythonInvoker(function("fn", "python", config, 3.0), InitErrors().context())
+    await invoker.start()
+    try:
+        quick = await invoker.invoke(invocation({"seconds": 0}, timeout=3))
+        assert quick.outcome is Outcome.SUCCESS
+        assert quick.payload == {"slept": 0}
+        assert waits.timeouts == [0.001]  # quick_wait_ms: 1 by default
+        # A handler slower than the wait: the loop waits once, then gets the result as before.
+        slow = await invoker.invoke(invocation({"seconds": 0.05}, timeout=3))
+        assert slow.payload == {"slept": 0.05}
+        assert len(waits.timeouts) == 2
+        # Lately slow: the loop no longer waits for it, however quick the next call.
+        again = await invoker.invoke(invocation({"seconds": 0}, timeout=3))
+        assert again.outcome is Outcome.SUCCESS
+        assert len(waits.timeouts) == 2
+        # Quick again for a while, it is waited for again.
+        for _ in range(40):
+            await invoker.invoke(invocation({"seconds": 0}, timeout=3))
+        assert len(waits.timeouts) > 2
+    finally:
+        await invoker.aclose()
+
+
+async def test_quick_wait_off_and_errors_of_a_waited_handler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    waits = WaitCalls(monkeypatch)
+    off = PythonInvokerSettings(
+        handler="invoker_handlers:fail", path=str(HANDLERS), quick_wait_ms=0
+    )
+    on = PythonInvokerSettings(handler="invoker_handlers:fail", path=str(HANDLERS))
+    for config in (off, on):
+        invoker = PythonInvoker(function("fn", "python", config, 3.0), InitErrors().context())
+        await invoker.start()
+        try:
+            result = await invoker.invoke(invocation({"message": "boom"}, timeout=3))
+        finally:
+            await invoker.aclose()
+        assert result.outcome is Outcome.FUNCTION_ERROR
+        assert result.payload["errorType"] == "ValueError"
+    assert waits.timeouts == [0.001]  # only the second invoker waited

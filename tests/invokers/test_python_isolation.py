@@ -304,6 +304,7 @@ def test_the_check_imports_with_the_region_variables_a_worker_gets(
     [
         ({"max_processes": 2}, "max_processes needs isolation: process"),
         ({"isolation": "process", "max_threads": 2}, "max_threads is for isolation: shared"),
+        ({"isolation": "process", "quick_wait_ms": 0}, "quick_wait_ms is for isolation: shared"),
         ({"isolation": "thread"}, "'shared' or 'process'"),
     ],
 )
