@@ -3,7 +3,8 @@
 process``, :mod:`router.invokers.isolation`).
 
 Shared: sync handlers run in a thread pool of ``max_threads`` workers (so a slow handler never
-blocks the event loop); async handlers are awaited on the loop. The deadline is enforced
+blocks the event loop; one that has lately been quick is waited for, up to ``quick_wait_ms``);
+async handlers are awaited on the loop. The deadline is enforced
 either way: a sync handler that overruns keeps its thread until it returns, but its result is
 discarded and the invocation is a timeout. An async handler that blocks the loop cannot be
 interrupted; write async handlers that await. Every function shares the router's interpreter:
@@ -95,7 +96,8 @@ class PythonInvokerSettings(PluginSettings):
     quick_wait_ms: float = Field(default=1.0, ge=0, le=100)
     """Shared: how long the event loop waits, blocked, for a sync handler whose recent
     invocations took at most half of it (0: never). Handing a quick handler's result back
-    through the loop costs more than the handler; a slow handler is never waited for."""
+    through the loop costs more than the handler; a slow handler is waited for at most this
+    long, and no more once one of its invocations has returned slow."""
     max_processes: int = Field(default=DEFAULT_MAX_PROCESSES, ge=1, le=1000)
     """Process: most worker processes at once, each running one invocation at a time."""
     memory_size: int = Field(default=128, ge=128, le=10240)
