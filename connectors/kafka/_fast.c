@@ -80,6 +80,20 @@ byte_length(PyObject *obj)
     return PyObject_Length(obj);
 }
 
+/* size += what a key or value adds to the Lambda record (base64: a third more); 0, or -1 on
+ * error. None adds nothing. */
+static int
+add_base64_size(PyObject *obj, Py_ssize_t *size)
+{
+    if (obj == Py_None)
+        return 0;
+    Py_ssize_t length = byte_length(obj);
+    if (length < 0)
+        return -1;
+    *size += length * 4 / 3;
+    return 0;
+}
+
 /* records(messages, lane, base_size, now): the Records of one lane's messages; what
  * record_converter's convert() gives with one slot. */
 static PyObject *
@@ -112,22 +126,10 @@ records(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyObject *key = NULL, *value = NULL, *headers = NULL, *offset = NULL, *stamp = NULL;
         PyObject *record = NULL;
         Py_ssize_t size = base_size;
-        if ((key = PyObject_GetAttr(msg, s_key)) == NULL)
+        if ((key = PyObject_GetAttr(msg, s_key)) == NULL || add_base64_size(key, &size) < 0)
             goto fail;
-        if (key != Py_None) {
-            Py_ssize_t length = byte_length(key);
-            if (length < 0)
-                goto fail;
-            size += length * 4 / 3;
-        }
-        if ((value = PyObject_GetAttr(msg, s_value)) == NULL)
+        if ((value = PyObject_GetAttr(msg, s_value)) == NULL || add_base64_size(value, &size) < 0)
             goto fail;
-        if (value != Py_None) {
-            Py_ssize_t length = byte_length(value);
-            if (length < 0)
-                goto fail;
-            size += length * 4 / 3;
-        }
         if ((headers = PyObject_GetAttr(msg, s_headers)) == NULL)
             goto fail;
         int any = PyObject_IsTrue(headers);
