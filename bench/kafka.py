@@ -19,7 +19,9 @@ bare run just before it, and its ratios are against that run. ``--rounds`` repea
 and gives the median ratios (single runs swing by a third on a shared virtual machine).
 ``--async-handler`` adds runs with an async handler: a sync handler (the default, as most
 Lambda handlers are) is called on the invoker's threads, an async one on the event loop.
-``--pin CPU`` pins this process (not the broker) to one CPU, so that thread hand-offs stay
+``--quick-wait-ms 1`` sets the ``python`` invoker's ``quick_wait_ms`` (the sync handler waited
+for with the loop blocked; off by default, as in the router). ``--pin CPU`` pins this process
+(not the broker) to one CPU, so that thread hand-offs stay
 on one core (see docs/kafka.md, "Throughput").
 Targets: router >= 0.7 x bare, router with 5 patterns >= 0.5 x bare (sync and async handler).
 
@@ -234,6 +236,7 @@ async def through_router(
     patterns: list[str],
     batch_size: int,
     handler: str = "handle",
+    quick_wait_ms: float = 0,
 ) -> tuple[Rate, float]:
     """The router's rate, and the store's writes per second while it ran."""
     group = f"router-{uuid.uuid4().hex[:8]}"
@@ -243,6 +246,7 @@ functions:
   count:
     invoker: python
     handler: kafka_bench_handler:{handler}
+    quick_wait_ms: {quick_wait_ms}
 mappings:
   - name: bench
     function: count
@@ -296,6 +300,13 @@ async def main() -> None:
         "`taskset -c CPU router run` does",
     )
     parser.add_argument(
+        "--quick-wait-ms",
+        type=float,
+        default=0,
+        help="the python invoker's quick_wait_ms for the sync handler (default 0, the "
+        "router's default; 1 waits for a quick handler with the loop blocked)",
+    )
+    parser.add_argument(
         "--default-gc",
         action="store_true",
         help="keep Python's default GC settings instead of those `router run` applies",
@@ -337,7 +348,13 @@ async def main() -> None:
                 show("bare aiokafka getmany+commit", base)
                 delivered = COUNTER.count
                 rate, written = await through_router(
-                    bootstrap, topic, args.records, patterns, args.batch_size, handler
+                    bootstrap,
+                    topic,
+                    args.records,
+                    patterns,
+                    args.batch_size,
+                    handler,
+                    args.quick_wait_ms,
                 )
                 ratio = (rate[0] / base[0], rate[1] / base[1])
                 ratios[name].append(ratio)

@@ -19,6 +19,9 @@ delivered end to end, so joining a group or starting a watcher is not counted.
   ``directory`` mapping with ``settle: 0`` (the default 0.2 s settle adds 0.2 s by design).
   The directory source invokes asynchronously: its latency includes the durable queue.
 
+The process runs under the garbage-collector settings ``router run`` applies (both sides;
+``--default-gc`` keeps Python's own).
+
 Target: router p99 <= 2 x the bare loop's p99 + 5 ms.
 """
 
@@ -49,6 +52,7 @@ from bench.kafka import bare_consumer, tansu
 from bench.sqs import REGION, moto_server
 from bench.support import fake_aws_credentials, load, percentile, running_router
 from connectors.directory import WATCH_DEBOUNCE_MS, WATCH_STEP_MS
+from router.app import tune_gc
 
 SEEN: list[float] = []
 """Latencies (seconds) seen by the current consumer, bare or router."""
@@ -377,7 +381,15 @@ async def main() -> None:
         default=500,
         help="Kafka fetch_max_wait_ms, the same on both sides (500 is the client's default)",
     )
+    parser.add_argument(
+        "--default-gc",
+        action="store_true",
+        help="keep Python's default GC settings instead of those `router run` applies",
+    )
     args = parser.parse_args()
+    if not args.default_gc:
+        # As `router run` does; the bare loops run in this same process under the same settings.
+        tune_gc()
     LOOP = asyncio.get_running_loop()
     fake_aws_credentials(REGION)
     module = types.ModuleType("latency_bench_handler")

@@ -3,7 +3,7 @@
 process``, :mod:`router.invokers.isolation`).
 
 Shared: sync handlers run in a thread pool of ``max_threads`` workers (so a slow handler never
-blocks the event loop; one that has lately been quick is waited for, up to ``quick_wait_ms``);
+blocks the event loop; with ``quick_wait_ms``, one that has lately been quick is waited for);
 async handlers are awaited on the loop. The deadline is enforced
 either way: a sync handler that overruns keeps its thread until it returns, but its result is
 discarded and the invocation is a timeout. An async handler that blocks the loop cannot be
@@ -93,11 +93,13 @@ class PythonInvokerSettings(PluginSettings):
     every other function. ``process``: in worker processes of its own."""
     max_threads: int = Field(default=16, ge=1, le=1024)
     """Shared: how many invocations of a sync handler may run at once (worker threads)."""
-    quick_wait_ms: float = Field(default=1.0, ge=0, le=100)
+    quick_wait_ms: float = Field(default=0.0, ge=0, le=100)
     """Shared: how long the event loop waits, blocked, for a sync handler whose recent
-    invocations took at most half of it (0: never). Handing a quick handler's result back
-    through the loop costs more than the handler; a slow handler is waited for at most this
-    long, and no more once one of its invocations has returned slow."""
+    invocations took at most half of it (0, the default: never). Handing a quick handler's
+    result back through a busy loop costs more than the handler; but while the loop waits,
+    no source reads, so a source that receives records as they come (RabbitMQ, SQS) cuts
+    smaller batches. A slow handler is waited for at most this long, and no more once one of
+    its invocations has returned slow."""
     max_processes: int = Field(default=DEFAULT_MAX_PROCESSES, ge=1, le=1000)
     """Process: most worker processes at once, each running one invocation at a time."""
     memory_size: int = Field(default=128, ge=128, le=10240)

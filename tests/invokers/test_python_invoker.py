@@ -312,14 +312,16 @@ async def test_a_quick_sync_handler_is_waited_for_a_slow_one_is_not(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     waits = WaitCalls(monkeypatch)
-    config = PythonInvokerSettings(handler="invoker_handlers:sleep", path=str(HANDLERS))
+    config = PythonInvokerSettings(
+        handler="invoker_handlers:sleep", path=str(HANDLERS), quick_wait_ms=1
+    )
     invoker = PythonInvoker(function("fn", "python", config, 3.0), InitErrors().context())
     await invoker.start()
     try:
         quick = await invoker.invoke(invocation({"seconds": 0}, timeout=3))
         assert quick.outcome is Outcome.SUCCESS
         assert quick.payload == {"slept": 0}
-        assert waits.timeouts == [0.001]  # quick_wait_ms: 1 by default
+        assert waits.timeouts == [0.001]
         # A handler slower than the wait: the loop waits once, then gets the result as before.
         slow = await invoker.invoke(invocation({"seconds": 0.05}, timeout=3))
         assert slow.payload == {"slept": 0.05}
@@ -343,7 +345,7 @@ async def test_quick_wait_off_and_errors_of_a_waited_handler(
     off = PythonInvokerSettings(
         handler="invoker_handlers:fail", path=str(HANDLERS), quick_wait_ms=0
     )
-    on = PythonInvokerSettings(handler="invoker_handlers:fail", path=str(HANDLERS))
+    on = PythonInvokerSettings(handler="invoker_handlers:fail", path=str(HANDLERS), quick_wait_ms=1)
     for config in (off, on):
         invoker = PythonInvoker(function("fn", "python", config, 3.0), InitErrors().context())
         await invoker.start()
