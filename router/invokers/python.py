@@ -169,7 +169,7 @@ class PythonInvoker(Invoker):
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._quick_wait = self.settings.quick_wait_ms / 1000
         self._typical = 0.0
-        """Seconds a sync invocation took lately, weighted to the latest (see _call_sync)."""
+        """Seconds a sync invocation took lately, weighted to the latest (see _on_thread)."""
         self._arn = function.invoked_arn
         self._log_stream = ""
         self._isolated: ProcessIsolation | None = None
@@ -264,7 +264,7 @@ class PythonInvoker(Invoker):
                 if self._is_async:
                     result = await handler(invocation.event, context)
                 else:
-                    result = await self._call_sync(handler, invocation.event, context, remaining)
+                    result = await self._on_thread(handler, invocation.event, context, remaining)
                     if inspect.isawaitable(result):
                         # A sync wrapper around an async handler (some frameworks do this).
                         result = await result
@@ -278,7 +278,7 @@ class PythonInvoker(Invoker):
             return _exception_result(e, request_id)
         return self._encode(result)
 
-    async def _call_sync(
+    async def _on_thread(
         self, handler: Handler, event: Any, context: LambdaContext, remaining: float
     ) -> Any:
         """Run a sync handler on one of the worker threads. A handler that has lately been
@@ -289,17 +289,19 @@ class PythonInvoker(Invoker):
         executor = self._executor
         if executor is None:
             raise RuntimeError("PythonInvoker.invoke() called before start()")
-        future = executor.submit(self._timed, handler, event, context)
         budget = self._quick_wait
-        if budget and self._typical <= budget / 2:
+        if not budget:
+            return await asyncio.wrap_future(executor.submit(_call_sync, handler, event, context))
+        future = executor.submit(self._timed, handler, event, context)
+        if self._typical <= budget / 2:
             concurrent.futures.wait((future,), timeout=min(budget, remaining))
         if future.done():
             return future.result()
         return await asyncio.wrap_future(future)
 
     def _timed(self, handler: Handler, event: Any, context: LambdaContext) -> Any:
-        """:func:`_call_sync` on a worker thread, keeping an average of the latest durations
-        (1/8 the newest) to tell a quick handler from a slow one."""
+        """The module's :func:`_call_sync` on a worker thread, keeping an average of the
+        latest durations (1/8 the newest) to tell a quick handler from a slow one."""
         started = time.monotonic()
         try:
             return _call_sync(handler, event, context)

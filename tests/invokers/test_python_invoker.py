@@ -293,6 +293,14 @@ async def test_aclose_is_idempotent(make: Factory) -> None:
     await invoker.aclose()
 
 
+async def shared(handler: str, **settings: Any) -> PythonInvoker:
+    """A started ``isolation: shared`` invoker of ``handler`` (the caller closes it)."""
+    config = PythonInvokerSettings(handler=handler, path=str(HANDLERS), **settings)
+    invoker = PythonInvoker(function("fn", "python", config, 3.0), InitErrors().context())
+    await invoker.start()
+    return invoker
+
+
 class WaitCalls:
     """Records the loop's blocking waits for a sync handler's result (then waits)."""
 
@@ -312,11 +320,7 @@ async def test_a_quick_sync_handler_is_waited_for_a_slow_one_is_not(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     waits = WaitCalls(monkeypatch)
-    config = PythonInvokerSettings(
-        handler="invoker_handlers:sleep", path=str(HANDLERS), quick_wait_ms=1
-    )
-    invoker = PythonInvoker(function("fn", "python", config, 3.0), InitErrors().context())
-    await invoker.start()
+    invoker = await shared("invoker_handlers:sleep", quick_wait_ms=1)
     try:
         quick = await invoker.invoke(invocation({"seconds": 0}, timeout=3))
         assert quick.outcome is Outcome.SUCCESS
@@ -342,13 +346,8 @@ async def test_quick_wait_off_and_errors_of_a_waited_handler(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     waits = WaitCalls(monkeypatch)
-    off = PythonInvokerSettings(
-        handler="invoker_handlers:fail", path=str(HANDLERS), quick_wait_ms=0
-    )
-    on = PythonInvokerSettings(handler="invoker_handlers:fail", path=str(HANDLERS), quick_wait_ms=1)
-    for config in (off, on):
-        invoker = PythonInvoker(function("fn", "python", config, 3.0), InitErrors().context())
-        await invoker.start()
+    for wait_ms in (0, 1):
+        invoker = await shared("invoker_handlers:fail", quick_wait_ms=wait_ms)
         try:
             result = await invoker.invoke(invocation({"message": "boom"}, timeout=3))
         finally:
