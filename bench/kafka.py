@@ -19,8 +19,9 @@ bare run just before it, and its ratios are against that run. ``--rounds`` repea
 and gives the median ratios (single runs swing by a third on a shared virtual machine).
 ``--async-handler`` adds runs with an async handler: a sync handler (the default, as most
 Lambda handlers are) is called on the invoker's threads, an async one on the event loop.
-``--quick-wait-ms 1`` sets the ``python`` invoker's ``quick_wait_ms`` (the sync handler waited
-for with the loop blocked; off by default, as in the router). ``--pin CPU`` pins this process
+``--quick-wait-ms 0`` sets the ``python`` invoker's ``quick_wait_ms`` (how long the loop waits,
+blocked, for a quick sync handler when the next batch is waiting; the router's default, 1,
+without it). ``--pin CPU`` pins this process
 (not the broker) to one CPU, so that thread hand-offs stay
 on one core (see docs/kafka.md, "Throughput").
 Targets: router >= 0.7 x bare, router with 5 patterns >= 0.5 x bare (sync and async handler).
@@ -236,17 +237,17 @@ async def through_router(
     patterns: list[str],
     batch_size: int,
     handler: str = "handle",
-    quick_wait_ms: float = 0,
+    quick_wait_ms: float | None = None,
 ) -> tuple[Rate, float]:
     """The router's rate, and the store's writes per second while it ran."""
     group = f"router-{uuid.uuid4().hex[:8]}"
     filters = filter_yaml(patterns)
+    quick = "" if quick_wait_ms is None else f"\n    quick_wait_ms: {quick_wait_ms}"
     text = f"""
 functions:
   count:
     invoker: python
-    handler: kafka_bench_handler:{handler}
-    quick_wait_ms: {quick_wait_ms}
+    handler: kafka_bench_handler:{handler}{quick}
 mappings:
   - name: bench
     function: count
@@ -302,9 +303,9 @@ async def main() -> None:
     parser.add_argument(
         "--quick-wait-ms",
         type=float,
-        default=0,
-        help="the python invoker's quick_wait_ms for the sync handler (default 0, the "
-        "router's default; 1 waits for a quick handler with the loop blocked)",
+        default=None,
+        help="the python invoker's quick_wait_ms for the sync handler (default: the "
+        "router's, 1; 0 never waits for a quick handler with the loop blocked)",
     )
     parser.add_argument(
         "--default-gc",

@@ -139,6 +139,10 @@ class Invocation:
     ``cognito_identity_pool_id`` runtimes get it as ``Lambda-Runtime-Cognito-Identity``
     (``context.identity`` in a handler)."""
     cognito_identity_pool_id: str = ""
+    backlog: bool = False
+    """The mapping holds at least another full batch for the same lane behind this one: the
+    function is fed as fast as it answers, so an invoker may answer without a trip through
+    the event loop (the ``python`` invoker's ``quick_wait_ms``) and delay no record."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -3,7 +3,8 @@
 process``, :mod:`router.invokers.isolation`).
 
 Shared: sync handlers run in a thread pool of ``max_threads`` workers (so a slow handler never
-blocks the event loop; with ``quick_wait_ms``, one that has lately been quick is waited for);
+blocks the event loop; one that has lately been quick is waited for when more batches wait,
+``quick_wait_ms``);
 async handlers are awaited on the loop. The deadline is enforced
 either way: a sync handler that overruns keeps its thread until it returns, but its result is
 discarded and the invocation is a timeout. An async handler that blocks the loop cannot be
@@ -93,13 +94,15 @@ class PythonInvokerSettings(PluginSettings):
     every other function. ``process``: in worker processes of its own."""
     max_threads: int = Field(default=16, ge=1, le=1024)
     """Shared: how many invocations of a sync handler may run at once (worker threads)."""
-    quick_wait_ms: float = Field(default=0.0, ge=0, le=100)
+    quick_wait_ms: float = Field(default=1.0, ge=0, le=100)
     """Shared: how long the event loop waits, blocked, for a sync handler whose recent
-    invocations took at most half of it (0, the default: never). Handing a quick handler's
-    result back through a busy loop costs more than the handler; but while the loop waits,
-    no source reads, so a source that receives records as they come (RabbitMQ, SQS) cuts
-    smaller batches. A slow handler is waited for at most this long, and no more once one of
-    its invocations has returned slow."""
+    invocations took at most half of it, when the mapping already holds the next full batch
+    for the same lane (:attr:`~router.models.Invocation.backlog`; 0: never). Handing a quick
+    handler's result back through a busy loop costs more than the handler; waiting while
+    records are still arriving would make a source that receives them as they come
+    (RabbitMQ, SQS) cut smaller batches, hence the backlog condition. A slow handler is
+    waited for at most this long, and no more once one of its invocations has returned
+    slow."""
     max_processes: int = Field(default=DEFAULT_MAX_PROCESSES, ge=1, le=1000)
     """Process: most worker processes at once, each running one invocation at a time."""
     memory_size: int = Field(default=128, ge=128, le=10240)
@@ -264,7 +267,9 @@ class PythonInvoker(Invoker):
                 if self._is_async:
                     result = await handler(invocation.event, context)
                 else:
-                    result = await self._on_thread(handler, invocation.event, context, remaining)
+                    result = await self._on_thread(
+                        handler, invocation.event, context, remaining, invocation.backlog
+                    )
                     if inspect.isawaitable(result):
                         # A sync wrapper around an async handler (some frameworks do this).
                         result = await result
@@ -279,13 +284,19 @@ class PythonInvoker(Invoker):
         return self._encode(result)
 
     async def _on_thread(
-        self, handler: Handler, event: Any, context: LambdaContext, remaining: float
+        self,
+        handler: Handler,
+        event: Any,
+        context: LambdaContext,
+        remaining: float,
+        backlog: bool,
     ) -> Any:
         """Run a sync handler on one of the worker threads. A handler that has lately been
         quick (:attr:`PythonInvokerSettings.quick_wait_ms`) is waited for with the loop
-        blocked: the thread then takes the interpreter lock at once, and its result needs no
-        trip through the loop (on a 2-CPU machine that hand-off cost about 1 us of CPU time
-        for every record of a batch of 1,000)."""
+        blocked when the next batch is already waiting (``backlog``): the thread then takes
+        the interpreter lock at once, and its result needs no trip through the loop (on a
+        2-CPU machine that trip cost about 0.3-1 us of CPU time for every record of a batch
+        of 1,000, see docs/performance.md)."""
         executor = self._executor
         if executor is None:
             raise RuntimeError("PythonInvoker.invoke() called before start()")
@@ -293,7 +304,7 @@ class PythonInvoker(Invoker):
         if not budget:
             return await asyncio.wrap_future(executor.submit(_call_sync, handler, event, context))
         future = executor.submit(self._timed, handler, event, context)
-        if self._typical <= budget / 2:
+        if backlog and self._typical <= budget / 2:
             concurrent.futures.wait((future,), timeout=min(budget, remaining))
         if future.done():
             return future.result()

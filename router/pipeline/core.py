@@ -381,13 +381,13 @@ class Pipeline(Sink):
     async def _deliver(self, lane: Lane, batch: list[Entry], read_at: float) -> None:
         """Deliver ``batch`` in its span (see :mod:`router.tracing`)."""
         if not tracing.enabled():
-            await self.delivery.deliver(lane, batch)
+            await self.delivery.deliver_from(lane, batch)
             return
         first = next(([r] for r, filtered in batch if not filtered), [])
         upstream = self.source.invocation_fields(first).get("trace_id", "") if first else ""
         mapping = self.mapping
         with tracing.batch_span(mapping.name, mapping.source.type, len(batch), upstream, read_at):
-            await self.delivery.deliver(lane, batch)
+            await self.delivery.deliver_from(lane, batch)
 
     async def _run_batch(self, lane: Lane, batch: list[Entry], read_at: float) -> None:
         try:

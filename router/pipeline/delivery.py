@@ -32,6 +32,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,6 +66,9 @@ from router.secrets import redact
 
 logger = logging.getLogger(__name__)
 warnings = logs.LimitedLogger(logger)
+
+_delivering: ContextVar[Lane | None] = ContextVar("delivering", default=None)
+"""The lane whose batch the current task delivers (:meth:`Delivery.deliver_from`)."""
 """Warnings about a mapping, rate-limited per (mapping, cause)."""
 
 PLATFORM = (Outcome.THROTTLED, Outcome.TRANSPORT_ERROR)
@@ -146,6 +150,20 @@ class Delivery(ABC):
 
     async def delete_filtered(self, records: Sequence[Record]) -> None:  # noqa: B027 - optional hook
         """Acknowledge records :meth:`sort_filtered` set apart."""
+
+    async def deliver_from(self, lane: Lane, batch: list[Entry]) -> None:
+        """What the pipeline calls: :meth:`deliver`, the invocations it makes knowing the
+        lane the batch came from (:attr:`~router.models.Invocation.backlog`)."""
+        token = _delivering.set(lane)
+        try:
+            await self.deliver(lane, batch)
+        finally:
+            _delivering.reset(token)
+
+    def _backlog(self) -> bool:
+        """Whether the lane being delivered holds another full batch behind this one."""
+        lane = _delivering.get()
+        return lane is not None and lane.count >= max(1, self.mapping.batch_size)
 
     @abstractmethod
     async def deliver(self, lane: Lane, batch: list[Entry]) -> None:
@@ -376,6 +394,7 @@ class Delivery(ABC):
             invoked_function_arn=self.arn,
             client_context=fields.get("client_context", ""),
             trace_id=tracing.invocation_header(fields.get("trace_id", "")),
+            backlog=self._backlog(),
         )
         try:
             return await self.invoker.invoke(invocation)

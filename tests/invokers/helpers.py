@@ -29,10 +29,13 @@ def function(
     return FunctionConfig(name=name, invoker=invoker, timeout=timeout, settings=settings)
 
 
-def invocation(event: Any, *, timeout: float = 3.0, function_name: str = "fn") -> Invocation:
+def invocation(
+    event: Any, *, timeout: float = 3.0, function_name: str = "fn", backlog: bool = False
+) -> Invocation:
     return Invocation(
         function=function_name,
         event=event,
         request_id=str(uuid.uuid4()),
         deadline=time.time() + timeout,
+        backlog=backlog,
     )

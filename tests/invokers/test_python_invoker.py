@@ -320,23 +320,31 @@ async def test_a_quick_sync_handler_is_waited_for_a_slow_one_is_not(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     waits = WaitCalls(monkeypatch)
-    invoker = await shared("invoker_handlers:sleep", quick_wait_ms=1)
+    invoker = await shared("invoker_handlers:sleep")  # quick_wait_ms: 1, the default
     try:
-        quick = await invoker.invoke(invocation({"seconds": 0}, timeout=3))
+        # Nothing waiting behind it: the result comes back through the loop, not waited for.
+        alone = await invoker.invoke(invocation({"seconds": 0}, timeout=3))
+        assert alone.payload == {"slept": 0}
+        assert waits.timeouts == []
+
+        def next_batch_waiting(seconds: float) -> Invocation:
+            return invocation({"seconds": seconds}, timeout=3, backlog=True)
+
+        quick = await invoker.invoke(next_batch_waiting(0))
         assert quick.outcome is Outcome.SUCCESS
         assert quick.payload == {"slept": 0}
         assert waits.timeouts == [0.001]
         # A handler slower than the wait: the loop waits once, then gets the result as before.
-        slow = await invoker.invoke(invocation({"seconds": 0.05}, timeout=3))
+        slow = await invoker.invoke(next_batch_waiting(0.05))
         assert slow.payload == {"slept": 0.05}
         assert len(waits.timeouts) == 2
         # Lately slow: the loop no longer waits for it, however quick the next call.
-        again = await invoker.invoke(invocation({"seconds": 0}, timeout=3))
+        again = await invoker.invoke(next_batch_waiting(0))
         assert again.outcome is Outcome.SUCCESS
         assert len(waits.timeouts) == 2
         # Quick again for a while, it is waited for again.
         for _ in range(40):
-            await invoker.invoke(invocation({"seconds": 0}, timeout=3))
+            await invoker.invoke(next_batch_waiting(0))
         assert len(waits.timeouts) > 2
     finally:
         await invoker.aclose()
@@ -349,7 +357,7 @@ async def test_quick_wait_off_and_errors_of_a_waited_handler(
     for wait_ms in (0, 1):
         invoker = await shared("invoker_handlers:fail", quick_wait_ms=wait_ms)
         try:
-            result = await invoker.invoke(invocation({"message": "boom"}, timeout=3))
+            result = await invoker.invoke(invocation({"message": "boom"}, timeout=3, backlog=True))
         finally:
             await invoker.aclose()
         assert result.outcome is Outcome.FUNCTION_ERROR

@@ -215,6 +215,8 @@ class ScriptedInvoker(Invoker):
         self.script = list(script) if not callable(script) else []
         self.handler = script if callable(script) else None
         self.events: list[dict[str, Any]] = []
+        self.backlogs: list[bool] = []
+        """Each invocation's ``backlog``: the next full batch of its lane already waiting."""
         self.active = 0
         self.peak = 0
         self.gate = asyncio.Event()
@@ -227,6 +229,7 @@ class ScriptedInvoker(Invoker):
 
     async def invoke(self, invocation: Invocation) -> InvokeResult:
         self.events.append(invocation.event)
+        self.backlogs.append(invocation.backlog)
         self.active += 1
         self.peak = max(self.peak, self.active)
         try:

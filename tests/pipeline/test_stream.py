@@ -69,6 +69,17 @@ async def test_one_batch_at_a_time_per_lane_lanes_run_concurrently(make: MakeHar
     await h.check()
 
 
+async def test_invocations_say_when_the_next_full_batch_waits(make: MakeHarness) -> None:
+    # What lets the python invoker wait for a quick sync handler without holding back a
+    # source whose records are still arriving (quick_wait_ms).
+    h = make(STREAM, batch_size=3)
+    await h.put(records(7, "a"))
+    await h.drain()
+    assert h.invoker.batches == [["0", "1", "2"], ["3", "4", "5"], ["6"]]
+    assert h.invoker.backlogs == [True, False, False]
+    await h.check()
+
+
 async def until_active(invoker: ScriptedInvoker, n: int) -> None:
     from tests.pipeline.fakes import until
 
