@@ -66,10 +66,9 @@ from router.secrets import redact
 
 logger = logging.getLogger(__name__)
 warnings = logs.LimitedLogger(logger)
-
+"""Warnings about a mapping, rate-limited per (mapping, cause)."""
 _delivering: ContextVar[Lane | None] = ContextVar("delivering", default=None)
 """The lane whose batch the current task delivers (:meth:`Delivery.deliver_from`)."""
-"""Warnings about a mapping, rate-limited per (mapping, cause)."""
 
 PLATFORM = (Outcome.THROTTLED, Outcome.TRANSPORT_ERROR)
 """Outcomes retried without spending the function-error budget."""
